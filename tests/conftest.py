@@ -1,0 +1,24 @@
+"""Shared test helpers: seeds, tolerances in the flash-attention style, tiny random-weight models."""
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def assert_close_to_ref(out, out_ref, out_pt, *, floor=2e-5, name="out"):
+    """A backend passes when its error against the fp32 reference is at most twice PyTorch's own
+    low-precision error (``out_pt``: the reference computed in the input dtype), plus a small floor."""
+    err = (out.float() - out_ref.float()).abs().max().item()
+    pt_err = (out_pt.float() - out_ref.float()).abs().max().item()
+    if out.dtype in (torch.bfloat16, torch.float16):
+        # one rounding step of the output itself, for the cases where PyTorch's error happens to be 0
+        floor += torch.finfo(out.dtype).eps * out_ref.float().abs().max().item()
+    assert err <= 2 * pt_err + floor, f"{name}: error {err:.3g} > 2 x PyTorch's {pt_err:.3g} + {floor:.3g}"
