@@ -27,9 +27,11 @@ except Exception as e:  # pragma: no cover - old torch
     _IMPORT_ERROR = f"torch.nn.attention.flex_attention is not importable ({e}); needs torch >= 2.5"
 
 BLOCK = 128
-# "auto": compile on CUDA, run eagerly on CPU (compiles per shape take tens of seconds on 2 cores);
+# "auto": compile on CUDA; on CPU compile inference calls of at least CPU_COMPILE_PAIRS (query, key) pairs (eager
+# flex materialises the whole score matrix, while a compile costs tens of seconds per shape on 2 cores);
 # "always" / "never" force it. Environment variable SWAA_FLEX_COMPILE overrides the default.
 COMPILE = os.environ.get("SWAA_FLEX_COMPILE", "auto")
+CPU_COMPILE_PAIRS = 2048 * 2048
 
 
 def flex_available() -> str | None:
@@ -56,9 +58,12 @@ def make_block_mask(lq: int, lk: int, window, keep_first: int, device, block: in
 
     kv_num, kv_idx = to_indices(partial)
     full_num, full_idx = to_indices(full)
+    # window, sinks and offset enter the mask_mod as 0-d tensors, not Python ints: a compiled flex_attention then
+    # treats them as inputs instead of specialising (and recompiling) on every (W, S, Lk - Lq)
+    as_t = lambda x: torch.tensor(x, device=device, dtype=torch.int32)
+    mask_mod = make_mask_mod(None if window is None else as_t(window), as_t(keep_first), q_offset=as_t(lk - lq))
     return BlockMask.from_kv_blocks(
-        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=(block, block),
-        mask_mod=make_mask_mod(window, keep_first, q_offset=lk - lq), seq_lengths=(lq, lk))
+        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=(block, block), mask_mod=mask_mod, seq_lengths=(lq, lk))
 
 
 @functools.lru_cache(maxsize=64)
@@ -71,20 +76,24 @@ def _compiled():
     return torch.compile(flex_attention, dynamic=False)
 
 
-def _should_compile(q, return_lse) -> bool:
-    if COMPILE == "always":
-        return not (q.device.type == "cpu" and return_lse)   # CPU: return_lse only works eagerly
-    if COMPILE == "never":
+def _should_compile(q, k, return_lse) -> bool:
+    if q.device.type == "cuda":
+        return COMPILE != "never"
+    if return_lse or COMPILE == "never":                     # CPU: return_lse only works eagerly
         return False
-    return q.device.type == "cuda"
+    return COMPILE == "always" or q.shape[-2] * k.shape[-2] >= CPU_COMPILE_PAIRS
 
 
 def flex_swaa_attention(q, k, v, *, window, keep_first, scale, return_lse, mask, fa_from):
     lq, lk = q.shape[-2], k.shape[-2]
     bm = _cached_block_mask(lq, lk, window, keep_first, str(q.device))
-    compiled = _should_compile(q, return_lse)
+    compiled = _should_compile(q, k, return_lse)
     fn = _compiled() if compiled else flex_attention
     kw = dict(block_mask=bm, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    if compiled and q.device.type == "cuda" and lq * (q.shape[1] // k.shape[1]) > 64:
+        # flex's split-KV decoding kernel (picked for Lq < 128) finds no valid config for e.g. Lq=113 with GQA 4
+        # on H200 / torch 2.11 ("NoValidChoicesError"); keep it for true decode shapes only
+        kw["kernel_options"] = {"FORCE_USE_FLEX_ATTENTION": True}
     if return_lse:
         kw.update(return_aux=AuxRequest(lse=True)) if AuxRequest is not None else kw.update(return_lse=True)
     with warnings.catch_warnings():

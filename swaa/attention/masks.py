@@ -62,7 +62,6 @@ def make_mask_mod(window: int | None, keep_first: int = 0, q_offset: int = 0):
     def swaa_mask_mod(b, h, q_idx, kv_idx):
         return visible(q_idx + q_offset, kv_idx, window, keep_first)
 
-    swaa_mask_mod.__name__ = f"swaa_w{window}_s{keep_first}_o{q_offset}"
     return swaa_mask_mod
 
 
