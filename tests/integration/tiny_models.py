@@ -85,7 +85,7 @@ def independent_dense_attention(module, query, key, value, attention_mask, dropo
         if fad and pl is not None:
             fa_from = int(pl[r]) if isinstance(pl, torch.Tensor) and pl.dim() else int(pl)
         mask = _independent_mask(lq, lk, window, raw.get("keep_first", 0), fa_from)
-        s = scores[r].masked_fill(~mask, float("-inf"))
+        s = scores[r].masked_fill(~mask.to(scores.device), float("-inf"))
         out[r] = torch.softmax(s, dim=-1) @ value[r]
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
