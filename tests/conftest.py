@@ -5,6 +5,7 @@ import pytest
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")          # nothing in the tests needs the hub
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
