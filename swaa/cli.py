@@ -1,4 +1,4 @@
-"""The `swaa` command. Subcommands: reproduce (the main job), info (environment and attention backends)."""
+"""The `swaa` command. Subcommands: reproduce (every notebook through papermill), info (environment, backends)."""
 from __future__ import annotations
 
 import argparse
@@ -6,22 +6,28 @@ import sys
 
 
 def _cmd_reproduce(a) -> int:
-    from .reproduce import reproduce
-    reproduce(a.out, a.figures, n_tokens=a.tokens, model=a.model)
+    import time
+
+    from .reproduce import NotebookFailed, run_notebooks
+    params = {}
+    if a.model:
+        params["MODEL"] = a.model
+    if a.device:
+        params["DEVICE"] = a.device
+    t0 = time.time()
+    try:
+        timings = run_notebooks(a.notebooks or None, smoke=a.smoke, out=a.out, figures=a.figures, parameters=params)
+    except NotebookFailed as e:
+        print(f"swaa reproduce: {e}", file=sys.stderr)
+        return 1
+    print(f"swaa reproduce: {len(timings)} notebooks in {time.time() - t0:.0f} s; figures in {a.figures}/")
     return 0
 
 
 def _cmd_info(a) -> int:
-    import platform
-
-    import torch
-    import transformers
-
-    from .attention import available_backends
-    print(f"python {platform.python_version()} | torch {torch.__version__} | transformers {transformers.__version__}")
-    print(f"device: {'cuda: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}")
-    for name, why in available_backends().items():
-        print(f"  backend {name:10s} {'available' if why is None else 'unavailable: ' + why}")
+    from .envinfo import environment_report
+    for key, value in environment_report().items():
+        print(f"{key:18s} {value}")
     return 0
 
 
@@ -31,8 +37,10 @@ def main(argv=None) -> int:
     r = sub.add_parser("reproduce", help="run the main job headless and write figures/")
     r.add_argument("--out", default="out", help="working folder for resumable results (git-ignored)")
     r.add_argument("--figures", default="figures")
-    r.add_argument("--tokens", type=int, default=1536, help="length of the offline text used for the loss")
-    r.add_argument("--model", default=None, help="model folder or hub id (default: SmolLM2-135M-Instruct)")
+    r.add_argument("notebooks", nargs="*", help="notebook names (default: all, in order)")
+    r.add_argument("--smoke", action="store_true", help="SMOKE=True: tiny sizes, seconds per notebook")
+    r.add_argument("--model", default=None, help="MODEL parameter: folder or hub id (default: SmolLM2-135M-Instruct)")
+    r.add_argument("--device", default=None, help="DEVICE parameter (default: cpu)")
     r.set_defaults(fn=_cmd_reproduce)
     i = sub.add_parser("info", help="versions, device and attention backends")
     i.set_defaults(fn=_cmd_info)

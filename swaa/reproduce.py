@@ -1,111 +1,85 @@
-"""`swaa reproduce` / `make figures`: the main job, run headless on the default model on CPU.
+"""`swaa reproduce` / `make figures`: execute every notebook in order through papermill, headless.
 
-Now: the sink effect on real offline text: mean next-token loss of the default model under a grid of SWAA
-configurations (windows x sinks, plus interleaved full-attention layers), written row by row to
-``out/reproduce/loss_grid.jsonl`` (a rerun resumes and recomputes nothing), then ``figures/loss_vs_window.png``
-and ``figures/loss_grid.csv``. The notebooks join this run as they are written (papermill).
+Executed notebooks go to ``out/notebooks/`` (git-ignored), figures to ``figures/``. Progress is shown per notebook
+and per cell; a failure stops the run with the notebook and the cell named. Long computations inside the
+notebooks write their rows to ``out/`` as they finish (:mod:`swaa.results`), so a rerun resumes.
 """
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
 from .config import SWAAConfig
 
-__all__ = ["loss_grid_configs", "run_loss_grid", "reproduce"]
+__all__ = ["NOTEBOOKS", "run_notebooks", "loss_grid_configs", "run_loss_grid", "NotebookFailed"]
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+# notebook -> the figures it must write (checked after each run)
+NOTEBOOKS: dict[str, list[str]] = {
+    "00_setup.ipynb": ["00_configs.png"],
+    "01_attention_patterns.ipynb": ["01_masks.png", "01_attention_maps.png", "01_sink_mass.png",
+                                    "01_loss_heatmap.png", "01_loss_vs_window.png", "01_recipes.png"],
+}
 
 
-def loss_grid_configs(num_layers: int = 30) -> list[SWAAConfig]:
-    cfgs = [SWAAConfig()]
-    for w in (32, 64, 128, 256, 512):
-        for s in (0, 4):
-            cfgs.append(SWAAConfig(sliding_window_size=w, keep_first=s))
-    cfgs.append(SWAAConfig(sliding_window_size=64, keep_first=4, non_sliding_layers=list(range(1, num_layers, 2))))
-    cfgs.append(SWAAConfig(sliding_window_size=64, keep_first=4, non_sliding_layers=list(range(3, num_layers, 4))))
-    return cfgs
+class NotebookFailed(RuntimeError):
+    pass
 
 
-def _row_key(model_name: str, n_tokens: int, source: str, cfg: SWAAConfig) -> str:
-    return f"{model_name}|{n_tokens}|{source}|{cfg.to_json()}"
-
-
-def load_rows(path: Path) -> dict[str, dict]:
-    """Finished rows of a JSONL results file by key. A line cut short by a crash is dropped from the file (its
-    config is computed again), so that the next append starts on a fresh line."""
-    done, good, bad = {}, [], 0
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-                done[row["key"]] = row
-                good.append(line)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                bad += 1
-        if bad or (good and not path.read_text().endswith("\n")):
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_text("".join(g + "\n" for g in good))
-            tmp.replace(path)
-    return done
+def loss_grid_configs(windows=(16, 32, 64, 128, 256, 512), sinks=(0, 1, 4, 16)) -> list[SWAAConfig]:
+    return [SWAAConfig()] + [SWAAConfig(sliding_window_size=w, keep_first=s) for w in windows for s in sinks]
 
 
 def run_loss_grid(model, tok, configs, *, n_tokens: int = 1536, source: str = "gpl3", model_name: str = "default",
                   results: Path, progress: bool = True) -> list[dict]:
-    """Loss for each config, appended to ``results`` (JSONL) as it is computed; rows already there are reused."""
-    from tqdm.auto import tqdm
-
+    """Mean loss of an offline text under each config, resumable in ``results`` (JSONL)."""
     from .data import offline_token_ids
     from .perplexity import mean_loss
+    from .results import run_resumable
 
-    results = Path(results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    done = load_rows(results)
     ids = offline_token_ids(tok, n_tokens, source)
-    rows = []
-    bar = tqdm(configs, desc="loss grid", disable=not progress)
-    for cfg in bar:
-        key = _row_key(model_name, n_tokens, source, cfg)
-        bar.set_postfix_str(cfg.mark)
-        if key not in done:
-            t0 = time.perf_counter()
-            loss = mean_loss(model, ids, cfg)
-            row = dict(key=key, model=model_name, mark=cfg.mark, window=cfg.sliding_window_size,
-                       keep_first=cfg.keep_first, non_sliding=len(cfg.non_sliding_layers),
-                       swaa_config=cfg.to_dict(), n_tokens=n_tokens, source=source, loss=loss,
-                       seconds=round(time.perf_counter() - t0, 2))
-            with results.open("a") as f:               # one line per finished config: nothing is lost on Ctrl-C
-                f.write(json.dumps(row) + "\n")
-            done[key] = row
-        rows.append(done[key])
-    return rows
+
+    def compute(cfg):
+        t0 = time.perf_counter()
+        loss = mean_loss(model, ids, cfg)
+        return dict(model=model_name, mark=cfg.mark, window=cfg.sliding_window_size, keep_first=cfg.keep_first,
+                    non_sliding=len(cfg.non_sliding_layers), swaa_config=cfg.to_dict(), n_tokens=n_tokens,
+                    source=source, loss=loss, seconds=round(time.perf_counter() - t0, 2))
+
+    return run_resumable(results, configs, key=lambda c: f"{model_name}|{n_tokens}|{source}|{c.to_json()}",
+                         compute=compute, progress=progress, desc="loss grid")
 
 
-def reproduce(out_dir: str | Path = "out", figures_dir: str | Path = "figures", *, n_tokens: int = 1536,
-              model: str | None = None) -> dict:
-    """Run the main job; returns a summary dict (also written to ``figures/loss_grid.json``)."""
-    import pandas as pd
-    import torch
-    import transformers
+def run_notebooks(names=None, *, smoke: bool = False, out: str | Path = "out", figures: str | Path = "figures",
+                  parameters: dict | None = None, notebook_dir: Path = NOTEBOOK_DIR, progress: bool = True) -> dict:
+    """Execute notebooks in order; returns {notebook: seconds}. Raises NotebookFailed naming notebook and cell."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
 
-    from .models import load_model
-    from .viz import plot_loss_vs_window
-
-    t0 = time.time()
-    out_dir, figures_dir = Path(out_dir), Path(figures_dir)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    m, tok = load_model(model)
-    name = model or "SmolLM2-135M-Instruct"
-    rows = run_loss_grid(m, tok, loss_grid_configs(m.config.num_hidden_layers), n_tokens=n_tokens,
-                         model_name=name, results=out_dir / "reproduce" / "loss_grid.jsonl")
-    table = pd.DataFrame([{k: r[k] for k in ("mark", "window", "keep_first", "non_sliding", "loss")} for r in rows])
-    table.to_csv(figures_dir / "loss_grid.csv", index=False)
-    fig = plot_loss_vs_window(rows, title=f"{name}: loss on {n_tokens} tokens of GPL-3 text")
-    fig.savefig(figures_dir / "loss_vs_window.png", dpi=130)
-    summary = dict(model=name, n_tokens=n_tokens, rows=table.to_dict("records"), seconds=round(time.time() - t0, 1),
-                   torch=torch.__version__, transformers=transformers.__version__, machine=platform.machine(),
-                   threads=torch.get_num_threads())
-    (figures_dir / "loss_grid.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(table.to_string(index=False))
-    print(f"wrote {figures_dir}/loss_vs_window.png, loss_grid.csv, loss_grid.json in {summary['seconds']} s")
-    return summary
+    names = list(names or NOTEBOOKS)
+    unknown = [n for n in names if n not in NOTEBOOKS]
+    if unknown:
+        raise ValueError(f"unknown notebooks {unknown}; known: {list(NOTEBOOKS)}")
+    out, figures = Path(out).resolve(), Path(figures).resolve()
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    params = dict(SMOKE=smoke, FIGURES=str(figures), OUT=str(out), **(parameters or {}))
+    timings = {}
+    for i, name in enumerate(names, 1):
+        print(f"[{i}/{len(names)}] {name} {'(SMOKE) ' if smoke else ''}...", flush=True)
+        t0 = time.time()
+        target = out / "notebooks" / name
+        try:
+            pm.execute_notebook(str(notebook_dir / name), str(target), parameters=params, kernel_name="python3",
+                                cwd=str(notebook_dir), progress_bar=progress, log_output=False)
+        except PapermillExecutionError as e:
+            raise NotebookFailed(f"{name} failed in cell {e.cell_index} (execution count {e.exec_count}): "
+                                 f"{e.ename}: {e.evalue}. Executed copy: {target}") from None
+        missing = [f for f in NOTEBOOKS[name] if not (figures / f).exists() or (figures / f).stat().st_size == 0]
+        if missing:
+            raise NotebookFailed(f"{name} ran but did not write {missing} into {figures}")
+        timings[name] = round(time.time() - t0, 1)
+        print(f"[{i}/{len(names)}] {name} done in {timings[name]} s", flush=True)
+    (out / "notebooks" / "timings.json").write_text(json.dumps(dict(smoke=smoke, seconds=timings), indent=1) + "\n")
+    return timings

@@ -1,17 +1,12 @@
 """Plots (matplotlib/seaborn). Every helper returns the figure; the caller decides where to save it."""
 from __future__ import annotations
 
-__all__ = ["plot_loss_vs_window", "plot_mask"]
+__all__ = ["plot_loss_vs_window", "plot_mask", "plot_masks", "plot_attention_maps", "plot_sink_mass",
+           "plot_loss_heatmap", "plot_recipes"]
 
 
 def _plt():
-    import matplotlib
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        try:
-            import IPython  # noqa: F401  (inside Jupyter, keep its inline backend)
-        except ImportError:
-            matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # headless machines get Agg automatically; Jupyter keeps its inline backend
     return plt
 
 
@@ -48,5 +43,107 @@ def plot_mask(mask, title: str | None = None):
     ax.imshow(mask.numpy() if hasattr(mask, "numpy") else mask, cmap="Blues", vmin=0, vmax=1,
               interpolation="nearest")
     ax.set(xlabel="key position", ylabel="query position", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_masks(configs, length: int = 24, layer: int = 0, prompt_fraction: float | None = None, cols: int = 4):
+    """The rule drawn for several configs (layer ``layer``'s plan). With ``prompt_fraction``, rows after the prompt
+    are decode tokens (full attention where the config's FA decode applies)."""
+    from .attention.masks import dense_mask
+    plt = _plt()
+    n = len(configs)
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False, layout="constrained")
+    for ax, cfg in zip(axes.flat, configs):
+        plan = cfg.layer(layer)
+        fa_from = int(length * prompt_fraction) if (prompt_fraction and plan.fa_decode) else None
+        m = dense_mask(length, length, plan.window, plan.keep_first, fa_from=fa_from)[0, 0]
+        ax.imshow(m.numpy(), cmap="Blues", vmin=0, vmax=1.3, interpolation="nearest")
+        ax.set_title(cfg.mark, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.supxlabel("key position", fontsize=9)
+    fig.supylabel("query position", fontsize=9)
+    return fig
+
+
+def plot_attention_maps(maps: dict, n_tokens: int = 96, title: str | None = None):
+    """``{layer: (H, L, L)}`` probabilities -> one head-averaged log-scale panel per layer; bright first
+    columns are the attention sinks."""
+    import numpy as np
+    plt = _plt()
+    layers = sorted(maps)
+    fig, axes = plt.subplots(1, len(layers), figsize=(2.9 * len(layers), 3.1), squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        p = maps[layer].mean(0)[:n_tokens, :n_tokens].numpy()
+        ax.imshow(np.log10(p + 1e-4), cmap="magma", vmin=-4, vmax=0, interpolation="nearest")
+        ax.set_title(f"layer {layer}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].set_ylabel("query")
+    fig.suptitle(title or "attention probability (log10, mean over heads)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sink_mass(series: dict, n_first: int = 1, non_sliding=(), ax=None):
+    """``{label: (num_layers,) tensor}`` -> grouped bars of the attention mass on the first tokens per layer."""
+    import numpy as np
+    plt = _plt()
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+    labels = list(series)
+    width = 0.8 / max(1, len(labels))
+    for n, label in enumerate(labels):
+        v = np.asarray(series[label], dtype=float)
+        ax.bar(np.arange(len(v)) + (n - (len(labels) - 1) / 2) * width, v, width, label=label)
+    for layer in non_sliding:
+        ax.axvspan(layer - 0.45, layer + 0.45, color="0.85", zorder=0)
+    ax.set(xlabel="layer", ylabel=f"attention on first {n_first} token(s)", ylim=(0, 1))
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    if fig is not None:
+        fig.tight_layout()
+    return fig if fig is not None else ax.figure
+
+
+def plot_loss_heatmap(rows: list[dict], full_loss: float | None = None, title: str | None = None):
+    """rows with ``window``, ``keep_first``, ``loss`` -> heatmap of loss over (keep_first, window)."""
+    import pandas as pd
+    import seaborn as sns
+    plt = _plt()
+    df = pd.DataFrame([r for r in rows if r["window"] is not None and not r.get("non_sliding")])
+    table = df.pivot_table(index="keep_first", columns="window", values="loss")
+    fig, ax = plt.subplots(figsize=(1.1 * len(table.columns) + 2, 0.6 * len(table.index) + 1.8))
+    sns.heatmap(table, annot=True, fmt=".2f", cmap="rocket_r", ax=ax, cbar_kws={"label": "mean next-token loss"})
+    ax.set(xlabel="sliding window W", ylabel="keep_first (sinks)")
+    t = title or "loss on real offline text"
+    if full_loss is not None:
+        t += f" (full attention: {full_loss:.2f})"
+    ax.set_title(t, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_recipes(rows: list[dict], title: str | None = None):
+    """rows with ``mark``, ``loss`` and ``continuation_loss`` -> horizontal bars comparing SWAA recipes."""
+    import numpy as np
+    plt = _plt()
+    marks = [r["mark"] for r in rows]
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(rows) + 1.3))
+    ax.barh(y + 0.2, [r["loss"] for r in rows], 0.4, label="whole text (prompt under SWA)")
+    ax.barh(y - 0.2, [r["continuation_loss"] for r in rows], 0.4, label="continuation (decode tokens)")
+    ax.set_yticks(y, marks, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("mean next-token loss")
+    ax.set_title(title or "SWAA recipes", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / len(rows)), ncol=2, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -11,7 +11,7 @@ import torch
 
 from .masks import dense_mask
 
-__all__ = ["attention_ref", "repeat_kv", "merge_attention"]
+__all__ = ["attention_ref", "attention_weights_ref", "repeat_kv", "merge_attention"]
 
 
 def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -20,6 +20,19 @@ def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
         return x
     b, h, l, d = x.shape
     return x[:, :, None].expand(b, h, groups, l, d).reshape(b, h * groups, l, d)
+
+
+def attention_weights_ref(q, k, *, sliding_window_size=None, keep_first=0, scale=None, mask=None, fa_from=None,
+                          upcast=True) -> torch.Tensor:
+    """Attention probabilities (B, Hq, Lq, Lk) under the SWAA rule; rows that see no key are all zeros."""
+    if upcast:
+        q, k = q.float(), k.float()
+    lq, lk, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    k = repeat_kv(k, q.shape[1] // k.shape[1])
+    allowed = dense_mask(lq, lk, sliding_window_size, keep_first, base=mask, fa_from=fa_from, device=q.device)
+    scores = torch.matmul(q * scale, k.transpose(-1, -2)).masked_fill(~allowed, float("-inf"))   # (B, H, Lq, Lk)
+    return torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0), scores
 
 
 def attention_ref(
@@ -43,18 +56,11 @@ def attention_ref(
     """
     dtype = q.dtype
     if upcast:
-        q, k, v = q.float(), k.float(), v.float()
-    b, hq, lq, d = q.shape
-    lk = k.shape[-2]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    groups = hq // k.shape[1]
-    k, v = repeat_kv(k, groups), repeat_kv(v, groups)
-    allowed = dense_mask(lq, lk, sliding_window_size, keep_first, base=mask, fa_from=fa_from, device=q.device)
-    scores = torch.matmul(q * scale, k.transpose(-1, -2))                      # (B, H, Lq, Lk)
-    scores = scores.masked_fill(~allowed, float("-inf"))
+        v = v.float()
+    probs, scores = attention_weights_ref(q, k, sliding_window_size=sliding_window_size, keep_first=keep_first,
+                                          scale=scale, mask=mask, fa_from=fa_from, upcast=upcast)
     lse = torch.logsumexp(scores.float(), dim=-1)                                # (B, H, Lq)
-    probs = torch.softmax(scores, dim=-1)
-    probs = torch.nan_to_num(probs, nan=0.0)                                     # rows with no visible key
+    v = repeat_kv(v, q.shape[1] // v.shape[1])
     out = torch.matmul(probs.to(v.dtype), v).to(dtype)
     return (out, lse) if return_lse else out
 

@@ -23,6 +23,7 @@ __all__ = ["apply_swaa", "get_swaa_config", "swaa_attention_forward", "swaa_mask
            "VERIFIED_MODEL_TYPES"]
 
 ATTN_NAME = "swaa"
+_CAPTURE: list | None = None        # set by swaa.analysis.capture_qk while it records queries and keys
 # verified by tests/integration (tiny random-weight configs built in the tests)
 VERIFIED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "qwen3_moe", "mistral")
 
@@ -84,6 +85,9 @@ def swaa_attention_forward(module, query, key, value, attention_mask, dropout: f
         mask = mask[:, :, :, :lk]
         if mask.dtype != torch.bool:                      # an additive float mask (0 / -inf)
             mask = mask > torch.finfo(mask.dtype).min / 2
+    if _CAPTURE is not None:                   # swaa.analysis.capture_qk(): keep what the maps need
+        _CAPTURE.append(dict(layer=module.layer_idx, q=query.detach(), k=key.detach(), scale=scaling, window=window,
+                             keep_first=keep_first, mask=mask, fa_from=fa_from))
     out = swaa_attention(query, key, value, sliding_window_size=window, keep_first=keep_first, scale=scaling,
                          mask=mask, fa_from=fa_from)
     return out.transpose(1, 2).contiguous(), None
