@@ -158,5 +158,17 @@ register_backend(Backend("sdpa", sdpa_attention, unsupported=sdpa_unsupported, p
 # SDPA's fused causal kernel wins for full attention (14.7 vs 21.2 ms): benchmarks/results/backends_cuda_h200.json
 register_backend(Backend("flex", flex_swaa_attention, available=flex_available, unsupported=flex_unsupported,
                          devices=("cuda",), priority=lambda q, k, window, mask: 30 if window is None else 10))
+def _triton_module():
+    from . import triton as t    # imported on first use: TRITON_INTERPRET is read when the kernels are defined
+    return t
+
+
+def _triton_fn(q, k, v, **kw):
+    return _triton_module().triton_attention(q, k, v, **kw)
+
+
 register_backend(Backend("reference", _reference_fn, priority=90))
+register_backend(Backend("triton", _triton_fn, available=lambda: _triton_module().triton_available(),
+                         unsupported=lambda *a, **kw: _triton_module().triton_unsupported(*a, **kw),
+                         devices=("cuda",), priority=40))
 register_backend(Backend("flash", flash_attention, available=flash_available, devices=("cuda",), priority=5))

@@ -1,0 +1,264 @@
+"""Our Triton kernels for sink + sliding-window attention: forward, backward, varlen (cu_seqlens) and decode.
+
+Registered as backend "triton". Runs on CUDA, and on CPU under ``TRITON_INTERPRET=1`` (slowly: for tests).
+Layouts: dense q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D); packed q (total_q, Hq, D), k/v (total_k, Hkv, D) with
+``cu_seqlens``. bf16/fp16 inputs with fp32 accumulation; fp32 inputs use IEEE dots. Any head_dim up to 256.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from ..masks import check_window
+
+__all__ = ["triton_available", "triton_unsupported", "triton_attention", "swaa_attention_varlen",
+           "triton_decode", "INTERPRET"]
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_LOG2E = 1.4426950408889634
+_BIG_W = 1 << 30
+try:
+    import triton
+
+    from ._bwd import _bwd_dkdv_kernel, _bwd_dq_kernel
+    from ._decode import _decode_kernel
+    from ._fwd import _fwd_kernel
+    _IMPORT_ERROR = None
+except Exception as e:  # pragma: no cover - no triton wheel
+    _IMPORT_ERROR = f"triton is not importable ({e})"
+
+
+def triton_available() -> str | None:
+    if _IMPORT_ERROR:
+        return _IMPORT_ERROR
+    if INTERPRET or torch.cuda.is_available():
+        return None
+    return "no CUDA device (set TRITON_INTERPRET=1 before importing swaa to run the kernels on CPU, slowly)"
+
+
+def triton_unsupported(q, k, v, *, return_lse, mask, fa_from) -> str | None:
+    if mask is not None or fa_from is not None:
+        return "padding masks and per-row FA-decode splits go to backend='sdpa' (use the varlen entry point instead)"
+    if q.device.type != "cuda" and not INTERPRET:
+        return f"tensors on {q.device.type}; the Triton kernels need CUDA (or TRITON_INTERPRET=1)"
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        return f"dtype {q.dtype} is not supported (fp16, bf16, fp32)"
+    if q.shape[-1] > 256:
+        return f"head_dim {q.shape[-1]} > 256"
+    return None
+
+
+def _blocks(d: int, kind: str):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel kind."""
+    if INTERPRET:
+        return 32, 32, 4, 1
+    big = d > 64
+    if kind == "fwd":
+        return (128, 64, 8, 3) if big and d <= 128 else ((64, 32, 4, 2) if d > 128 else (128, 64, 4, 3))
+    if kind == "dkdv":
+        return (32, 128, 8, 2) if big else (32, 128, 4, 3)
+    if kind == "dq":
+        return (128, 32, 8, 2) if big else (128, 32, 4, 3)
+    raise ValueError(kind)
+
+
+def _dot_mode(dtype) -> int:
+    if dtype == torch.float32:
+        return 1
+    return 2 if INTERPRET else 0
+
+
+def _window(window, keep_first):
+    return (_BIG_W, 0) if window is None else (int(window), int(keep_first))
+
+
+def _strides_dense(t):            # (B, H, L, D)
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _strides_packed(t):           # (T, H, D)
+    return 0, t.stride(1), t.stride(0)
+
+
+def _last_contig(t):
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+class _Geometry:
+    """Strides and sizes shared by the forward and backward launches (dense or packed)."""
+
+    def __init__(self, q, k, cu_q=None, cu_k=None, max_q=None, max_k=None):
+        self.varlen = cu_q is not None
+        if self.varlen:
+            self.nseq = cu_q.numel() - 1
+            self.hq, self.hkv, self.d = q.shape[1], k.shape[1], q.shape[2]
+            self.lq, self.lk = int(max_q), int(max_k)
+            self.sq, self.sk = _strides_packed(q), _strides_packed(k)
+            self.lse_shape = (self.hq, q.shape[0])
+            self.cu_q, self.cu_k = cu_q, cu_k
+        else:
+            self.nseq, self.hq, self.lq, self.d = q.shape
+            self.hkv, self.lk = k.shape[1], k.shape[2]
+            self.sq, self.sk = _strides_dense(q), _strides_dense(k)
+            self.lse_shape = (self.nseq, self.hq, self.lq)
+            self.cu_q = self.cu_k = torch.zeros(1, dtype=torch.int32, device=q.device)
+        self.groups = self.hq // self.hkv
+        self.block_d = max(16, triton.next_power_of_2(self.d))
+        self.dot = _dot_mode(q.dtype)
+
+    def lse_strides(self, lse):
+        if self.varlen:                       # (H, T)
+            return 0, lse.stride(0), lse.stride(1)
+        return lse.stride(0), lse.stride(1), lse.stride(2)
+
+
+def _forward(q, k, v, geo: _Geometry, w, s, scale):
+    o = torch.empty_like(q)
+    lse = torch.empty(geo.lse_shape, device=q.device, dtype=torch.float32)
+    bm, bn, warps, stages = _blocks(geo.d, "fwd")
+    grid = (triton.cdiv(geo.lq, bm), geo.nseq * geo.hq)
+    so = _strides_packed(o) if geo.varlen else _strides_dense(o)
+    sv = _strides_packed(v) if geo.varlen else _strides_dense(v)
+    _fwd_kernel[grid](q, k, v, o, lse, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse),
+                      geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E,
+                      D=geo.d, BLOCK_D=geo.block_d, BLOCK_M=bm, BLOCK_N=bn, VARLEN=geo.varlen, DOT=geo.dot,
+                      num_warps=warps, num_stages=stages)
+    return o, lse
+
+
+def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
+    do = do if do.stride() == o.stride() else torch.empty_like(o).copy_(do)
+    if geo.varlen:
+        delta = (o.float() * do.float()).sum(-1).transpose(0, 1).contiguous()       # (H, T)
+    else:
+        delta = (o.float() * do.float()).sum(-1)                                      # (B, H, Lq)
+    lse_b = torch.where(torch.isneginf(lse2), torch.full_like(lse2, float("inf")), lse2)  # rows that saw nothing
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    so = _strides_packed(o) if geo.varlen else _strides_dense(o)
+    sv = _strides_packed(v) if geo.varlen else _strides_dense(v)
+    common = dict(D=geo.d, BLOCK_D=geo.block_d, VARLEN=geo.varlen, DOT=geo.dot)
+    bm, bn, warps, stages = _blocks(geo.d, "dkdv")
+    _bwd_dkdv_kernel[(triton.cdiv(geo.lk, bn), geo.nseq * geo.hkv)](
+        q, k, v, do, lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
+        *geo.lse_strides(lse_b), geo.lq, geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E,
+        BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **common)
+    bm, bn, warps, stages = _blocks(geo.d, "dq")
+    _bwd_dq_kernel[(triton.cdiv(geo.lq, bm), geo.nseq * geo.hq)](
+        q, k, v, do, lse_b, delta, dq, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
+        *geo.lse_strides(lse_b), geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E,
+        BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **common)
+    return dq, dk, dv
+
+
+class _SWAAFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, w, s, scale):
+        geo = _Geometry(q, k, cu_q, cu_k, max_q, max_k)
+        o, lse2 = _forward(q, k, v, geo, w, s, scale)
+        ctx.save_for_backward(q, k, v, o, lse2)
+        ctx.geo, ctx.ws = geo, (w, s, scale)
+        ctx.mark_non_differentiable(lse2)
+        return o, lse2
+
+    @staticmethod
+    def backward(ctx, do, _dlse):
+        q, k, v, o, lse2 = ctx.saved_tensors
+        dq, dk, dv = _backward(do, q, k, v, o, lse2, ctx.geo, *ctx.ws)
+        return dq, dk, dv, None, None, None, None, None, None, None
+
+
+def _scale(q, scale):
+    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+
+
+def triton_attention(q, k, v, *, window, keep_first, scale, return_lse, mask=None, fa_from=None):
+    """Dense layout entry point (the registry's): decode shapes without grad take the split-KV kernel."""
+    q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
+    w, s = _window(window, keep_first)
+    sc = _scale(q, scale)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if not needs_grad and q.shape[2] <= 16 and k.shape[2] >= 256:
+        out, lse2 = triton_decode(q, k, v, window=window, keep_first=keep_first, scale=sc, _base2=True)
+    else:
+        out, lse2 = _SWAAFunction.apply(q, k, v, None, None, None, None, w, s, sc)
+    return (out, lse2 * math.log(2.0)) if return_lse else out
+
+
+def swaa_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_seqlen_k: int, *,
+                          sliding_window_size=None, keep_first: int = 0, scale=None, return_lse: bool = False):
+    """Packed sequences: q (total_q, Hq, D), k/v (total_k, Hkv, D); sequence i is rows cu[i]:cu[i+1].
+
+    Each sequence follows the SWAA rule on its own positions (queries aligned to the end of its keys). Returns
+    out (total_q, Hq, D) [, lse (Hq, total_q) natural log]. Differentiable.
+    """
+    check_window(sliding_window_size, keep_first)
+    if q.dim() != 3 or k.dim() != 3 or k.shape != v.shape or q.shape[1] % k.shape[1]:
+        raise ValueError(f"varlen expects q (T, Hq, D), k/v (T, Hkv, D) with Hq % Hkv == 0; got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    for name, cu, t in (("cu_seqlens_q", cu_seqlens_q, q), ("cu_seqlens_k", cu_seqlens_k, k)):
+        if cu.dtype != torch.int32 or cu.dim() != 1 or int(cu[-1]) != t.shape[0]:
+            raise ValueError(f"{name} must be int32 (num_seqs + 1,) ending at {t.shape[0]}; got {cu.dtype} "
+                             f"{tuple(cu.shape)} ending at {int(cu[-1])}")
+    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
+        raise ValueError("cu_seqlens_q and cu_seqlens_k must describe the same number of sequences")
+    why = triton_available()
+    if why:
+        raise RuntimeError(f"the Triton kernels cannot run here: {why}")
+    q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
+    w, s = _window(sliding_window_size, keep_first)
+    out, lse2 = _SWAAFunction.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, w, s,
+                                    _scale(q, scale))
+    return (out, lse2 * math.log(2.0)) if return_lse else out
+
+
+def _decode_ranges(lq, lk, window, keep_first, chunk):
+    if window is None:
+        spans = [(0, lk)]
+    else:
+        lo_w = max(0, lk - lq - window + 1)
+        spans = [(0, min(keep_first, lo_w)), (lo_w, lk)]
+    out = []
+    for a, b in spans:
+        for c in range(a, b, chunk):
+            out.append((c, min(b, c + chunk)))
+    return out or [(0, 0)]
+
+
+def triton_decode(q, k, v, *, window=None, keep_first=0, scale=None, return_lse=False, chunk=None, _base2=False):
+    """Split-KV decode: q (B, Hq, Lq<=16, D) against k/v (B, Hkv, Lk, D). Returns out [, lse]."""
+    b, hq, lq, d = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    groups = hq // hkv
+    sc = _scale(q, scale)
+    w, s = _window(window, keep_first)
+    bn = 32 if INTERPRET else 64
+    n_vis = lk if window is None else min(lk, keep_first + window + lq - 1)
+    if chunk is None:
+        sms = 1 if INTERPRET else torch.cuda.get_device_properties(q.device).multi_processor_count
+        splits = max(1, -(-2 * sms // max(1, b * hkv)))
+        per_split = -(-n_vis // splits)                       # ceil
+        chunk = max(bn, -(-per_split // bn) * bn)              # rounded up to whole key blocks
+    ranges = _decode_ranges(lq, lk, window, keep_first, chunk)
+    rt = torch.tensor(ranges, dtype=torch.int32, device=q.device).flatten()
+    ns = len(ranges)
+    po = torch.empty(ns, b, hq, lq, d, device=q.device, dtype=torch.float32)
+    pl = torch.empty(ns, b, hq, lq, device=q.device, dtype=torch.float32)
+    block_r = max(16, triton.next_power_of_2(groups * lq))
+    _decode_kernel[(ns, b * hkv)](
+        q, k, v, po, pl, rt, *_strides_dense(q), *_strides_dense(k), *_strides_dense(v),
+        po.stride(0), po.stride(1), po.stride(2), po.stride(3), pl.stride(0), pl.stride(1), pl.stride(2),
+        lq, lk, hkv, groups, w, s, sc * _LOG2E,
+        D=d, BLOCK_D=max(16, triton.next_power_of_2(d)), BLOCK_R=block_r, BLOCK_N=bn, DOT=_dot_mode(q.dtype),
+        num_warps=4, num_stages=1 if INTERPRET else 3)
+    m = pl.amax(0)
+    m_safe = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+    wts = torch.exp2(pl - m_safe)                                                  # (splits, B, H, Lq)
+    tot = wts.sum(0)
+    out = (wts.unsqueeze(-1) * po).sum(0) / torch.where(tot == 0, torch.ones_like(tot), tot).unsqueeze(-1)
+    lse2 = torch.where(tot == 0, torch.full_like(tot, float("-inf")), m_safe + torch.log2(tot))
+    out = out.to(q.dtype)
+    if _base2:
+        return out, lse2
+    return (out, lse2 * math.log(2.0)) if return_lse else out

@@ -1,0 +1,67 @@
+"""Decode kernel: a few queries against a long KV cache, split over the keys (flash-decoding).
+
+The keys a decode query can see (sinks, then the window; or everything under full attention) are cut into
+chunks; one program per (chunk, sequence, KV head) handles all query rows of the GQA group at once (rows =
+group heads x queries), so each K/V byte is read once per chunk. Partial outputs and base-2 LSEs are merged by
+the wrapper. With a window the chunks cover S + W keys whatever the cache length.
+Layout: q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D) with any strides; partials (splits, B, Hq, Lq, D) fp32.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from ._fwd import _dot, _rule_mask
+
+
+@triton.jit
+def _decode_kernel(Q, K, V, PO, PL, RANGES,
+                   stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                   stride_vb, stride_vh, stride_vn,
+                   stride_ps, stride_pb, stride_ph, stride_pm, stride_ls, stride_lb, stride_lh,
+                   Lq, Lk, HKV, GROUPS, W, S, qk_scale,
+                   D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+                   DOT: tl.constexpr):
+    pid_s = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // HKV
+    kvh = pid_bh % HKV
+    start = tl.load(RANGES + 2 * pid_s)
+    end = tl.load(RANGES + 2 * pid_s + 1)
+    offs_r = tl.arange(0, BLOCK_R)
+    g = offs_r // Lq
+    t = offs_r % Lq
+    row_ok = offs_r < GROUPS * Lq
+    h = kvh * GROUPS + g
+    pos = t + (Lk - Lq)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    q = tl.load(Q + b * stride_qb + h[:, None] * stride_qh + t[:, None] * stride_qm + offs_d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    k_base = K + b * stride_kb + kvh * stride_kh + offs_d[:, None]
+    v_base = V + b * stride_vb + kvh * stride_vh + offs_d[None, :]
+    m_i = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_R], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
+    for start_n in range(start, end, BLOCK_N):
+        cols = start_n + offs_n
+        ok = cols < end
+        k = tl.load(k_base + cols[None, :] * stride_kn, mask=ok[None, :] & d_ok[:, None], other=0.0)
+        qk = _dot(q, k, None, DOT) * qk_scale
+        qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S) & ok[None, :], qk, float("-inf"))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1))
+        m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)
+        p = tl.math.exp2(qk - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        v = tl.load(v_base + cols[:, None] * stride_vn, mask=ok[:, None] & d_ok[None, :], other=0.0)
+        acc = _dot(p.to(v.dtype), v, acc, DOT)
+        m_i = m_ij
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    tl.store(PO + pid_s * stride_ps + b * stride_pb + h[:, None] * stride_ph + t[:, None] * stride_pm
+             + offs_d[None, :], out, mask=row_ok[:, None] & d_ok[None, :])
+    lse2 = tl.where(l_i == 0.0, float("-inf"), m_i + tl.math.log2(l_safe))
+    tl.store(PL + pid_s * stride_ls + b * stride_lb + h * stride_lh + t, lse2, mask=row_ok)

@@ -1,0 +1,135 @@
+"""Forward kernel: sink + sliding-window attention, online softmax, GQA, dense or packed (varlen) layout.
+
+One program handles BLOCK_M queries of one (sequence, query head). Its keys are visited in at most four runs, never
+more than once even where sinks and window overlap:
+
+    sinks  [0, min(S, ws))           only keys < S are kept          (MODE 1: column mask)
+    edge   [ws, int_lo)              window start, rule applied      (MODE 2)
+    inner  [int_lo, int_hi)          every pair visible              (MODE 0: no mask)
+    edge   [int_hi, hi)              diagonal, rule applied          (MODE 2)
+
+``ws`` is the window's first key rounded down to BLOCK_N; key blocks outside the sinks and the window are never
+loaded. Scores use exp2 with the softmax scale folded into log2(e); the LSE is kept in base 2 internally.
+Layout: per-row strides, so one kernel serves (B, H, L, D) and packed (total, H, D) with cu_seqlens.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _dot(a, b, acc, DOT: tl.constexpr):
+    # DOT 0: native (bf16/fp16 tensor cores, fp32 accumulate); 1: IEEE fp32 (fp32 inputs); 2: upcast to fp32
+    # first (the CPU interpreter, whose bf16 dot is wrong in Triton 3.9)
+    if DOT == 2:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    elif DOT == 1:
+        return tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _rule_mask(pos, cols, Lk, W, S):
+    # the SWAA rule on (BLOCK_M, 1) query positions and (1, BLOCK_N) key positions, plus the key bound
+    return (cols < Lk) & (cols <= pos) & ((pos - cols < W) | (cols < S))
+
+
+@triton.jit
+def _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, start, end, pos, offs_n, d_ok,
+             Lk, W, S, qk_scale, MODE: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
+    for start_n in range(start, end, BLOCK_N):
+        cols = start_n + offs_n                                              # (BLOCK_N,)
+        kv_ok = cols < Lk
+        k = tl.load(k_ptrs + start_n * stride_kn, mask=kv_ok[None, :] & d_ok[:, None], other=0.0)  # (D, BN)
+        qk = _dot(q, k, None, DOT) * qk_scale
+        if MODE == 1:
+            qk = tl.where((cols < S)[None, :], qk, float("-inf"))
+        if MODE == 2:
+            qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1))
+        m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)                 # rows that saw nothing yet
+        p = tl.math.exp2(qk - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        v = tl.load(v_ptrs + start_n * stride_vn, mask=kv_ok[:, None] & d_ok[None, :], other=0.0)  # (BN, D)
+        acc = _dot(p.to(v.dtype), v, acc, DOT)
+        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
+                stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
+                stride_lb, stride_lh, stride_lm,
+                Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                VARLEN: tl.constexpr, DOT: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    kvh = h // GROUPS
+    if VARLEN:
+        q0 = tl.load(cu_q + b)
+        Lq = tl.load(cu_q + b + 1) - q0
+        k0 = tl.load(cu_k + b)
+        Lk = tl.load(cu_k + b + 1) - k0
+    else:
+        q0 = 0
+        Lq = Lq_fixed
+        k0 = 0
+        Lk = Lk_fixed
+    m_start = pid_m * BLOCK_M
+    if m_start >= Lq:
+        return
+    off = Lk - Lq                                          # queries align to the end of the keys
+    offs_m = m_start + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    row_ok = offs_m < Lq
+    pos = offs_m + off
+
+    q_ptrs = Q + b * stride_qb + h * stride_qh + (q0 + offs_m)[:, None] * stride_qm + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    k_ptrs = K + b * stride_kb + kvh * stride_kh + (k0 + offs_n)[None, :] * stride_kn + offs_d[:, None]
+    v_ptrs = V + b * stride_vb + kvh * stride_vh + (k0 + offs_n)[:, None] * stride_vn + offs_d[None, :]
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    p_min = m_start + off
+    p_max = tl.minimum(m_start + BLOCK_M, Lq) - 1 + off
+    hi = tl.minimum(Lk, p_max + 1)
+    lo_w = tl.maximum(p_min - W + 1, 0)
+    ws = (lo_w // BLOCK_N) * BLOCK_N
+    # sinks that lie before the window's first block
+    sink_hi = tl.minimum(S, ws)
+    if p_max >= 0:
+        acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, 0, sink_hi, pos, offs_n,
+                                 d_ok, Lk, W, S, qk_scale, 1, BLOCK_N, DOT)
+        # interior: keys every row of the block sees (j <= p_min and p_max - j < W)
+        int_lo = tl.maximum(((tl.maximum(p_max - W + 1, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, ws)
+        int_hi = ((p_min + 1) // BLOCK_N) * BLOCK_N
+        if int_lo < int_hi:
+            acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, ws, int_lo, pos,
+                                     offs_n, d_ok, Lk, W, S, qk_scale, 2, BLOCK_N, DOT)
+            acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, int_lo, int_hi, pos,
+                                     offs_n, d_ok, Lk, W, S, qk_scale, 0, BLOCK_N, DOT)
+            acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, int_hi, hi, pos,
+                                     offs_n, d_ok, Lk, W, S, qk_scale, 2, BLOCK_N, DOT)
+        else:
+            acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, ws, hi, pos,
+                                     offs_n, d_ok, Lk, W, S, qk_scale, 2, BLOCK_N, DOT)
+
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    o_ptrs = O + b * stride_ob + h * stride_oh + (q0 + offs_m)[:, None] * stride_om + offs_d[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    lse2 = tl.where(l_i == 0.0, float("-inf"), m_i + tl.math.log2(l_safe))     # base 2, scaled scores
+    tl.store(LSE + b * stride_lb + h * stride_lh + (q0 + offs_m) * stride_lm, lse2, mask=row_ok)
