@@ -1,6 +1,13 @@
 """Shared test helpers: seeds, tolerances in the flash-attention style, tiny random-weight models."""
 import os
 
+# On machines without CUDA (CI) the Triton kernels run under the interpreter. It must be decided before the kernels
+# are defined, hence here, before any test imports swaa.attention.triton.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch as _torch
+    if not _torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 import pytest
 import torch
 

@@ -1,0 +1,120 @@
+"""Our Triton kernels under TRITON_INTERPRET=1 (CPU) at small sizes, against attention_ref: forward with LSE,
+backward, varlen packs of several sequences, decode (split over keys) and its alignment. tests/gpu runs the
+same kernels compiled, at full size."""
+import itertools
+
+import pytest
+import torch
+
+from swaa.attention import attention_ref, available_backends, resolve_backend, swaa_attention
+from tests.conftest import assert_close_to_ref
+
+pytestmark = pytest.mark.skipif(available_backends()["triton"] is not None,
+                                reason=f"triton backend unavailable: {available_backends()['triton']}")
+
+SHAPES = [(1, 1), (17, 17), (70, 70), (113, 203), (1, 339), (203, 113), (97, 97)]
+CASES = [(lq, lk, w, s, g) for n, ((lq, lk), (w, s), g) in enumerate(itertools.product(
+    SHAPES, [(1, 0), (16, 4), (16, 40), (8, 1), (2048, 0), (None, 0)], [1, 3, 4])) if n % 3 == 0]
+
+
+def _qkv(lq, lk, g, dtype, d=32, hkv=2, b=2, grad=False):
+    mk = lambda h, l: torch.randn(b, h, l, d, dtype=dtype, requires_grad=grad)
+    return mk(hkv * g, lq), mk(hkv, lk), mk(hkv, lk)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("lq, lk, w, s, g", CASES)
+def test_forward_and_lse(lq, lk, w, s, g, dtype):
+    q, k, v = _qkv(lq, lk, g, dtype)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    with torch.no_grad():
+        out, lse = swaa_attention(q, k, v, backend="triton", return_lse=True, **kw)
+    ref, ref_lse = attention_ref(q, k, v, return_lse=True, **kw)
+    assert_close_to_ref(out, ref, attention_ref(q, k, v, upcast=False, **kw))
+    assert torch.equal(torch.isneginf(lse), torch.isneginf(ref_lse))
+    fin = torch.isfinite(ref_lse)
+    assert (lse[fin] - ref_lse[fin]).abs().max() <= (2e-2 if dtype == torch.bfloat16 else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("lq, lk, w, s, g", [c for c in CASES if c[0] > 1][::2])
+def test_backward(lq, lk, w, s, g, dtype):
+    q, k, v = _qkv(lq, lk, g, dtype, grad=True)
+    do = torch.randn(q.shape, dtype=dtype)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    grads = lambda fn: torch.autograd.grad(fn(), (q, k, v), do)
+    got = grads(lambda: swaa_attention(q, k, v, backend="triton", **kw))
+    ref = grads(lambda: attention_ref(q, k, v, **kw))
+    pt = grads(lambda: attention_ref(q, k, v, upcast=False, **kw))
+    for name, a, r, p in zip(("dq", "dk", "dv"), got, ref, pt):
+        assert_close_to_ref(a, r, p, floor=1e-4, name=name)
+
+
+def _pack(seqs):
+    cu = torch.tensor([0] + list(itertools.accumulate(t.shape[0] for t in seqs)), dtype=torch.int32)
+    return torch.cat(seqs, 0), cu
+
+
+@pytest.mark.parametrize("w, s", [(8, 2), (1, 3), (None, 0), (40, 0)])
+def test_varlen_several_sequences_forward_and_backward(w, s):
+    from swaa.attention.triton import swaa_attention_varlen
+    lens_q, lens_k, hkv, g, d = [17, 64, 5, 1], [17, 80, 5, 33], 1, 3, 32      # last two: decode alignment
+    qs = [torch.randn(n, hkv * g, d, requires_grad=True) for n in lens_q]
+    ks = [torch.randn(n, hkv, d, requires_grad=True) for n in lens_k]
+    vs = [torch.randn(n, hkv, d, requires_grad=True) for n in lens_k]
+    (q, cu_q), (k, cu_k), (v, _) = _pack(qs), _pack(ks), _pack(vs)
+    out, lse = swaa_attention_varlen(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k), sliding_window_size=w,
+                                     keep_first=s, return_lse=True)
+    do = torch.randn_like(out)
+    grads = torch.autograd.grad(out, qs + ks + vs, do)
+    for i in range(len(lens_q)):
+        a, b = int(cu_q[i]), int(cu_q[i + 1])
+        tr = lambda t: t.transpose(0, 1)[None]                               # (L, H, D) -> (1, H, L, D)
+        ref, ref_lse = attention_ref(tr(qs[i]), tr(ks[i]), tr(vs[i]), sliding_window_size=w, keep_first=s,
+                                     return_lse=True)
+        torch.testing.assert_close(out[a:b], ref[0].transpose(0, 1), atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(lse[:, a:b], ref_lse[0], atol=2e-5, rtol=1e-4)
+        rg = torch.autograd.grad(ref, (qs[i], ks[i], vs[i]), tr(do[a:b]))
+        for got, want in zip((grads[i], grads[4 + i], grads[8 + i]), rg):
+            torch.testing.assert_close(got, want, atol=5e-5, rtol=1e-4)
+
+
+def test_varlen_bad_input_names_it():
+    from swaa.attention.triton import swaa_attention_varlen
+    q = torch.randn(10, 2, 32)
+    with pytest.raises(ValueError, match=r"cu_seqlens_q must be int32 .* ending at 10"):
+        swaa_attention_varlen(q, q, q, torch.tensor([0, 4, 9]), torch.tensor([0, 4, 10], dtype=torch.int32), 5, 6)
+    with pytest.raises(ValueError, match="keep_first=-1"):
+        swaa_attention_varlen(q, q, q, torch.tensor([0, 10], dtype=torch.int32),
+                              torch.tensor([0, 10], dtype=torch.int32), 10, 10, sliding_window_size=4, keep_first=-1)
+
+
+@pytest.mark.parametrize("lq", [1, 3])
+@pytest.mark.parametrize("w, s", [(None, 0), (16, 4), (1, 0), (50, 100), (400, 2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_decode_split_over_keys(lq, w, s, dtype):
+    from swaa.attention.triton import triton_decode
+    q, k, v = _qkv(lq, 333, 4, dtype)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    out, lse = triton_decode(q, k, v, window=w, keep_first=s, return_lse=True, chunk=64)   # several splits
+    ref, ref_lse = attention_ref(q, k, v, return_lse=True, **kw)
+    assert_close_to_ref(out, ref, attention_ref(q, k, v, upcast=False, **kw))
+    assert (lse - ref_lse).abs().max() <= (2e-2 if dtype == torch.bfloat16 else 1e-5)
+    with torch.no_grad():                       # the registry routes decode shapes to the same kernel
+        assert_close_to_ref(swaa_attention(q, k, v, backend="triton", **kw), ref,
+                            attention_ref(q, k, v, upcast=False, **kw))
+
+
+def test_decode_visits_sinks_and_window_only():
+    from swaa.attention.triton import _decode_ranges
+    for lk in (10_000, 100_000, 1_000_000):
+        spans = _decode_ranges(1, lk, 2048, 100, 512)
+        assert sum(b - a for a, b in spans) == 100 + 2048                     # independent of the cache length
+        assert spans[0] == (0, 100) and spans[-1][1] == lk
+    assert sum(b - a for a, b in _decode_ranges(1, 5000, None, 0, 512)) == 5000
+    assert _decode_ranges(2, 10, 50, 4, 64) == [(0, 10)]                       # window covers everything
+
+
+def test_auto_never_picks_the_interpreter():
+    q, k, v = _qkv(8, 8, 1, torch.float32)
+    assert resolve_backend("auto", q, k, v, window=4).name == "sdpa"
