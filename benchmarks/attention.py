@@ -1,0 +1,165 @@
+"""Attention kernel benchmark: SDPA full causal (the full-attention baseline), FlexAttention (same sink + window
+mask, compiled, analytic BlockMask) and our Triton kernels, on identical inputs in one run.
+
+    python benchmarks/attention.py                      # the issue's grid (GPU)
+    python benchmarks/attention.py --quick              # 32k only, Qwen3-4B shape
+
+Forward, forward+backward, and decode (one query against 32k / 128k caches). Writes JSON (device, versions,
+medians in ms, effective TFLOP/s counting only the (query, key) pairs the mask keeps, GB/s of K/V bytes read for
+decode, the card's measured copy bandwidth) to benchmarks/results/ and prints a table. Not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from swaa.attention import swaa_attention
+from swaa.attention.masks import visible_pairs
+
+SHAPES = {"qwen3-4b": (32, 8, 128), "smollm2": (9, 3, 64)}
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timeit(fn, warmup=3, reps=10):
+    for _ in range(warmup):
+        fn()
+    _sync()
+    if torch.cuda.is_available():
+        times = []
+        for _ in range(reps):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        return statistics.median(times)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def copy_bandwidth(nbytes=2 << 30):
+    x = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda")
+    y = torch.empty_like(x)
+    ms = timeit(lambda: y.copy_(x), warmup=3, reps=10)
+    return 2 * nbytes / ms / 1e6          # GB/s (read + write)
+
+
+def run_case(backend, mode, q, k, v, w, s):
+    kw = dict(sliding_window_size=w, keep_first=s)
+    if backend == "sdpa-full":
+        fwd = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] == k.shape[2],
+                                                     enable_gqa=q.shape[1] != k.shape[1])
+    else:
+        fwd = lambda: swaa_attention(q, k, v, backend=backend, **kw)
+    if mode == "fwd" or mode == "decode":
+        with torch.no_grad():
+            return timeit(fwd)
+    do = torch.randn_like(q)
+
+    def fb():
+        out = fwd()
+        torch.autograd.grad(out, (q, k, v), do)
+    return timeit(fb)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--shapes", default=None, help="comma list of " + ",".join(SHAPES))
+    ap.add_argument("--lengths", default=None, help="comma list, e.g. 8192,32768,131072")
+    ap.add_argument("--modes", default="fwd,fwdbwd,decode")
+    ap.add_argument("--backends", default="sdpa-full,flex,triton")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    assert torch.cuda.is_available(), "this benchmark needs a GPU"
+    shapes = (a.shapes or ("qwen3-4b" if a.quick else "qwen3-4b,smollm2")).split(",")
+    lengths = [int(x) for x in (a.lengths or ("32768" if a.quick else "8192,32768,131072")).split(",")]
+    modes = a.modes.split(",")
+    backends = a.backends.split(",")
+    windows = [(2048, 100)] if a.quick else [(2048, 0), (2048, 100), (4096, 0), (4096, 100)]
+    dtype = torch.bfloat16
+    rows = []
+    bw = copy_bandwidth()
+    print(f"device {torch.cuda.get_device_name()}: copy bandwidth {bw:.0f} GB/s")
+
+    def record(**r):
+        rows.append(r)
+        print(" ".join(f"{k}={v}" for k, v in r.items()), flush=True)
+
+    for shape in shapes:
+        hq, hkv, d = SHAPES[shape]
+        for n in lengths:
+            q = torch.randn(1, hq, n, d, device="cuda", dtype=dtype, requires_grad=True)
+            k = torch.randn(1, hkv, n, d, device="cuda", dtype=dtype, requires_grad=True)
+            v = torch.randn(1, hkv, n, d, device="cuda", dtype=dtype, requires_grad=True)
+            for mode in [m for m in modes if m != "decode"]:
+                if mode == "fwdbwd" and n > 32768:
+                    continue
+                mult = 4 if mode == "fwd" else 10        # fwd: 2 matmuls; fwd+bwd: 2 + 5 (dq, dk, dv, dp, recompute)
+                full_pairs = visible_pairs(n, n, None, 0)
+                if "sdpa-full" in backends:
+                    ms = run_case("sdpa-full", mode, q, k, v, None, 0)
+                    record(shape=shape, mode=mode, n=n, backend="sdpa-full", window=None, keep_first=0,
+                           median_ms=round(ms, 3), tflops=round(mult * full_pairs * d * hq / ms / 1e9, 1))
+                for w, s in windows:
+                    pairs = visible_pairs(n, n, w, s)
+                    for be in [b for b in backends if b != "sdpa-full"]:
+                        try:
+                            ms = run_case(be, mode, q, k, v, w, s)
+                        except Exception as e:  # keep going; the JSON says what failed
+                            record(shape=shape, mode=mode, n=n, backend=be, window=w, keep_first=s,
+                                   error=str(e).splitlines()[0][:200])
+                            continue
+                        record(shape=shape, mode=mode, n=n, backend=be, window=w, keep_first=s,
+                               median_ms=round(ms, 3), tflops=round(mult * pairs * d * hq / ms / 1e9, 1))
+            del q, k, v
+        if "decode" in modes:
+            for n in ([32768] if a.quick else [32768, 131072]):
+                k = torch.randn(1, hkv, n, d, device="cuda", dtype=dtype)
+                v = torch.randn_like(k)
+                q = torch.randn(1, hq, 1, d, device="cuda", dtype=dtype)
+                for w, s in [(None, 0)] + windows[:2]:
+                    keys = n if w is None else min(n, w + s)
+                    kv_bytes = 2 * keys * hkv * d * 2
+                    for be in [b for b in backends if b != "sdpa-full"] + (["sdpa"] if w is None else []):
+                        try:
+                            ms = run_case(be, "decode", q, k, v, w, s)
+                        except Exception as e:
+                            record(shape=shape, mode="decode", n=n, backend=be, window=w, keep_first=s,
+                                   error=str(e).splitlines()[0][:200])
+                            continue
+                        record(shape=shape, mode="decode", n=n, backend=be, window=w, keep_first=s,
+                               median_ms=round(ms, 4), kv_gbps=round(kv_bytes / ms / 1e6, 1),
+                               frac_of_copy_bw=round(kv_bytes / ms / 1e6 / bw, 3))
+                del q, k, v
+    import triton
+    res = dict(benchmark="attention", device=torch.cuda.get_device_name(), torch=torch.__version__,
+               triton=triton.__version__, python=platform.python_version(), dtype="bfloat16", batch=1,
+               copy_bandwidth_gbps=round(bw, 1),
+               note="medians of 10 timed runs after 3 warm-ups (CUDA events); TFLOP/s count only visible pairs "
+                    "(fwd 4*pairs*D*H, fwd+bwd 10*pairs*D*H); decode GB/s = K/V bytes the mask needs / time",
+               rows=rows)
+    out = Path(a.out or "benchmarks/results/attention_gpu.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

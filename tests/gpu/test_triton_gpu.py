@@ -1,0 +1,77 @@
+"""Our Triton kernels compiled on a GPU, at full size and odd sizes, against attention_ref (2x PyTorch's error).
+
+Skipped without CUDA. Run alone on a GPU machine: PYTHONPATH=. python -m pytest tests/gpu -q
+"""
+import pytest
+import torch
+
+from swaa.attention import attention_ref, swaa_attention
+from tests.conftest import assert_close_to_ref
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="needs CUDA; GPU results are committed under benchmarks/results/")
+
+FWD = [  # (lq, lk, hq, hkv, d, window, sinks)
+    (8192, 8192, 32, 8, 128, 2048, 100), (4099, 4099, 32, 8, 128, 1, 0), (1023, 1023, 9, 3, 64, 16, 40),
+    (4096, 4096, 12, 4, 128, None, 0), (1, 4099, 32, 8, 128, 2048, 100), (127, 8192, 9, 3, 64, 512, 4),
+    (2000, 2000, 8, 8, 96, 100, 300), (333, 777, 8, 2, 256, 64, 1), (3000, 3000, 9, 3, 80, 4096, 10),
+]
+
+
+@pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s", FWD)
+def test_forward_full_and_odd_sizes(lq, lk, hq, hkv, d, w, s):
+    q = torch.randn(1, hq, lq, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, hkv, lk, d, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(1, hkv, lk, d, device="cuda", dtype=torch.bfloat16)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    with torch.no_grad():
+        out, lse = swaa_attention(q, k, v, backend="triton", return_lse=True, **kw)
+    ref, ref_lse = attention_ref(q, k, v, return_lse=True, **kw)
+    assert_close_to_ref(out, ref, attention_ref(q, k, v, upcast=False, **kw))
+    assert (lse - ref_lse).abs().max() < 2e-2
+
+
+BWD = [(2048, 2048, 32, 8, 128, 256, 100), (1023, 1023, 9, 3, 64, 1, 0), (777, 777, 12, 4, 128, 16, 40),
+       (1500, 1500, 8, 8, 64, None, 0), (600, 1100, 6, 2, 128, 128, 4)]
+
+
+@pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s", BWD)
+def test_backward(lq, lk, hq, hkv, d, w, s):
+    mk = lambda h, n: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = mk(hq, lq), mk(hkv, lk), mk(hkv, lk)
+    do = torch.randn_like(q)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    grads = lambda fn: torch.autograd.grad(fn(), (q, k, v), do)
+    got = grads(lambda: swaa_attention(q, k, v, backend="triton", **kw))
+    ref = grads(lambda: attention_ref(q, k, v, **kw))
+    pt = grads(lambda: attention_ref(q, k, v, upcast=False, **kw))
+    for name, a, r, p in zip(("dq", "dk", "dv"), got, ref, pt):
+        assert_close_to_ref(a, r, p, floor=1e-3, name=name)
+
+
+@pytest.mark.parametrize("n, w, s", [(131072, None, 0), (131072, 2048, 100), (32768, 4096, 0)])
+def test_decode_against_long_caches(n, w, s):
+    q = torch.randn(2, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(2, 8, n, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    with torch.no_grad():
+        out = swaa_attention(q, k, v, backend="triton", **kw)
+    assert_close_to_ref(out, attention_ref(q, k, v, **kw), attention_ref(q, k, v, upcast=False, **kw))
+
+
+def test_varlen_on_gpu():
+    from swaa.attention.triton import swaa_attention_varlen
+    lens = [1000, 37, 4096]
+    cu = torch.tensor([0, 1000, 1037, 5133], dtype=torch.int32, device="cuda")
+    q = torch.randn(5133, 12, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(5133, 4, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    out = swaa_attention_varlen(q, k, v, cu, cu, 4096, 4096, sliding_window_size=256, keep_first=8)
+    for i, n in enumerate(lens):
+        a, b = int(cu[i]), int(cu[i + 1])
+        tr = lambda t: t[a:b].transpose(0, 1)[None]
+        kw = dict(sliding_window_size=256, keep_first=8)
+        ref = attention_ref(tr(q), tr(k), tr(v), **kw)[0].transpose(0, 1)
+        pt = attention_ref(tr(q), tr(k), tr(v), upcast=False, **kw)[0].transpose(0, 1)
+        assert_close_to_ref(out[a:b], ref, pt)
