@@ -6,6 +6,7 @@ Layouts: dense q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D); packed q (total_q, Hq, D),
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -23,7 +24,7 @@ try:
     import triton
 
     from ._bwd import _bwd_dkdv_kernel, _bwd_dq_kernel
-    from ._decode import _decode_kernel
+    from ._decode import _decode_kernel, _decode_merge_kernel
     from ._fwd import _fwd_kernel
     _IMPORT_ERROR = None
 except Exception as e:  # pragma: no cover - no triton wheel
@@ -54,6 +55,9 @@ def _blocks(d: int, kind: str):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel kind."""
     if INTERPRET:
         return 32, 32, 4, 1
+    forced = os.environ.get(f"SWAA_TRITON_{kind.upper()}")     # e.g. "128,64,8,3": for tuning sweeps
+    if forced:
+        return tuple(int(x) for x in forced.split(","))
     big = d > 64
     if kind == "fwd":
         return (128, 64, 8, 3) if big and d <= 128 else ((64, 32, 4, 2) if d > 128 else (128, 64, 4, 3))
@@ -213,52 +217,61 @@ def swaa_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int
     return (out, lse2 * math.log(2.0)) if return_lse else out
 
 
-def _decode_ranges(lq, lk, window, keep_first, chunk):
+def _decode_spans(lq, lk, window, keep_first):
+    """The key spans a decode step reads: (sink_end, window_start). Keys [0, sink_end) and [window_start, lk)."""
     if window is None:
-        spans = [(0, lk)]
-    else:
-        lo_w = max(0, lk - lq - window + 1)
-        spans = [(0, min(keep_first, lo_w)), (lo_w, lk)]
-    out = []
-    for a, b in spans:
-        for c in range(a, b, chunk):
-            out.append((c, min(b, c + chunk)))
+        return 0, 0
+    lo_w = max(0, lk - lq - window + 1)
+    return min(keep_first, lo_w), lo_w
+
+
+def _decode_ranges(lq, lk, window, keep_first, chunk):
+    """The (start, end) key chunks the decode programs take (the kernel derives the same from the spans)."""
+    sink_end, lo_w = _decode_spans(lq, lk, window, keep_first)
+    out = [(c, min(sink_end, c + chunk)) for c in range(0, sink_end, chunk)]
+    out += [(c, min(lk, c + chunk)) for c in range(lo_w, lk, chunk)]
     return out or [(0, 0)]
 
 
 def triton_decode(q, k, v, *, window=None, keep_first=0, scale=None, return_lse=False, chunk=None, _base2=False):
-    """Split-KV decode: q (B, Hq, Lq<=16, D) against k/v (B, Hkv, Lk, D). Returns out [, lse]."""
+    """Split-KV decode: q (B, Hq, Lq<=16, D) against k/v (B, Hkv, Lk, D). Returns out [, lse].
+
+    Two launches: the split kernel (each program derives its key chunk from the spans, no index tensor) and the
+    merge kernel (LSE-weighted sum of the partial outputs)."""
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     groups = hq // hkv
     sc = _scale(q, scale)
     w, s = _window(window, keep_first)
     bn = 32 if INTERPRET else 64
-    n_vis = lk if window is None else min(lk, keep_first + window + lq - 1)
+    sink_end, lo_w = _decode_spans(lq, lk, window, keep_first)
+    n_vis = sink_end + (lk - lo_w)
     if chunk is None:
-        sms = 1 if INTERPRET else torch.cuda.get_device_properties(q.device).multi_processor_count
+        sms = 1 if INTERPRET else _sm_count(q.device)
         splits = max(1, -(-2 * sms // max(1, b * hkv)))
         per_split = -(-n_vis // splits)                       # ceil
         chunk = max(bn, -(-per_split // bn) * bn)              # rounded up to whole key blocks
-    ranges = _decode_ranges(lq, lk, window, keep_first, chunk)
-    rt = torch.tensor(ranges, dtype=torch.int32, device=q.device).flatten()
-    ns = len(ranges)
+    n_sink_chunks = -(-sink_end // chunk)
+    ns = max(1, n_sink_chunks + -(-(lk - lo_w) // chunk))
     po = torch.empty(ns, b, hq, lq, d, device=q.device, dtype=torch.float32)
     pl = torch.empty(ns, b, hq, lq, device=q.device, dtype=torch.float32)
     block_r = max(16, triton.next_power_of_2(groups * lq))
+    block_d = max(16, triton.next_power_of_2(d))
     _decode_kernel[(ns, b * hkv)](
-        q, k, v, po, pl, rt, *_strides_dense(q), *_strides_dense(k), *_strides_dense(v),
+        q, k, v, po, pl, *_strides_dense(q), *_strides_dense(k), *_strides_dense(v),
         po.stride(0), po.stride(1), po.stride(2), po.stride(3), pl.stride(0), pl.stride(1), pl.stride(2),
-        lq, lk, hkv, groups, w, s, sc * _LOG2E,
-        D=d, BLOCK_D=max(16, triton.next_power_of_2(d)), BLOCK_R=block_r, BLOCK_N=bn, DOT=_dot_mode(q.dtype),
+        lq, lk, hkv, groups, w, s, sc * _LOG2E, sink_end, lo_w, chunk, n_sink_chunks,
+        D=d, BLOCK_D=block_d, BLOCK_R=block_r, BLOCK_N=bn, DOT=_dot_mode(q.dtype),
         num_warps=4, num_stages=1 if INTERPRET else 3)
-    m = pl.amax(0)
-    m_safe = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
-    wts = torch.exp2(pl - m_safe)                                                  # (splits, B, H, Lq)
-    tot = wts.sum(0)
-    out = (wts.unsqueeze(-1) * po).sum(0) / torch.where(tot == 0, torch.ones_like(tot), tot).unsqueeze(-1)
-    lse2 = torch.where(tot == 0, torch.full_like(tot, float("-inf")), m_safe + torch.log2(tot))
-    out = out.to(q.dtype)
+    out = torch.empty_like(q)
+    lse2 = torch.empty(b, hq, lq, device=q.device, dtype=torch.float32)
+    _decode_merge_kernel[(b * hq * lq,)](po, pl, out, lse2, ns, b * hq * lq, *_strides_dense(out),
+                                         hq, lq, D=d, BLOCK_D=block_d, BLOCK_S=max(16, triton.next_power_of_2(ns)))
     if _base2:
         return out, lse2
     return (out, lse2 * math.log(2.0)) if return_lse else out
+
+
+@functools.lru_cache(maxsize=8)
+def _sm_count(device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count

@@ -15,19 +15,24 @@ from ._fwd import _dot, _rule_mask
 
 
 @triton.jit
-def _decode_kernel(Q, K, V, PO, PL, RANGES,
+def _decode_kernel(Q, K, V, PO, PL,
                    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                    stride_vb, stride_vh, stride_vn,
                    stride_ps, stride_pb, stride_ph, stride_pm, stride_ls, stride_lb, stride_lh,
-                   Lq, Lk, HKV, GROUPS, W, S, qk_scale,
+                   Lq, Lk, HKV, GROUPS, W, S, qk_scale, sink_end, lo_w, chunk, n_sink_chunks,
                    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
                    DOT: tl.constexpr):
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // HKV
     kvh = pid_bh % HKV
-    start = tl.load(RANGES + 2 * pid_s)
-    end = tl.load(RANGES + 2 * pid_s + 1)
+    # chunk pid_s of the sink span [0, sink_end), then of the window span [lo_w, Lk)
+    if pid_s < n_sink_chunks:
+        start = pid_s * chunk
+        end = tl.minimum(sink_end, start + chunk)
+    else:
+        start = lo_w + (pid_s - n_sink_chunks) * chunk
+        end = tl.minimum(Lk, start + chunk)
     offs_r = tl.arange(0, BLOCK_R)
     g = offs_r // Lq
     t = offs_r % Lq
@@ -65,3 +70,27 @@ def _decode_kernel(Q, K, V, PO, PL, RANGES,
              + offs_d[None, :], out, mask=row_ok[:, None] & d_ok[None, :])
     lse2 = tl.where(l_i == 0.0, float("-inf"), m_i + tl.math.log2(l_safe))
     tl.store(PL + pid_s * stride_ls + b * stride_lb + h * stride_lh + t, lse2, mask=row_ok)
+
+
+@triton.jit
+def _decode_merge_kernel(PO, PL, OUT, LSE, n_splits, rows, stride_ob, stride_oh, stride_om, H, Lq,
+                         D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
+    # one program per (sequence, head, query): LSE-weighted sum of the split partials
+    r = tl.program_id(0)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    s_ok = offs_s < n_splits
+    lse = tl.load(PL + offs_s * rows + r, mask=s_ok, other=float("-inf"))            # partials are contiguous
+    m = tl.max(lse, 0)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    wts = tl.where(s_ok, tl.math.exp2(lse - m_safe), 0.0)
+    tot = tl.sum(wts, 0)
+    po = tl.load(PO + (offs_s * rows + r)[:, None] * D + offs_d[None, :],
+                 mask=s_ok[:, None] & (offs_d < D)[None, :], other=0.0)
+    out = tl.sum(wts[:, None] * po, 0) / tl.where(tot == 0.0, 1.0, tot)
+    b = r // (H * Lq)
+    h = (r // Lq) % H
+    t = r % Lq
+    tl.store(OUT + b * stride_ob + h * stride_oh + t * stride_om + offs_d, out.to(OUT.dtype.element_ty),
+             mask=offs_d < D)
+    tl.store(LSE + r, tl.where(tot == 0.0, float("-inf"), m_safe + tl.math.log2(tl.where(tot == 0.0, 1.0, tot))))
