@@ -98,9 +98,20 @@ def main(argv=None):
     bw = copy_bandwidth()
     print(f"device {torch.cuda.get_device_name()}: copy bandwidth {bw:.0f} GB/s")
 
+    import triton
+    out = Path(a.out or "benchmarks/results/attention_gpu.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    res = dict(benchmark="attention", device=torch.cuda.get_device_name(), torch=torch.__version__,
+               triton=triton.__version__, python=platform.python_version(), dtype="bfloat16", batch=1,
+               copy_bandwidth_gbps=round(bw, 1),
+               note="medians of 10 timed runs after 3 warm-ups (CUDA events); TFLOP/s count only visible pairs "
+                    "(fwd 4*pairs*D*H, fwd+bwd 10*pairs*D*H); decode GB/s = K/V bytes the mask needs / time",
+               rows=rows)
+
     def record(**r):
         rows.append(r)
         print(" ".join(f"{k}={v}" for k, v in r.items()), flush=True)
+        out.write_text(json.dumps(res, indent=1) + "\n")          # as it goes: a cut run keeps its rows
 
     for shape in shapes:
         hq, hkv, d = SHAPES[shape]
@@ -148,15 +159,6 @@ def main(argv=None):
                                median_ms=round(ms, 4), kv_gbps=round(kv_bytes / ms / 1e6, 1),
                                frac_of_copy_bw=round(kv_bytes / ms / 1e6 / bw, 3))
                 del q, k, v
-    import triton
-    res = dict(benchmark="attention", device=torch.cuda.get_device_name(), torch=torch.__version__,
-               triton=triton.__version__, python=platform.python_version(), dtype="bfloat16", batch=1,
-               copy_bandwidth_gbps=round(bw, 1),
-               note="medians of 10 timed runs after 3 warm-ups (CUDA events); TFLOP/s count only visible pairs "
-                    "(fwd 4*pairs*D*H, fwd+bwd 10*pairs*D*H); decode GB/s = K/V bytes the mask needs / time",
-               rows=rows)
-    out = Path(a.out or "benchmarks/results/attention_gpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"wrote {out}")
 

@@ -61,10 +61,12 @@ def _blocks(d: int, kind: str):
     big = d > 64
     if kind == "fwd":
         return (128, 64, 8, 3) if big and d <= 128 else ((64, 32, 4, 2) if d > 128 else (128, 64, 4, 3))
+    # H200 sweep at 32k, W=2048 S=100 (scripts/dev/sweep_triton.py): fwd 128/64/8w/3s gives 372 TFLOP/s at
+    # D=128 (128x128 tiles run out of shared memory); backward best at 32x64 (dK/dV) + 64x32 (dQ) for D=128
     if kind == "dkdv":
-        return (32, 128, 8, 2) if big else (32, 128, 4, 3)
+        return (32, 64, 4, 3) if big else (64, 64, 4, 3)
     if kind == "dq":
-        return (128, 32, 8, 2) if big else (128, 32, 4, 3)
+        return (64, 32, 4, 3) if big else (64, 64, 4, 3)
     raise ValueError(kind)
 
 
@@ -243,12 +245,15 @@ def triton_decode(q, k, v, *, window=None, keep_first=0, scale=None, return_lse=
     groups = hq // hkv
     sc = _scale(q, scale)
     w, s = _window(window, keep_first)
-    bn = 32 if INTERPRET else 64
+    bn, warps, stages, split_factor = (32, 4, 1, 1) if INTERPRET else (64, 4, 3, 2)
+    forced = os.environ.get("SWAA_TRITON_DECODE")          # "block_n,warps,stages,splits_per_SM" for sweeps
+    if forced and not INTERPRET:
+        bn, warps, stages, split_factor = (int(x) for x in forced.split(","))
     sink_end, lo_w = _decode_spans(lq, lk, window, keep_first)
     n_vis = sink_end + (lk - lo_w)
     if chunk is None:
         sms = 1 if INTERPRET else _sm_count(q.device)
-        splits = max(1, -(-2 * sms // max(1, b * hkv)))
+        splits = max(1, -(-split_factor * sms // max(1, b * hkv)))
         per_split = -(-n_vis // splits)                       # ceil
         chunk = max(bn, -(-per_split // bn) * bn)              # rounded up to whole key blocks
     n_sink_chunks = -(-sink_end // chunk)
@@ -262,7 +267,7 @@ def triton_decode(q, k, v, *, window=None, keep_first=0, scale=None, return_lse=
         po.stride(0), po.stride(1), po.stride(2), po.stride(3), pl.stride(0), pl.stride(1), pl.stride(2),
         lq, lk, hkv, groups, w, s, sc * _LOG2E, sink_end, lo_w, chunk, n_sink_chunks,
         D=d, BLOCK_D=block_d, BLOCK_R=block_r, BLOCK_N=bn, DOT=_dot_mode(q.dtype),
-        num_warps=4, num_stages=1 if INTERPRET else 3)
+        num_warps=warps, num_stages=stages)
     out = torch.empty_like(q)
     lse2 = torch.empty(b, hq, lq, device=q.device, dtype=torch.float32)
     _decode_merge_kernel[(b * hq * lq,)](po, pl, out, lse2, ns, b * hq * lq, *_strides_dense(out),
