@@ -168,7 +168,18 @@ def _triton_fn(q, k, v, **kw):
 
 
 register_backend(Backend("reference", _reference_fn, priority=90))
+def _triton_rank(q, k, window, mask) -> int:
+    # H200, bf16 (benchmarks/results/attention_gpu_h200.json): our forward beats flex by 4-9% on windows, our split-KV
+    # decode beats flex and SDPA; our backward is still 10-20% slower than flex's, and SDPA wins full-attention prefill
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k))
+    if needs_grad:
+        return 45
+    if window is not None or q.shape[-2] <= 16:
+        return 5
+    return 35
+
+
 register_backend(Backend("triton", _triton_fn, available=lambda: _triton_module().triton_available(),
                          unsupported=lambda *a, **kw: _triton_module().triton_unsupported(*a, **kw),
-                         devices=("cuda",), priority=40))
+                         devices=("cuda",), priority=_triton_rank))
 register_backend(Backend("flash", flash_attention, available=flash_available, devices=("cuda",), priority=5))

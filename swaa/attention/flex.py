@@ -73,6 +73,14 @@ def _cached_block_mask(lq, lk, window, keep_first, device_str):
 
 @functools.lru_cache(maxsize=1)
 def _compiled():
+    # one compile per (shape, dtype, W is None): a benchmark or a notebook sweeping lengths and head counts passes
+    # dynamo's default limit of 8 and would silently fall back to eager flex (which materialises N x N scores)
+    import torch._dynamo.config as dc
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dc, name):
+            setattr(dc, name, max(getattr(dc, name), 256))
+    if hasattr(dc, "accumulated_recompile_limit"):
+        dc.accumulated_recompile_limit = max(dc.accumulated_recompile_limit, 4096)
     return torch.compile(flex_attention, dynamic=False)
 
 
