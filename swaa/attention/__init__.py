@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from .flash import flash_attention, flash_available
+from .flash import flash_attention, flash_available, flash_unsupported
 from .flex import flex_available, flex_swaa_attention, flex_unsupported
 from .masks import check_window, dense_mask, make_mask_mod, visible, visible_pairs
 from .reference import attention_ref, merge_attention
@@ -184,4 +184,5 @@ def _triton_rank(q, k, window, mask) -> int:
 register_backend(Backend("triton", _triton_fn, available=lambda: _triton_module().triton_available(),
                          unsupported=lambda *a, **kw: _triton_module().triton_unsupported(*a, **kw),
                          devices=("cuda",), priority=_triton_rank))
-register_backend(Backend("flash", flash_attention, available=flash_available, devices=("cuda",), priority=5))
+register_backend(Backend("flash", flash_attention, available=flash_available, unsupported=flash_unsupported,
+                         devices=("cuda",), priority=25))       # not benchmarked here (no flash-attn on the GPU box)

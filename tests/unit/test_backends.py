@@ -172,3 +172,17 @@ def test_bad_shapes():
         swaa_attention(q[0], k[0], v[0])
     with pytest.raises(ValueError, match="dtypes differ"):
         swaa_attention(q.double(), k, v)
+
+
+@pytest.mark.parametrize("lq, lk, w, s", [(40, 40, 8, 4), (40, 40, 8, 20), (1, 99, 16, 3), (17, 60, 4, 100),
+                                          (30, 30, 64, 4), (50, 50, 1, 1)])
+def test_flash_merge_path_with_the_reference_standing_in_for_the_window(lq, lk, w, s):
+    """Stock flash-attn computes only the window; the sinks it misses are merged by LSE. Here the reference
+    plays flash-attn's windowed part, so the merge logic is checked on CPU."""
+    from swaa.attention.flash import window_plus_sinks
+    q, k, v = _inputs(lq, lk, 3, torch.float32)
+    window_fn = lambda q, k, v, w, sc: attention_ref(q, k, v, sliding_window_size=w, scale=sc, return_lse=True)
+    out, lse = window_plus_sinks(q, k, v, w, s, 0.17, window_fn)
+    ref, ref_lse = attention_ref(q, k, v, sliding_window_size=w, keep_first=s, scale=0.17, return_lse=True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-5, rtol=1e-5)
