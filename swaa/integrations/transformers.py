@@ -17,6 +17,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, causal_mask_function, prepare_padding_mask, sdpa_mask
 
 from ..attention import swaa_attention
+from ..attention.masks import visible
 from ..config import SWAAConfig
 
 __all__ = ["apply_swaa", "get_swaa_config", "swaa_attention_forward", "swaa_mask", "prompt_length_from_labels",
@@ -24,6 +25,7 @@ __all__ = ["apply_swaa", "get_swaa_config", "swaa_attention_forward", "swaa_mask
 
 ATTN_NAME = "swaa"
 _CAPTURE: list | None = None        # set by swaa.analysis.capture_qk while it records queries and keys
+_ACTIVE_CACHE = None                # the SinkWindowCache of the forward in progress (set by the model's pre-hook)
 # verified by tests/integration (tiny random-weight configs built in the tests)
 VERIFIED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "qwen3_moe", "mistral")
 
@@ -85,6 +87,13 @@ def swaa_attention_forward(module, query, key, value, attention_mask, dropout: f
         mask = mask[:, :, :, :lk]
         if mask.dtype != torch.bool:                      # an additive float mask (0 / -inf)
             mask = mask > torch.finfo(mask.dtype).min / 2
+    if _ACTIVE_CACHE is not None and window is not None:
+        from .cache import SinkWindowLayer
+        layer = _ACTIVE_CACHE.layers[module.layer_idx]
+        if isinstance(layer, SinkWindowLayer) and layer.attn_pos is not None and layer.attn_pos.shape[-1] == lk:
+            # keys may have been evicted: the rule on the stored keys' real positions, as a final visibility mask
+            mask = _positional_visibility(layer, lq, window, keep_first)
+            window, keep_first, fa_from = None, 0, None
     if _CAPTURE is not None:                   # swaa.analysis.capture_qk(): keep what the maps need
         _CAPTURE.append(dict(layer=module.layer_idx, q=query.detach(), k=key.detach(), scale=scaling, window=window,
                              keep_first=keep_first, mask=mask, fa_from=fa_from))
@@ -121,12 +130,37 @@ def prompt_length_from_labels(labels: torch.Tensor, attention_mask: torch.Tensor
     return lead.clamp(min=0).long()
 
 
-def _labels_hook(module, args, kwargs):
+def _pre_forward_hook(module, args, kwargs):
+    """Before the model's forward: derive prompt_length from labels; set up the sink+window cache."""
+    global _ACTIVE_CACHE
     if kwargs.get("prompt_length") is None and kwargs.get("labels") is not None:
         cfg = get_swaa_config(module.config)
         if cfg is not None and cfg.sliding_window_size is not None and cfg.force_fa_decode:
             kwargs["prompt_length"] = prompt_length_from_labels(kwargs["labels"], kwargs.get("attention_mask"))
+    cache = kwargs.get("past_key_values")
+    if cache is not None:
+        from .cache import install_sink_window, prepare_positions
+        if getattr(module, "_swaa_kv_eviction", False):
+            install_sink_window(cache, module.config)
+        ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else (args[0] if args else None)
+        ref = ids if ids is not None else kwargs.get("inputs_embeds")
+        if ref is not None and prepare_positions(cache, kwargs.get("attention_mask"), ref.shape[1], ref.shape[0],
+                                                 ref.device):
+            _ACTIVE_CACHE = cache
     return args, kwargs
+
+
+def _post_forward_hook(module, args, kwargs, output):
+    global _ACTIVE_CACHE
+    _ACTIVE_CACHE = None
+    return output
+
+
+def _positional_visibility(layer, lq: int, window: int, keep_first: int) -> torch.Tensor:
+    """(B, 1, Lq, Lk) visibility from the real positions a SinkWindowLayer returned (valid after eviction)."""
+    kpos = layer.attn_pos[:, None, :]                                  # (B, 1, Lk)
+    qpos = layer.attn_pos[:, -lq:, None]                               # (B, Lq, 1)
+    return (visible(qpos, kpos, window, keep_first) & (kpos >= 0) & (qpos >= 0))[:, None]
 
 
 def _native_window(config) -> str | None:
@@ -148,13 +182,16 @@ def _clear_native_window(config) -> None:
         config.sliding_window = None
 
 
-def apply_swaa(model, cfg: SWAAConfig | dict | None, *, replace_native_window: bool = False):
+def apply_swaa(model, cfg: SWAAConfig | dict | None, *, replace_native_window: bool = False,
+               kv_eviction: bool = True):
     """Run ``model`` under ``cfg`` through the "swaa" attention; returns the same model.
 
     The config is stored on ``model.config.swaa_config`` (saved by ``save_pretrained``); layer indices are checked
     against the model. ``cfg=None`` means full attention. A model that already slides natively (Mistral's
     ``sliding_window``, Qwen's sliding ``layer_types``) is refused unless ``replace_native_window=True``, which
     turns its own window off so that SWAA's rule is the only one.
+    ``kv_eviction``: ``generate`` (and any forward given an empty DynamicCache) keeps only sinks + the last W-1
+    keys in sliding layers whose decode is windowed (:mod:`swaa.integrations.cache`); False keeps everything.
     """
     cfg = SWAAConfig.from_dict(cfg) if cfg is not None else SWAAConfig()
     config = model.config
@@ -182,8 +219,10 @@ def apply_swaa(model, cfg: SWAAConfig | dict | None, *, replace_native_window: b
     model.set_attn_implementation(ATTN_NAME)
     if config._attn_implementation != ATTN_NAME:
         raise ValueError(f"{name} refused attn_implementation={ATTN_NAME!r} (got {config._attn_implementation!r})")
-    if not getattr(model, "_swaa_labels_hook", None):
-        model._swaa_labels_hook = model.register_forward_pre_hook(_labels_hook, with_kwargs=True)
+    model._swaa_kv_eviction = bool(kv_eviction)
+    if not getattr(model, "_swaa_hooks", None):
+        model._swaa_hooks = (model.register_forward_pre_hook(_pre_forward_hook, with_kwargs=True),
+                             model.register_forward_hook(_post_forward_hook, with_kwargs=True, always_call=True))
     return model
 
 
