@@ -37,6 +37,7 @@ class SinkWindowLayer(DynamicLayer):
         self.state = state or _StepState()
         self.pos: torch.Tensor | None = None          # real positions of the stored slots
         self.attn_pos: torch.Tensor | None = None     # positions of the keys returned by the last update()
+        self.attn_contiguous = False                  # those positions are 0..n-1 (no eviction, no padding)
         self.seen = 0                                 # slots seen (as DynamicLayer would hold)
         self.evicted = False
 
@@ -59,6 +60,10 @@ class SinkWindowLayer(DynamicLayer):
         values = torch.cat([self.values, value_states], dim=-2)
         pos = torch.cat([self.pos, new_pos.to(self.pos.device)], dim=-1)
         self.attn_pos = pos
+        # nothing evicted yet and no padding: positions are the slot indices, and the attention can use the
+        # ordinary end-aligned rule (and the fast kernels) instead of a dense positional mask
+        self.attn_contiguous = not self.evicted and bool(
+            (pos == torch.arange(pos.shape[-1], device=pos.device)).all())
         self.seen += q
         self.keys, self.values, self.pos = self._evict(keys, values, pos)
         return keys, values

@@ -90,7 +90,8 @@ def swaa_attention_forward(module, query, key, value, attention_mask, dropout: f
     if _ACTIVE_CACHE is not None and window is not None:
         from .cache import SinkWindowLayer
         layer = _ACTIVE_CACHE.layers[module.layer_idx]
-        if isinstance(layer, SinkWindowLayer) and layer.attn_pos is not None and layer.attn_pos.shape[-1] == lk:
+        if (isinstance(layer, SinkWindowLayer) and layer.attn_pos is not None and layer.attn_pos.shape[-1] == lk
+                and not layer.attn_contiguous):
             # keys may have been evicted: the rule on the stored keys' real positions, as a final visibility mask
             mask = _positional_visibility(layer, lq, window, keep_first)
             window, keep_first, fa_from = None, 0, None
