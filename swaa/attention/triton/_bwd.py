@@ -10,7 +10,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._fwd import _dot, _rule_mask
+from ._fwd import _dot, _key_runs, _rule_mask, _seq_bounds
 
 
 @triton.jit
@@ -25,16 +25,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
     pid_bh = tl.program_id(1)
     b = pid_bh // HKV
     kvh = pid_bh % HKV
-    if VARLEN:
-        q0 = tl.load(cu_q + b)
-        Lq = tl.load(cu_q + b + 1) - q0
-        k0 = tl.load(cu_k + b)
-        Lk = tl.load(cu_k + b + 1) - k0
-    else:
-        q0 = 0
-        Lq = Lq_fixed
-        k0 = 0
-        Lk = Lk_fixed
+    q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
     n_start = pid_n * BLOCK_N
     if n_start >= Lk:
         return
@@ -119,16 +110,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // GROUPS
-    if VARLEN:
-        q0 = tl.load(cu_q + b)
-        Lq = tl.load(cu_q + b + 1) - q0
-        k0 = tl.load(cu_k + b)
-        Lk = tl.load(cu_k + b + 1) - k0
-    else:
-        q0 = 0
-        Lq = Lq_fixed
-        k0 = 0
-        Lk = Lk_fixed
+    q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
     m_start = pid_m * BLOCK_M
     if m_start >= Lq:
         return
@@ -150,15 +132,10 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
     v_ptrs = V + b * stride_vb + kvh * stride_vh + (k0 + offs_n)[None, :] * stride_vn + offs_d[:, None]
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    p_min = m_start + off
-    p_max = tl.minimum(m_start + BLOCK_M, Lq) - 1 + off
-    hi = tl.minimum(Lk, p_max + 1)
-    ws = (tl.maximum(p_min - W + 1, 0) // BLOCK_N) * BLOCK_N
+    p_max, sink_hi, ws, int_lo, int_hi, hi = _key_runs(m_start, Lq, Lk, W, S, BLOCK_M, BLOCK_N)
     if p_max >= 0:
-        dq = _bwd_dq_run(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, 0, tl.minimum(S, ws), pos,
+        dq = _bwd_dq_run(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, 0, sink_hi, pos,
                          offs_n, d_ok, Lk, W, S, qk_scale, 1, BLOCK_N, DOT)
-        int_lo = tl.maximum(((tl.maximum(p_max - W + 1, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, ws)
-        int_hi = ((p_min + 1) // BLOCK_N) * BLOCK_N
         if int_lo < int_hi:
             dq = _bwd_dq_run(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, ws, int_lo, pos, offs_n,
                              d_ok, Lk, W, S, qk_scale, 2, BLOCK_N, DOT)

@@ -37,6 +37,32 @@ def _rule_mask(pos, cols, Lk, W, S):
 
 
 @triton.jit
+def _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN: tl.constexpr):
+    """(first query row, query count, first key row, key count) of sequence ``b``."""
+    if VARLEN:
+        q0 = tl.load(cu_q + b)
+        k0 = tl.load(cu_k + b)
+        return q0, tl.load(cu_q + b + 1) - q0, k0, tl.load(cu_k + b + 1) - k0
+    else:
+        return 0, Lq_fixed, 0, Lk_fixed
+
+
+@triton.jit
+def _key_runs(m_start, Lq, Lk, W, S, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Key-run bounds of the query block starting at ``m_start``: sinks [0, sink_hi), window [ws, hi) whose
+    [int_lo, int_hi) part is visible to every row (no mask); p_max < 0 means the block sees no key."""
+    off = Lk - Lq
+    p_min = m_start + off
+    p_max = tl.minimum(m_start + BLOCK_M, Lq) - 1 + off
+    hi = tl.minimum(Lk, p_max + 1)
+    ws = (tl.maximum(p_min - W + 1, 0) // BLOCK_N) * BLOCK_N
+    sink_hi = tl.minimum(S, ws)
+    int_lo = tl.maximum(((tl.maximum(p_max - W + 1, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, ws)
+    int_hi = ((p_min + 1) // BLOCK_N) * BLOCK_N
+    return p_max, sink_hi, ws, int_lo, int_hi, hi
+
+
+@triton.jit
 def _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, start, end, pos, offs_n, d_ok,
              Lk, W, S, qk_scale, MODE: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     for start_n in range(start, end, BLOCK_N):
@@ -73,16 +99,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // GROUPS
-    if VARLEN:
-        q0 = tl.load(cu_q + b)
-        Lq = tl.load(cu_q + b + 1) - q0
-        k0 = tl.load(cu_k + b)
-        Lk = tl.load(cu_k + b + 1) - k0
-    else:
-        q0 = 0
-        Lq = Lq_fixed
-        k0 = 0
-        Lk = Lk_fixed
+    q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
     m_start = pid_m * BLOCK_M
     if m_start >= Lq:
         return
@@ -103,19 +120,12 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    p_min = m_start + off
-    p_max = tl.minimum(m_start + BLOCK_M, Lq) - 1 + off
-    hi = tl.minimum(Lk, p_max + 1)
-    lo_w = tl.maximum(p_min - W + 1, 0)
-    ws = (lo_w // BLOCK_N) * BLOCK_N
-    # sinks that lie before the window's first block
-    sink_hi = tl.minimum(S, ws)
+    p_max, sink_hi, ws, int_lo, int_hi, hi = _key_runs(m_start, Lq, Lk, W, S, BLOCK_M, BLOCK_N)
     if p_max >= 0:
+        # sinks that lie before the window's first block
         acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, 0, sink_hi, pos, offs_n,
                                  d_ok, Lk, W, S, qk_scale, 1, BLOCK_N, DOT)
-        # interior: keys every row of the block sees (j <= p_min and p_max - j < W)
-        int_lo = tl.maximum(((tl.maximum(p_max - W + 1, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, ws)
-        int_hi = ((p_min + 1) // BLOCK_N) * BLOCK_N
+        # interior [int_lo, int_hi): keys every row of the block sees (j <= p_min and p_max - j < W)
         if int_lo < int_hi:
             acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, ws, int_lo, pos,
                                      offs_n, d_ok, Lk, W, S, qk_scale, 2, BLOCK_N, DOT)
