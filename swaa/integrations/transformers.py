@@ -184,7 +184,7 @@ def _clear_native_window(config) -> None:
 
 
 def apply_swaa(model, cfg: SWAAConfig | dict | None, *, replace_native_window: bool = False,
-               kv_eviction: bool = True):
+               kv_eviction: bool | None = None):
     """Run ``model`` under ``cfg`` through the "swaa" attention; returns the same model.
 
     The config is stored on ``model.config.swaa_config`` (saved by ``save_pretrained``); layer indices are checked
@@ -192,7 +192,8 @@ def apply_swaa(model, cfg: SWAAConfig | dict | None, *, replace_native_window: b
     ``sliding_window``, Qwen's sliding ``layer_types``) is refused unless ``replace_native_window=True``, which
     turns its own window off so that SWAA's rule is the only one.
     ``kv_eviction``: ``generate`` (and any forward given an empty DynamicCache) keeps only sinks + the last W-1
-    keys in sliding layers whose decode is windowed (:mod:`swaa.integrations.cache`); False keeps everything.
+    keys in sliding layers whose decode is windowed (:mod:`swaa.integrations.cache`); False keeps everything;
+    None (default) keeps the model's previous choice (True the first time).
     """
     cfg = SWAAConfig.from_dict(cfg) if cfg is not None else SWAAConfig()
     config = model.config
@@ -220,7 +221,7 @@ def apply_swaa(model, cfg: SWAAConfig | dict | None, *, replace_native_window: b
     model.set_attn_implementation(ATTN_NAME)
     if config._attn_implementation != ATTN_NAME:
         raise ValueError(f"{name} refused attn_implementation={ATTN_NAME!r} (got {config._attn_implementation!r})")
-    model._swaa_kv_eviction = bool(kv_eviction)
+    model._swaa_kv_eviction = getattr(model, "_swaa_kv_eviction", True) if kv_eviction is None else bool(kv_eviction)
     if not getattr(model, "_swaa_hooks", None):
         model._swaa_hooks = (model.register_forward_pre_hook(_pre_forward_hook, with_kwargs=True),
                              model.register_forward_hook(_post_forward_hook, with_kwargs=True, always_call=True))

@@ -115,3 +115,13 @@ def test_default_model_generation_with_eviction():
     apply_swaa(model, None)
     assert torch.equal(got.sequences, want.sequences)
     assert all(l.keys.shape[-2] == 4 + 64 - 1 for l in got.past_key_values.layers)
+
+
+def test_kv_eviction_choice_survives_a_config_change():
+    model = apply_swaa(make_model("llama"), SWAAConfig(sliding_window_size=4, keep_first=1), kv_eviction=False)
+    apply_swaa(model, SWAAConfig(sliding_window_size=5, keep_first=2))           # e.g. a helper switching configs
+    out = _gen(model, _ids(1, 12, 1), False, max_new_tokens=3, do_sample=False)
+    assert not any(isinstance(l, SinkWindowLayer) for l in out.past_key_values.layers)
+    assert model._swaa_kv_eviction is False
+    fresh = apply_swaa(make_model("llama"), SWAAConfig(sliding_window_size=4))
+    assert fresh._swaa_kv_eviction is True
