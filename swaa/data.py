@@ -1,13 +1,24 @@
-"""Long-context data. For now: real offline text that exists on every machine (Debian's license texts, which
-base-files ships everywhere, and Python's own ``pydoc_data.topics``), for perplexity studies of SWAA."""
+"""Long-context data: real offline text, synthetic long-context tasks built locally from a seed, and loaders for
+the paper's parquet datasets. Rows have ``prompt``, ``question``, ``answer``, ``task``, ``length`` and, for
+multiple-choice tasks, ``choices``.
+
+Offline text exists on every machine: Debian's license texts (package base-files) and Python's own
+``pydoc_data.topics``. Synthetic tasks (single needle, multi-key needle, multi-value, variable tracking, QA over a
+haystack) are deterministic for a (task, tokenizer, length, seed) and aim at a target length in tokens of the
+given tokenizer; the answer occurs exactly once in the prompt.
+"""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
-__all__ = ["offline_text", "offline_token_ids", "TEXT_SOURCES"]
+__all__ = ["offline_text", "offline_token_ids", "TEXT_SOURCES", "TASKS", "make_task", "make_dataset",
+           "load_dataset", "REQUIRED_COLUMNS"]
 
 _LICENSES = Path("/usr/share/common-licenses")
 TEXT_SOURCES = ("gpl3", "licenses", "pydoc")
+TASKS = ("needle", "multikey", "multivalue", "vartrack", "qa")
+REQUIRED_COLUMNS = ("prompt", "question", "answer")
 
 
 def _pydoc_text() -> str:
@@ -38,3 +49,163 @@ def offline_token_ids(tokenizer, n_tokens: int, source: str = "gpl3", offset: in
     if len(ids) < offset + n_tokens:
         raise ValueError(f"n_tokens={n_tokens} (offset {offset}) exceeds the {len(ids)} tokens of the offline text")
     return torch.tensor([ids[offset:offset + n_tokens]])
+
+
+# -- synthetic tasks --------------------------------------------------------------------------------------------
+
+_WORDS = ("amber", "basil", "cobalt", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper", "kestrel",
+          "lumen", "marble", "nectar", "onyx", "pepper", "quartz", "raven", "saffron", "tundra", "umber", "velvet",
+          "willow", "xenon", "yarrow", "zephyr")
+
+
+def _sentences(source: str) -> list[str]:
+    text = offline_text(source) if source != "mixed" else offline_text("licenses")
+    out = []
+    for para in text.split("\n\n"):
+        para = " ".join(para.split())
+        out.extend(s.strip() + "." for s in para.split(". ") if len(s.split()) >= 4)
+    return out
+
+
+def _ntok(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _haystack(tokenizer, rng: random.Random, budget: int, source: str, inserts: list[str]) -> str:
+    """Sentences of real text up to ``budget`` tokens, with ``inserts`` placed at random depths."""
+    sents = _sentences(source)
+    i = rng.randrange(len(sents))
+    body, used = [], 0
+    while True:
+        s = sents[i % len(sents)]
+        n = _ntok(tokenizer, " " + s)
+        if used + n > budget:
+            rest = budget - used                       # fill the remainder with the start of the next sentence
+            if rest > 2:
+                ids = tokenizer(" " + s, add_special_tokens=False)["input_ids"][:rest]
+                body.append(tokenizer.decode(ids).strip())
+            break
+        body.append(s)
+        used += n
+        i += 1
+    for ins in inserts:
+        body.insert(rng.randrange(len(body) + 1), ins)
+    return " ".join(body)
+
+
+def _number(rng) -> str:
+    return str(rng.randrange(1_000_000, 9_999_999))
+
+
+def _key(rng) -> str:
+    return f"{rng.choice(_WORDS)}-{rng.choice(_WORDS)}-{rng.randrange(100, 999)}"
+
+
+def _build(task: str, rng: random.Random):
+    """(inserted sentences, question, answer, choices or None) for one row of a needle-style task."""
+    if task == "needle":
+        k, v = _key(rng), _number(rng)
+        return [f"The special magic number for {k} is {v}."], f"What is the special magic number for {k}?", v, None
+    if task == "multikey":
+        keys = list(dict.fromkeys(_key(rng) for _ in range(4)))
+        vals = [_number(rng) for _ in keys]
+        j = rng.randrange(len(keys))
+        return ([f"The special magic number for {k} is {v}." for k, v in zip(keys, vals)],
+                f"What is the special magic number for {keys[j]}?", vals[j], None)
+    if task == "multivalue":
+        k = _key(rng)
+        vals = sorted({_number(rng) for _ in range(3)})
+        return ([f"One of the special magic numbers for {k} is {v}." for v in vals],
+                f"What are all the special magic numbers for {k}? List them in increasing order, separated by "
+                "commas.", ", ".join(vals), None)
+    if task == "vartrack":
+        v = _number(rng)
+        names = [f"V{rng.randrange(10000, 99999)}" for _ in range(4)]
+        chain = [f"VAR {names[0]} = {v}."] + [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:])]
+        return (chain, f"Which variables are assigned the value {v}, directly or through other variables? List them "
+                "in order of assignment, separated by commas.", ", ".join(names), None)
+    if task == "qa":
+        return None                      # built from the haystack itself, see make_task
+    raise ValueError(f"unknown task {task!r}; tasks: {TASKS}")
+
+
+def make_task(task: str, tokenizer, length: int, n: int = 10, seed: int = 0, source: str = "licenses") -> list[dict]:
+    """``n`` rows of ``task`` whose prompts are about ``length`` tokens of ``tokenizer`` (deterministic)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; tasks: {TASKS}")
+    if length < 64:
+        raise ValueError(f"length={length} is too short for a long-context task (use >= 64 tokens)")
+    rows = []
+    for i in range(n):
+        rng = random.Random(f"{task}|{length}|{seed}|{i}")
+        if task == "qa":
+            sents = [x for x in _sentences(source) if len(x.split()) <= 25]
+            other = [x for x in _sentences("pydoc") if len(x.split()) <= 25]
+            true = sents[rng.randrange(len(sents))]
+            distract = rng.sample(other, 3)
+            choices = distract + [true]
+            rng.shuffle(choices)
+            letter = "ABCD"[choices.index(true)]
+            question = ("Which of the following sentences appears in the text above?\n"
+                        + "\n".join(f"{'ABCD'[j]}. {c}" for j, c in enumerate(choices))
+                        + "\nAnswer with the letter only.")
+            fixed = _ntok(tokenizer, question) + _ntok(tokenizer, " " + true) + 8
+            ctx = _haystack(tokenizer, rng, max(16, length - fixed), source, [true])
+            rows.append(dict(prompt=f"{ctx}\n\n{question}", question=question, answer=letter, task=task,
+                             choices=choices))
+        else:
+            inserts, question, answer, _ = _build(task, rng)
+            fixed = _ntok(tokenizer, " ".join(inserts)) + _ntok(tokenizer, question) + 8
+            ctx = _haystack(tokenizer, rng, max(16, length - fixed), source, inserts)
+            rows.append(dict(prompt=f"{ctx}\n\n{question}", question=question, answer=answer, task=task,
+                             choices=None))
+        rows[-1]["length"] = _ntok(tokenizer, rows[-1]["prompt"])
+        rows[-1]["id"] = f"{task}-{length}-{seed}-{i}"
+    return rows
+
+
+def make_dataset(tokenizer, lengths=(512, 1024), tasks=TASKS, n: int = 10, seed: int = 0):
+    """All tasks at all lengths as a pandas DataFrame."""
+    import pandas as pd
+    return pd.DataFrame([r for t in tasks for length in lengths for r in make_task(t, tokenizer, length, n, seed)])
+
+
+# -- the paper's datasets -----------------------------------------------------------------------------------------
+
+def load_dataset(path_or_id: str | Path):
+    """A dataset as a DataFrame with ``prompt``, ``question``, ``answer``: a local parquet/jsonl file (the paper's
+    ``longmemeval_24k.parquet``, ``longbenchv2_qa.parquet``, ``fusang_long.parquet``), or a hub id when online and
+    the ``datasets`` package is installed. ``context`` + ``question`` become ``prompt`` as the original did."""
+    import pandas as pd
+
+    path = Path(path_or_id)
+    if path.suffix in (".parquet", ".jsonl", ".json") or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"dataset file {str(path)!r} does not exist")
+        try:
+            df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=path.suffix == ".jsonl")
+        except Exception as e:
+            raise ValueError(f"could not read dataset {str(path)!r} ({type(e).__name__}: {e}); expected a parquet "
+                             "file or JSON lines with prompt/question/answer columns") from e
+    else:
+        try:
+            import datasets
+        except ImportError:
+            raise ValueError(f"{str(path_or_id)!r} is not a local file, and loading a hub id needs the `datasets` "
+                             "package and network access; pass a local parquet path instead") from None
+        df = datasets.load_dataset(str(path_or_id), split="train").to_pandas()
+    return validate_dataset(df, str(path_or_id))
+
+
+def validate_dataset(df, name: str = "dataset"):
+    if len(df) == 0:
+        raise ValueError(f"{name} is empty (0 rows)")
+    cols = list(df.columns)
+    if "prompt" not in df.columns and {"context", "question"} <= set(df.columns):
+        df = df.copy()
+        df["prompt"] = df["context"].astype(str) + "\n\n" + df["question"].astype(str)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}: found {cols}; expected {list(REQUIRED_COLUMNS)} "
+                         "(or context + question instead of prompt)")
+    return df
