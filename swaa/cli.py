@@ -1,7 +1,9 @@
-"""The `swaa` command. Subcommands: reproduce (every notebook through papermill), info (environment, backends)."""
+"""The `swaa` command. Subcommands: reproduce (every notebook through papermill), eval (settings grids on a
+dataset, resumable), info (environment, backends)."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -31,6 +33,25 @@ def _cmd_info(a) -> int:
     return 0
 
 
+def _cmd_eval(a) -> int:
+    from .eval import EvalOptions, run_eval
+    opts = EvalOptions(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, max_prompt_tokens=a.max_prompt_tokens,
+                       sample_first=a.sample_first, cot=a.cot, device=a.device)
+    if a.dataset.startswith("synthetic:"):                  # synthetic:<length>[:<n>] for the default tokenizer
+        from .data import make_dataset
+        from .models import default_model_path
+        from transformers import AutoTokenizer
+        parts = a.dataset.split(":")
+        tok = AutoTokenizer.from_pretrained(a.model[0] if a.model and a.model[0] != "default" else default_model_path())
+        dataset = make_dataset(tok, lengths=(int(parts[1]),), n=int(parts[2]) if len(parts) > 2 else 5)
+    else:
+        dataset = a.dataset
+    models = [None if m == "default" else m for m in (a.model or ["default"])]
+    for s in run_eval(models, a.settings, dataset, a.out, engine=a.engine, options=opts, overwrite=a.overwrite):
+        print(json.dumps({k: v for k, v in s.items() if k != "key"}))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="swaa", description="Sliding Window Attention Adaptation workbench")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -42,6 +63,20 @@ def main(argv=None) -> int:
     r.add_argument("--model", default=None, help="MODEL parameter: folder or hub id (default: SmolLM2-135M-Instruct)")
     r.add_argument("--device", default=None, help="DEVICE parameter (default: cpu)")
     r.set_defaults(fn=_cmd_reproduce)
+    e = sub.add_parser("eval", help="evaluate models under a settings grid on a dataset (resumable)")
+    e.add_argument("--model", action="append", help="model folder or hub id; 'default' = SmolLM2 (repeatable)")
+    e.add_argument("--dataset", required=True, help="parquet/jsonl path, or synthetic:<length>[:<n per task>]")
+    e.add_argument("--settings", required=True, help="settings-list JSON (see data/settings/)")
+    e.add_argument("--out", required=True, help="output folder (rows, parquet per setting, results.jsonl)")
+    e.add_argument("--engine", default="hf")
+    e.add_argument("--max-new-tokens", type=int, default=32)
+    e.add_argument("--batch-size", type=int, default=4)
+    e.add_argument("--max-prompt-tokens", type=int, default=None)
+    e.add_argument("--sample-first", type=int, default=None)
+    e.add_argument("--cot", action="store_true")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--overwrite", action="store_true", help="reuse an output folder made for other data/settings")
+    e.set_defaults(fn=_cmd_eval)
     i = sub.add_parser("info", help="versions, device and attention backends")
     i.set_defaults(fn=_cmd_info)
     a = ap.parse_args(argv)

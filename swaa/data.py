@@ -63,7 +63,7 @@ def _sentences(source: str) -> list[str]:
     out = []
     for para in text.split("\n\n"):
         para = " ".join(para.split())
-        out.extend(s.strip() + "." for s in para.split(". ") if len(s.split()) >= 4)
+        out.extend(s.strip().rstrip(".") + "." for s in para.split(". ") if len(s.split()) >= 4)
     return out
 
 
@@ -88,8 +88,8 @@ def _haystack(tokenizer, rng: random.Random, budget: int, source: str, inserts: 
         body.append(s)
         used += n
         i += 1
-    for ins in inserts:
-        body.insert(rng.randrange(len(body) + 1), ins)
+    for ins in inserts:                                # never after the cut-off tail sentence
+        body.insert(rng.randrange(max(1, len(body))), ins)
     return " ".join(body)
 
 

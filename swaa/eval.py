@@ -1,0 +1,180 @@
+"""Resumable evaluation of models under a grid of SWAA settings on a long-context dataset (HF engine).
+
+For each (model, setting): every row's prompt goes through the chat template (optionally with a CoT suffix),
+prompts longer than ``max_prompt_tokens`` are filtered out (counted), batches are generated greedily with left
+padding, responses are scored by rule (thinking stripped) and by answer NLL. Rows are appended to
+``OUT/rows/<model>/<mark>.jsonl`` as each batch finishes; a rerun skips every finished row. When a (model, setting)
+is complete, ``OUT/<model>/<mark>.parquet`` is written atomically and a summary line with the original fields
+(model_name, use_vllm, sliding_window_size, keep_first, force_fa_decode, non_sliding_layers) plus the metrics goes
+to ``OUT/results.jsonl``. A run directory remembers its dataset and generation settings: reusing it with a changed
+dataset or changed settings is an error, not a silent mix.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import SWAAConfig, load_settings
+from .results import ResultStore
+
+__all__ = ["EvalOptions", "run_eval", "COT_SUFFIX"]
+
+COT_SUFFIX = "\n\nThink step by step, then give the final answer."
+
+
+@dataclass
+class EvalOptions:
+    max_new_tokens: int = 32
+    batch_size: int = 4
+    max_prompt_tokens: int | None = None
+    sample_first: int | None = None
+    cot: bool = False
+    answer_nll: bool = True
+    device: str = "cpu"
+
+
+def _fingerprint(df, opts: EvalOptions) -> str:
+    h = hashlib.sha256()
+    for col in ("prompt", "answer"):
+        h.update("\x1f".join(map(str, df[col].tolist())).encode())
+    h.update(json.dumps({k: v for k, v in asdict(opts).items() if k not in ("batch_size", "device")},
+                        sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _check_run_dir(out: Path, fingerprint: str, overwrite: bool) -> None:
+    meta = out / "run.json"
+    if meta.exists():
+        old = json.loads(meta.read_text()).get("fingerprint")
+        if old != fingerprint and not overwrite:
+            raise ValueError(f"{out} holds results for another dataset or other generation settings (fingerprint {old}"
+                             f", now {fingerprint}); use a new output folder, or overwrite=True to start over")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = meta.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+    tmp.replace(meta)
+
+
+def _model_name(m) -> str:
+    return "default" if m is None else str(m).rstrip("/").split("/")[-1]
+
+
+def _chat_prompts(tok, prompts, cot: bool):
+    out = []
+    for p in prompts:
+        msgs = [{"role": "user", "content": p + (COT_SUFFIX if cot else "")}]
+        out.append(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
+    return out
+
+
+def _choices(row):
+    c = row.get("choices")
+    return list(c) if c is not None and not isinstance(c, (str, float)) else None
+
+
+def _atomic_parquet(df, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _append_summary(path: Path, summary: dict) -> None:
+    """results.jsonl: one line per (model, mark); a rerun replaces its own line (atomically)."""
+    lines = []
+    if path.exists():
+        lines = [l for l in path.read_text().splitlines() if l.strip()
+                 and json.loads(l).get("key") != summary["key"]]
+    lines.append(json.dumps(summary))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: EvalOptions | None = None,
+             overwrite: bool = False, progress: bool = True) -> list[dict]:
+    """Evaluate ``models`` (paths/hub ids; None = the default model) under ``settings`` (a settings-list JSON path,
+    a list of SWAAConfig, or the original list of dicts) on ``dataset`` (a DataFrame or a path for
+    :func:`swaa.data.load_dataset`). Returns the summary rows."""
+    import pandas as pd
+    import torch
+    from tqdm.auto import tqdm
+
+    from .data import load_dataset, validate_dataset
+    from .integrations.transformers import apply_swaa
+    from .models import load_model
+    from .scoring import answer_nll, score_response
+
+    if engine != "hf":
+        raise ValueError(f"engine={engine!r}: only 'hf' is available in this version (the vLLM engine comes with "
+                         "the SWAA vLLM plugin)")
+    opts = options or EvalOptions()
+    df = dataset if isinstance(dataset, pd.DataFrame) else load_dataset(dataset)
+    df = validate_dataset(df)
+    if opts.sample_first:
+        df = df.iloc[:opts.sample_first]
+    if "id" not in df.columns:
+        df = df.assign(id=[f"row{i}" for i in range(len(df))])
+    if isinstance(settings, (str, os.PathLike)):
+        cfgs = [c for c, _ in load_settings(settings)]
+    else:
+        cfgs = [c if isinstance(c, SWAAConfig) else SWAAConfig.from_dict(c.get("swaa_config", c)) for c in settings]
+    out = Path(out)
+    _check_run_dir(out, _fingerprint(df, opts), overwrite)
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    summaries = []
+    for model_id in models:
+        try:
+            model, tok = load_model(model_id, device=opts.device)
+        except OSError as e:
+            raise ValueError(f"unknown model {model_id!r}: {e}") from e
+        name = _model_name(model_id)
+        chat = _chat_prompts(tok, df["prompt"].tolist(), opts.cot)
+        lengths = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in chat]
+        keep = [i for i, n in enumerate(lengths) if opts.max_prompt_tokens is None or n <= opts.max_prompt_tokens]
+        if not keep:
+            raise ValueError(f"all {len(df)} prompts are longer than max_prompt_tokens={opts.max_prompt_tokens} "
+                             f"(shortest {min(lengths)} tokens); raise the limit or use shorter data")
+        for cfg in cfgs:
+            apply_swaa(model, cfg)
+            store = ResultStore(out / "rows" / name / f"{cfg.mark}.jsonl")
+            todo = [i for i in keep if str(df["id"].iloc[i]) not in store]
+            bar = tqdm(total=len(keep), initial=len(keep) - len(todo), desc=f"{name} {cfg.mark}", disable=not progress)
+            for start in range(0, len(todo), opts.batch_size):
+                batch = todo[start:start + opts.batch_size]
+                enc = tok([chat[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+                enc = enc.to(model.device)
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    gen = model.generate(**enc, max_new_tokens=opts.max_new_tokens, do_sample=False,
+                                         pad_token_id=tok.pad_token_id)
+                seconds = (time.perf_counter() - t0) / len(batch)
+                for j, i in enumerate(batch):
+                    row = df.iloc[i]
+                    response = tok.decode(gen[j, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                    rec = dict(key=str(row["id"]), id=str(row["id"]), task=row.get("task"), prompt_tokens=lengths[i],
+                               response=response, answer=str(row["answer"]), seconds=round(seconds, 3),
+                               **score_response(response, str(row["answer"]), _choices(row)))
+                    if opts.answer_nll:
+                        p_ids = tok(chat[i], add_special_tokens=False)["input_ids"]
+                        a_ids = tok(str(row["answer"]), add_special_tokens=False)["input_ids"]
+                        rec.update(answer_nll(model, p_ids, a_ids))
+                    store.add(rec)
+                bar.update(len(batch))
+            bar.close()
+            rows = pd.DataFrame([store[str(df["id"].iloc[i])] for i in keep])
+            _atomic_parquet(rows, out / name / f"{cfg.mark}.parquet")
+            metrics = {m: float(rows[m].mean()) for m in ("exact_match", "contains", "token_f1", "answer_nll_mean")
+                       if m in rows}
+            if "task" in rows and rows["task"].notna().any():
+                metrics["by_task"] = {t: float(g["contains"].mean()) for t, g in rows.groupby("task")}
+            summary = dict(key=f"{name}|{cfg.mark}", model_name=name, use_vllm=False, mark=cfg.mark, **cfg.to_dict(),
+                           n=len(rows), skipped_too_long=len(df) - len(keep), **metrics)
+            _append_summary(out / "results.jsonl", summary)
+            summaries.append(summary)
+        apply_swaa(model, None)
+    return summaries
