@@ -47,7 +47,14 @@ def _cmd_eval(a) -> int:
     else:
         dataset = a.dataset
     models = [None if m == "default" else m for m in (a.model or ["default"])]
-    for s in run_eval(models, a.settings, dataset, a.out, engine=a.engine, options=opts, overwrite=a.overwrite):
+    judge = None
+    if a.judge_url or a.judge_model:
+        from pathlib import Path
+
+        from .judge import Judge
+        judge = Judge(base_url=a.judge_url, model=a.judge_model, cache_path=Path(a.out) / "judge_cache.jsonl")
+    for s in run_eval(models, a.settings, dataset, a.out, engine=a.engine, options=opts, overwrite=a.overwrite,
+                      judge=judge):
         print(json.dumps({k: v for k, v in s.items() if k != "key"}))
     return 0
 
@@ -76,6 +83,8 @@ def main(argv=None) -> int:
     e.add_argument("--cot", action="store_true")
     e.add_argument("--device", default="cpu")
     e.add_argument("--overwrite", action="store_true", help="reuse an output folder made for other data/settings")
+    e.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL of an LLM judge (or SWAA_JUDGE_URL)")
+    e.add_argument("--judge-model", default=None, help="the judge's model name (or SWAA_JUDGE_MODEL)")
     e.set_defaults(fn=_cmd_eval)
     i = sub.add_parser("info", help="versions, device and attention backends")
     i.set_defaults(fn=_cmd_info)

@@ -96,10 +96,13 @@ def _append_summary(path: Path, summary: dict) -> None:
 
 
 def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: EvalOptions | None = None,
-             overwrite: bool = False, progress: bool = True) -> list[dict]:
+             overwrite: bool = False, progress: bool = True, judge=None) -> list[dict]:
     """Evaluate ``models`` (paths/hub ids; None = the default model) under ``settings`` (a settings-list JSON path,
     a list of SWAAConfig, or the original list of dicts) on ``dataset`` (a DataFrame or a path for
-    :func:`swaa.data.load_dataset`). Returns the summary rows."""
+    :func:`swaa.data.load_dataset`). Returns the summary rows.
+
+    ``judge``: an optional :class:`swaa.judge.Judge`; it grades the stored responses of a finished setting (its
+    cache makes reruns free). If it cannot be reached, the generated rows stay on disk and the error says so."""
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
@@ -167,9 +170,14 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
                 bar.update(len(batch))
             bar.close()
             rows = pd.DataFrame([store[str(df["id"].iloc[i])] for i in keep])
+            if judge is not None:
+                grades = [judge.grade(str(df["question"].iloc[i]), str(df["answer"].iloc[i]), r)
+                          for i, r in zip(keep, rows["response"])]
+                rows["judge_score"] = [g["judge_score"] for g in grades]
+                rows["judge_raw"] = [g["judge_raw"] for g in grades]
             _atomic_parquet(rows, out / name / f"{cfg.mark}.parquet")
-            metrics = {m: float(rows[m].mean()) for m in ("exact_match", "contains", "token_f1", "answer_nll_mean")
-                       if m in rows}
+            metrics = {m: float(rows[m].mean()) for m in ("exact_match", "contains", "token_f1", "answer_nll_mean",
+                                                          "judge_score") if m in rows}
             if "task" in rows and rows["task"].notna().any():
                 metrics["by_task"] = {t: float(g["contains"].mean()) for t, g in rows.groupby("task")}
             summary = dict(key=f"{name}|{cfg.mark}", model_name=name, use_vllm=False, mark=cfg.mark, **cfg.to_dict(),
