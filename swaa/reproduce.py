@@ -20,6 +20,7 @@ NOTEBOOKS: dict[str, list[str]] = {
     "00_setup.ipynb": ["00_configs.png"],
     "01_attention_patterns.ipynb": ["01_masks.png", "01_attention_maps.png", "01_sink_mass.png",
                                     "01_loss_heatmap.png", "01_loss_vs_window.png", "01_recipes.png"],
+    "02_eval.ipynb": ["02_eval_heatmap.png"],
 }
 
 
