@@ -39,14 +39,14 @@ def layer_attention(rec: dict) -> torch.Tensor:
     return probs
 
 
-def _forward(model, input_ids, cfg, prompt_length=None):
+def _forward(model, input_ids, cfg, prompt_length=None, capture: bool = True):
     if cfg is not None:
         _tf.apply_swaa(model, cfg)
     elif model.config._attn_implementation != _tf.ATTN_NAME:
         _tf.apply_swaa(model, getattr(model.config, "swaa_config", None))
     ids = input_ids.to(model.device)
     kw = {} if prompt_length is None else {"prompt_length": prompt_length}
-    with torch.no_grad(), capture_qk() as recs:
+    with torch.no_grad(), (capture_qk() if capture else contextlib.nullcontext([])) as recs:
         logits = model(ids, use_cache=False, **kw).logits
     return ids, logits, recs
 
@@ -88,15 +88,8 @@ def probe(model, input_ids, cfg: SWAAConfig, prompt_fraction: float = 0.75, n_fi
     when ``with_sink_mass=False``, which skips recording)."""
     n = input_ids.shape[1]
     pl = max(1, int(n * prompt_fraction))
-    if with_sink_mass:
-        ids, logits, recs = _forward(model, input_ids, cfg, prompt_length=pl)
-        mass = _sink_mass_of(recs, n_first, min(from_pos, n - 1))
-    else:
-        _tf.apply_swaa(model, cfg)
-        ids = input_ids.to(model.device)
-        with torch.no_grad():
-            logits = model(ids, use_cache=False, prompt_length=pl).logits
-        mass = torch.zeros(0)
+    ids, logits, recs = _forward(model, input_ids, cfg, prompt_length=pl, capture=with_sink_mass)
+    mass = _sink_mass_of(recs, n_first, min(from_pos, n - 1)) if with_sink_mass else torch.zeros(0)
     tok_loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")[0]
     return Probe(config=cfg, loss=tok_loss.mean().item(), continuation_loss=tok_loss[pl - 1:].mean().item(),
                  sink_mass=mass, prompt_length=pl)

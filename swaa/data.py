@@ -9,6 +9,7 @@ given tokenizer; the answer occurs exactly once in the prompt.
 """
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -58,13 +59,14 @@ _WORDS = ("amber", "basil", "cobalt", "delta", "ember", "fjord", "garnet", "harb
           "willow", "xenon", "yarrow", "zephyr")
 
 
-def _sentences(source: str) -> list[str]:
+@functools.lru_cache(maxsize=8)
+def _sentences(source: str) -> tuple[str, ...]:
     text = offline_text(source) if source != "mixed" else offline_text("licenses")
     out = []
     for para in text.split("\n\n"):
         para = " ".join(para.split())
         out.extend(s.strip().rstrip(".") + "." for s in para.split(". ") if len(s.split()) >= 4)
-    return out
+    return tuple(out)
 
 
 def _ntok(tokenizer, text: str) -> int:

@@ -137,7 +137,8 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
             raise ValueError(f"unknown model {model_id!r}: {e}") from e
         name = _model_name(model_id)
         chat = _chat_prompts(tok, df["prompt"].tolist(), opts.cot)
-        lengths = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in chat]
+        chat_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in chat]
+        lengths = [len(ids) for ids in chat_ids]
         keep = [i for i, n in enumerate(lengths) if opts.max_prompt_tokens is None or n <= opts.max_prompt_tokens]
         if not keep:
             raise ValueError(f"all {len(df)} prompts are longer than max_prompt_tokens={opts.max_prompt_tokens} "
@@ -163,9 +164,8 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
                                response=response, answer=str(row["answer"]), seconds=round(seconds, 3),
                                **score_response(response, str(row["answer"]), _choices(row)))
                     if opts.answer_nll:
-                        p_ids = tok(chat[i], add_special_tokens=False)["input_ids"]
                         a_ids = tok(str(row["answer"]), add_special_tokens=False)["input_ids"]
-                        rec.update(answer_nll(model, p_ids, a_ids))
+                        rec.update(answer_nll(model, chat_ids[i], a_ids))
                     store.add(rec)
                 bar.update(len(batch))
             bar.close()

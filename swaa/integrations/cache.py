@@ -139,11 +139,18 @@ class SinkWindowCache(DynamicCache):
 
     def __init__(self, config, swaa_config: SWAAConfig | dict | None = None):
         cfg = SWAAConfig.from_dict(swaa_config if swaa_config is not None else getattr(config, "swaa_config", None))
-        state = _StepState()
-        evict = set(evicting_layers(cfg, _num_layers(config)))
-        layers = [SinkWindowLayer(cfg.sliding_window_size, cfg.keep_first, state) if i in evict
-                  else DynamicLayer() for i in range(_num_layers(config))]
+        layers = [DynamicLayer() for _ in range(_num_layers(config))]
+        _put_sink_window_layers(layers, cfg)
         Cache.__init__(self, layers=layers)
+
+
+def _put_sink_window_layers(layers: list, cfg: SWAAConfig) -> bool:
+    """Replace the evicting layers of ``layers`` by SinkWindowLayers sharing one step state; False if none evicts."""
+    evict = evicting_layers(cfg, len(layers))
+    state = _StepState()
+    for i in evict:
+        layers[i] = SinkWindowLayer(cfg.sliding_window_size, cfg.keep_first, state)
+    return bool(evict)
 
 
 def prepare_positions(cache, attention_mask, query_length: int, batch_size: int, device) -> bool:
@@ -174,12 +181,8 @@ def install_sink_window(cache, config) -> bool:
         return False
     cfg = SWAAConfig.from_dict(getattr(config, "swaa_config", None))
     n = _num_layers(config)
-    evict = evicting_layers(cfg, n)
-    if not evict:
+    if not evicting_layers(cfg, n):
         return False
     while len(cache.layers) < n:
         cache.layers.append(DynamicLayer())
-    state = _StepState()
-    for i in evict:
-        cache.layers[i] = SinkWindowLayer(cfg.sliding_window_size, cfg.keep_first, state)
-    return True
+    return _put_sink_window_layers(cache.layers, cfg)
