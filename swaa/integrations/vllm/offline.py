@@ -1,0 +1,74 @@
+"""Offline vLLM with a SWAA config: build an engine the standard way (``hf_overrides``), generate with prompt
+log-probabilities, and read how many KV blocks a request holds from vLLM's own block accounting.
+
+Import this only in a process that runs vLLM (``import vllm`` takes ~15 s on 2 cores; vLLM on CPU needs
+``VLLM_CPU_KVCACHE_SPACE`` and no ``TRITON_INTERPRET``). Engines are spawned processes unless
+``VLLM_ENABLE_V1_MULTIPROCESSING=0``, which :func:`kv_blocks_trace` needs (it reads the in-process scheduler).
+"""
+from __future__ import annotations
+
+import os
+
+from ...config import SWAAConfig
+
+__all__ = ["make_llm", "generate", "kv_blocks_trace", "prepare_cpu_env"]
+
+
+def prepare_cpu_env(kv_cache_gib: int = 1) -> None:
+    """Environment vLLM's CPU engine needs in this process (before ``import vllm``)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+    if os.environ.get("TRITON_INTERPRET"):
+        os.environ.pop("TRITON_INTERPRET")      # vLLM would take the interpreter for a GPU driver
+
+
+def make_llm(model: str, cfg: SWAAConfig | dict | None, **kwargs):
+    """``vllm.LLM`` for ``model`` with ``cfg`` passed as ``hf_overrides={"swaa_config": ...}`` (None: plain vLLM).
+    The config is validated here first so that a bad field is named before any engine starts."""
+    from vllm import LLM
+    overrides = dict(kwargs.pop("hf_overrides", None) or {})
+    if cfg is not None:
+        overrides["swaa_config"] = SWAAConfig.from_dict(cfg).to_dict()
+    return LLM(model, hf_overrides=overrides or None, **kwargs)
+
+
+def generate(llm, prompts_ids: list[list[int]], max_tokens: int = 16, prompt_logprobs: bool = True,
+             temperature: float = 0.0, seed: int | None = None) -> list[dict]:
+    """Greedy (or sampled) generation from token ids: [{"tokens": [...], "text": str, "prompt_logprobs":
+    [logprob of token t given tokens < t for t >= 1]}]."""
+    from vllm import SamplingParams
+    sp = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed,
+                        prompt_logprobs=0 if prompt_logprobs else None)
+    outs = llm.generate([{"prompt_token_ids": ids} for ids in prompts_ids], sp, use_tqdm=False)
+    rows = []
+    for ids, o in zip(prompts_ids, outs):
+        lp = None
+        if prompt_logprobs:
+            lp = [d[t].logprob for d, t in zip(o.prompt_logprobs[1:], ids[1:])]
+        rows.append({"tokens": list(o.outputs[0].token_ids), "text": o.outputs[0].text, "prompt_logprobs": lp})
+    return rows
+
+
+def _blocks_held(scheduler) -> int:
+    total = 0
+    for manager in scheduler.kv_cache_manager.coordinator.single_type_managers:
+        for blocks in manager.req_to_blocks.values():
+            total += sum(1 for b in blocks if not b.is_null)
+    return total
+
+
+def kv_blocks_trace(llm, prompt_ids: list[int], max_tokens: int) -> list[int]:
+    """KV blocks held by one request after each engine step (vLLM's block tables; null blocks excluded).
+    Needs the in-process engine core (``VLLM_ENABLE_V1_MULTIPROCESSING=0``)."""
+    from vllm import SamplingParams
+    engine = llm.llm_engine
+    core = getattr(engine.engine_core, "engine_core", None)
+    if core is None:
+        raise RuntimeError("kv_blocks_trace reads the scheduler in this process: set "
+                           "VLLM_ENABLE_V1_MULTIPROCESSING=0 before creating the LLM")
+    engine.add_request("swaa-kv-trace", {"prompt_token_ids": prompt_ids},
+                       SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True))
+    trace = []
+    while engine.has_unfinished_requests():
+        engine.step()
+        trace.append(_blocks_held(core.scheduler))
+    return trace
