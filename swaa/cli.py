@@ -1,5 +1,6 @@
 """The `swaa` command. Subcommands: reproduce (every notebook through papermill), eval (settings grids on a
-dataset, resumable), info (environment, backends)."""
+dataset, resumable; HF or vLLM engine), serve (vLLM's OpenAI server with a SWAA config), info (environment,
+backends)."""
 from __future__ import annotations
 
 import argparse
@@ -59,6 +60,11 @@ def _cmd_eval(a) -> int:
     return 0
 
 
+def _cmd_serve(a, extra) -> int:
+    from .integrations.vllm.serve import main as serve_main
+    return serve_main(a, extra)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="swaa", description="Sliding Window Attention Adaptation workbench")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -75,7 +81,7 @@ def main(argv=None) -> int:
     e.add_argument("--dataset", required=True, help="parquet/jsonl path, or synthetic:<length>[:<n per task>]")
     e.add_argument("--settings", required=True, help="settings-list JSON (see data/settings/)")
     e.add_argument("--out", required=True, help="output folder (rows, parquet per setting, results.jsonl)")
-    e.add_argument("--engine", default="hf")
+    e.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="hf (transformers) or vllm (the plugin)")
     e.add_argument("--max-new-tokens", type=int, default=32)
     e.add_argument("--batch-size", type=int, default=4)
     e.add_argument("--max-prompt-tokens", type=int, default=None)
@@ -88,12 +94,21 @@ def main(argv=None) -> int:
     e.set_defaults(fn=_cmd_eval)
     i = sub.add_parser("info", help="versions, device and attention backends")
     i.set_defaults(fn=_cmd_info)
-    a = ap.parse_args(argv)
+    sv = sub.add_parser("serve", help="vLLM OpenAI-compatible server with a SWAA config (other options go to vLLM)")
+    from .integrations.vllm.serve import add_arguments
+    add_arguments(sv)
+    sv.set_defaults(fn=_cmd_serve, takes_extra=True)
+    a, extra = ap.parse_known_args(argv)
+    if extra and not getattr(a, "takes_extra", False):
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return a.fn(a)
+        return a.fn(a, extra) if getattr(a, "takes_extra", False) else a.fn(a)
     except KeyboardInterrupt:
         print("\ninterrupted: finished rows are kept; run the same command again to resume", file=sys.stderr)
         return 130
+    except ValueError as e:                     # bad input: the message names the value and the fix
+        print(f"swaa {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Resumable evaluation of models under a grid of SWAA settings on a long-context dataset (HF engine).
+"""Resumable evaluation of models under a grid of SWAA settings on a long-context dataset (HF or vLLM engine).
 
 For each (model, setting): every row's prompt goes through the chat template (optionally with a CoT suffix),
 prompts longer than ``max_prompt_tokens`` are filtered out (counted), batches are generated greedily with left
@@ -8,6 +8,10 @@ is complete, ``OUT/<model>/<mark>.parquet`` is written atomically and a summary 
 (model_name, use_vllm, sliding_window_size, keep_first, force_fa_decode, non_sliding_layers) plus the metrics goes
 to ``OUT/results.jsonl``. A run directory remembers its dataset and generation settings: reusing it with a changed
 dataset or changed settings is an error, not a silent mix.
+
+``engine="vllm"`` generates with vLLM and the SWAA plugin (one engine per setting, the config passed through
+``hf_overrides``); the answer NLL is still computed by the HF model, which is where the answer tokens can be
+given FA decode by ``prompt_length`` (vLLM has no "these prompt tokens are decode tokens" switch).
 """
 from __future__ import annotations
 
@@ -35,13 +39,14 @@ class EvalOptions:
     cot: bool = False
     answer_nll: bool = True
     device: str = "cpu"
+    vllm_kwargs: dict | None = None     # extra vllm.LLM arguments (tensor_parallel_size, dtype, ...)
 
 
 def _fingerprint(df, opts: EvalOptions) -> str:
     h = hashlib.sha256()
     for col in ("prompt", "answer"):
         h.update("\x1f".join(map(str, df[col].tolist())).encode())
-    h.update(json.dumps({k: v for k, v in asdict(opts).items() if k not in ("batch_size", "device")},
+    h.update(json.dumps({k: v for k, v in asdict(opts).items() if k not in ("batch_size", "device", "vllm_kwargs")},
                         sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -112,9 +117,8 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
     from .models import load_model
     from .scoring import answer_nll, score_response
 
-    if engine != "hf":
-        raise ValueError(f"engine={engine!r}: only 'hf' is available in this version (the vLLM engine comes with "
-                         "the SWAA vLLM plugin)")
+    if engine not in ("hf", "vllm"):
+        raise ValueError(f"engine={engine!r} is unknown: use 'hf' (transformers) or 'vllm' (the SWAA vLLM plugin)")
     opts = options or EvalOptions()
     df = dataset if isinstance(dataset, pd.DataFrame) else load_dataset(dataset)
     df = validate_dataset(df)
@@ -148,18 +152,16 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
             store = ResultStore(out / "rows" / name / f"{cfg.mark}.jsonl")
             todo = [i for i in keep if str(df["id"].iloc[i]) not in store]
             bar = tqdm(total=len(keep), initial=len(keep) - len(todo), desc=f"{name} {cfg.mark}", disable=not progress)
-            for start in range(0, len(todo), opts.batch_size):
-                batch = todo[start:start + opts.batch_size]
-                enc = tok([chat[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-                enc = enc.to(model.device)
+            generate = (_hf_generator(model, tok, chat, opts) if engine == "hf" or not todo else
+                        _vllm_generator(model_id, cfg, chat_ids, opts))
+            step = opts.batch_size if engine == "hf" else max(opts.batch_size, 16)   # vLLM batches on its own
+            for start in range(0, len(todo), step):
+                batch = todo[start:start + step]
                 t0 = time.perf_counter()
-                with torch.no_grad():
-                    gen = model.generate(**enc, max_new_tokens=opts.max_new_tokens, do_sample=False,
-                                         pad_token_id=tok.pad_token_id)
+                responses = generate(batch)
                 seconds = (time.perf_counter() - t0) / len(batch)
-                for j, i in enumerate(batch):
+                for i, response in zip(batch, responses):
                     row = df.iloc[i]
-                    response = tok.decode(gen[j, enc["input_ids"].shape[1]:], skip_special_tokens=True)
                     rec = dict(key=str(row["id"]), id=str(row["id"]), task=row.get("task"), prompt_tokens=lengths[i],
                                response=response, answer=str(row["answer"]), seconds=round(seconds, 3),
                                **score_response(response, str(row["answer"]), _choices(row)))
@@ -168,6 +170,7 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
                         rec.update(answer_nll(model, chat_ids[i], a_ids))
                     store.add(rec)
                 bar.update(len(batch))
+            generate = None                       # a vLLM engine is shut down before the next setting starts
             bar.close()
             rows = pd.DataFrame([store[str(df["id"].iloc[i])] for i in keep])
             if judge is not None:
@@ -180,9 +183,43 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
                                                           "judge_score") if m in rows}
             if "task" in rows and rows["task"].notna().any():
                 metrics["by_task"] = {t: float(g["contains"].mean()) for t, g in rows.groupby("task")}
-            summary = dict(key=f"{name}|{cfg.mark}", model_name=name, use_vllm=False, mark=cfg.mark, **cfg.to_dict(),
+            summary = dict(key=f"{name}|{cfg.mark}", model_name=name, use_vllm=engine == "vllm", mark=cfg.mark, **cfg.to_dict(),
                            n=len(rows), skipped_too_long=len(df) - len(keep), **metrics)
             _append_summary(out / "results.jsonl", summary)
             summaries.append(summary)
         apply_swaa(model, None)
     return summaries
+
+
+def _hf_generator(model, tok, chat, opts: EvalOptions):
+    """Greedy batched generation with transformers (left padding); returns decoded responses."""
+    import torch
+
+    def generate(batch):
+        enc = tok([chat[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(model.device)
+        with torch.no_grad():
+            gen = model.generate(**enc, max_new_tokens=opts.max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        return [tok.decode(gen[j, enc["input_ids"].shape[1]:], skip_special_tokens=True) for j in range(len(batch))]
+    return generate
+
+
+def _vllm_generator(model_id, cfg: SWAAConfig, chat_ids, opts: EvalOptions):
+    """Greedy generation with vLLM and the SWAA plugin: one engine for this setting, fed by batches."""
+    from .integrations.vllm.offline import make_llm, prepare_cpu_env
+    from .models import default_model_path
+
+    prepare_cpu_env()
+    kwargs = dict(dtype="float32" if opts.device == "cpu" else "auto", seed=0,
+                  max_model_len=max(len(c) for c in chat_ids) + opts.max_new_tokens + 16)
+    kwargs.update(opts.vllm_kwargs or {})
+    llm = make_llm(str(default_model_path() if model_id is None else model_id), cfg, **kwargs)
+    from vllm import SamplingParams
+    sp = SamplingParams(max_tokens=opts.max_new_tokens, temperature=0.0)
+
+    def generate(batch):
+        outs = llm.generate([{"prompt_token_ids": chat_ids[i]} for i in batch], sp, use_tqdm=False)
+        return [o.outputs[0].text for o in outs]
+    generate.llm = llm
+    return generate

@@ -32,12 +32,12 @@ def make_llm(model: str, cfg: SWAAConfig | dict | None, **kwargs):
 
 
 def generate(llm, prompts_ids: list[list[int]], max_tokens: int = 16, prompt_logprobs: bool = True,
-             temperature: float = 0.0, seed: int | None = None) -> list[dict]:
+             temperature: float = 0.0, seed: int | None = None, ignore_eos: bool = False) -> list[dict]:
     """Greedy (or sampled) generation from token ids: [{"tokens": [...], "text": str, "prompt_logprobs":
     [logprob of token t given tokens < t for t >= 1]}]."""
     from vllm import SamplingParams
     sp = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed,
-                        prompt_logprobs=0 if prompt_logprobs else None)
+                        prompt_logprobs=0 if prompt_logprobs else None, ignore_eos=ignore_eos)
     outs = llm.generate([{"prompt_token_ids": ids} for ids in prompts_ids], sp, use_tqdm=False)
     rows = []
     for ids, o in zip(prompts_ids, outs):

@@ -1,0 +1,100 @@
+"""The SWAA vLLM plugin in real vLLM (CPU), against HF + swaa: greedy tokens and prompt log-probabilities (fp32,
+<= 1e-3) for the default model and a tiny Qwen3 under each recipe, with chunked prefill, prefix caching and
+several sequences per batch; full attention unchanged without a config; KV blocks held per request bounded by
+the sinks and the window (vLLM's own block tables)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from swaa import SWAAConfig, apply_swaa
+from swaa.data import offline_token_ids
+from swaa.models import default_model_path, load_model
+
+from .tiny_models import make_model
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).resolve().parent
+W, S, BS = 32, 4, 32
+CONFIGS = {
+    "full": None,
+    "swa": SWAAConfig(sliding_window_size=W),
+    "swa_sinks": SWAAConfig(sliding_window_size=W, keep_first=S),
+    "swa_fadec": SWAAConfig(sliding_window_size=W, force_fa_decode=True),
+    "swa_layers": SWAAConfig(sliding_window_size=W, non_sliding_layers=[1, 3]),
+    "combined": SWAAConfig(sliding_window_size=W, keep_first=S, force_fa_decode=[0, 2], non_sliding_layers=[3]),
+}
+MAX_TOKENS = 10
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("vllm")
+    default, tok = load_model()
+    tiny = make_model("qwen3", vocab_size=len(tok), head_dim=32, hidden_size=128, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=1024)
+    tiny_dir = tmp / "tiny-qwen3"
+    tiny.save_pretrained(tiny_dir)
+    tok.save_pretrained(tiny_dir)
+    ids = offline_token_ids(tok, 400, "gpl3").view(-1).tolist()
+    prompts = [ids[:150], ids[160:257], ids[300:361]]           # longer than W, odd lengths, one batch
+    models = {"default": (str(default_model_path()), default), "tiny_qwen3": (str(tiny_dir), tiny)}
+    runs = [{"name": f"{m}/{c}", "model": path, "swaa_config": None if cfg is None else cfg.to_dict(),
+             "trace": m == "default" and c in ("full", "swa_sinks")}
+            for m, (path, _) in models.items() for c, cfg in CONFIGS.items()]
+    job = {"runs": runs, "prompts": prompts, "max_tokens": MAX_TOKENS, "max_model_len": 1024, "block_size": BS,
+           "max_num_batched_tokens": 64, "trace_prompt": ids[:400], "trace_tokens": 24}
+    (tmp / "job.json").write_text(json.dumps(job))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(HERE.parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, str(HERE / "vllm_job.py"), str(tmp / "job.json"), str(tmp / "out.json")],
+                          env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"results": json.loads((tmp / "out.json").read_text()), "prompts": prompts,
+            "models": {m: hf for m, (_, hf) in models.items()}}
+
+
+def _hf(model, cfg, ids):
+    apply_swaa(model, cfg if cfg is not None else SWAAConfig())
+    model.generation_config.eos_token_id = None
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        lp = torch.log_softmax(model(x).logits.float(), -1)[0, :-1].gather(-1, x[0, 1:, None])[:, 0]
+        gen = model.generate(x, max_new_tokens=MAX_TOKENS, do_sample=False, pad_token_id=0)[0, len(ids):]
+    return gen.tolist(), lp
+
+
+@pytest.mark.parametrize("model_name", ["default", "tiny_qwen3"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_vllm_matches_hf(setup, model_name, config):
+    res = setup["results"][f"{model_name}/{config}"]
+    for p, ids in enumerate(setup["prompts"]):
+        tokens, lp = _hf(setup["models"][model_name], CONFIGS[config], ids)
+        for run in ("first", "again"):                           # "again": served from the prefix cache
+            got = res[run][p]
+            assert got["tokens"] == tokens, f"{run} prompt {p}: vLLM {got['tokens']} vs HF {tokens}"
+            diff = (torch.tensor(got["prompt_logprobs"]) - lp).abs().max().item()
+            assert diff <= 1e-3, f"{run} prompt {p}: prompt logprob differs by {diff:.2e}"
+
+
+@pytest.mark.parametrize("model_name", ["default", "tiny_qwen3"])
+def test_swaa_changes_what_vllm_computes(setup, model_name):
+    full = setup["results"][f"{model_name}/full"]["first"][0]
+    for config in CONFIGS:
+        if config != "full":
+            lp = setup["results"][f"{model_name}/{config}"]["first"][0]["prompt_logprobs"]
+            assert max(abs(a - b) for a, b in zip(lp, full["prompt_logprobs"])) > 1e-2, config
+
+
+def test_kv_blocks_bounded_by_sinks_and_window(setup):
+    full = setup["results"]["default/full"]["kv_blocks"]
+    swa = setup["results"]["default/swa_sinks"]["kv_blocks"]
+    n_prompt, n_new = 400, 24
+    assert max(full) == -(-(n_prompt + n_new - 1) // BS)              # full attention keeps every block
+    bound = -(-S // BS) + -(-(W - 1) // BS) + 2                       # sink blocks + window + the block written
+    assert max(swa[1:]) <= bound < max(full), (swa, full)             # after the first (prefill) steps
+    assert swa[-1] <= bound
