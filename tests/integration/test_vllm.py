@@ -29,6 +29,9 @@ CONFIGS = {
     "combined": SWAAConfig(sliding_window_size=W, keep_first=S, force_fa_decode=[0, 2], non_sliding_layers=[3]),
 }
 MAX_TOKENS = 10
+CHAT = ("The GNU General Public License is a free, copyleft license for software and other kinds of works. "
+        "The licenses for most software and other practical works are designed to take away your freedom to share "
+        "and change the works. Which license is described above, and what kind of license is it?")
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,8 @@ def setup(tmp_path_factory):
     tok.save_pretrained(tiny_dir)
     ids = offline_token_ids(tok, 400, "gpl3").view(-1).tolist()
     prompts = [ids[:150], ids[160:257], ids[300:361]]           # longer than W, odd lengths, one batch
+    chat = tok.apply_chat_template([{"role": "user", "content": CHAT}], add_generation_prompt=True, tokenize=False)
+    prompts.append(tok(chat, add_special_tokens=False)["input_ids"])  # what the server renders for CHAT
     models = {"default": (str(default_model_path()), default), "tiny_qwen3": (str(tiny_dir), tiny)}
     runs = [{"name": f"{m}/{c}", "model": path, "swaa_config": None if cfg is None else cfg.to_dict(),
              "trace": m == "default" and c in ("full", "swa_sinks")}
@@ -54,7 +59,7 @@ def setup(tmp_path_factory):
     proc = subprocess.run([sys.executable, str(HERE / "vllm_job.py"), str(tmp / "job.json"), str(tmp / "out.json")],
                           env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return {"results": json.loads((tmp / "out.json").read_text()), "prompts": prompts,
+    return {"results": json.loads((tmp / "out.json").read_text()), "prompts": prompts, "tok": tok,
             "models": {m: hf for m, (_, hf) in models.items()}}
 
 
@@ -98,3 +103,65 @@ def test_kv_blocks_bounded_by_sinks_and_window(setup):
     bound = -(-S // BS) + -(-(W - 1) // BS) + 2                       # sink blocks + window + the block written
     assert max(swa[1:]) <= bound < max(full), (swa, full)             # after the first (prefill) steps
     assert swa[-1] <= bound
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url, body, timeout=300):
+    import urllib.request
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def test_swaa_serve_answers_like_offline_vllm(setup, tmp_path):
+    """A real OpenAI-compatible server started by `swaa serve` with SWAA options; its completions and chat
+    completions equal offline vLLM under the same config and differ from full attention."""
+    import time
+    import urllib.request
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(HERE.parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "swaa.cli", "serve", "default", "--sliding-window-size", str(W), "--keep-first",
+         str(S), "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32", "--enforce-eager", "--seed", "0",
+         "--max-model-len", "1024", "--block-size", str(BS), "--max-num-batched-tokens", "64"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "server did not come up in 600 s"
+            time.sleep(2)
+        with urllib.request.urlopen(base + "/v1/models", timeout=30) as r:
+            model = json.loads(r.read())["data"][0]["id"]
+        tok = setup["tok"]
+        offline = setup["results"]["default/swa_sinks"]["first"]
+        full = setup["results"]["default/full"]["first"]
+        comp = _post(base + "/v1/completions", {"model": model, "prompt": setup["prompts"][0],
+                                                "max_tokens": MAX_TOKENS, "temperature": 0, "ignore_eos": True})
+        assert comp["choices"][0]["text"] == tok.decode(offline[0]["tokens"])
+        assert comp["choices"][0]["text"] != tok.decode(full[0]["tokens"])      # SWAA is active in the server
+        chat = _post(base + "/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": CHAT}],
+                                                     "max_tokens": MAX_TOKENS, "temperature": 0, "ignore_eos": True})
+        content = chat["choices"][0]["message"]["content"]
+        assert content == tok.decode(offline[3]["tokens"], skip_special_tokens=True)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()

@@ -98,3 +98,28 @@ def test_layer_index_and_config_errors():
         rules.config_from_hf(Cfg())
     Cfg.swaa_config = None
     assert rules.config_from_hf(Cfg()) is None
+
+
+def test_dense_path_with_the_reference_standing_in_for_the_gpu_kernel():
+    """The CUDA backend hands gap-free requests (prefills, FA-decode rows) to a fused kernel through dense_fn; with
+    attention_ref as that kernel the packed batch gives the same result as the SDPA path."""
+    torch.manual_seed(1)
+    hq, hkv, d = 4, 2, 16
+    lens, q_lens, prefilling = [17, 30, 11], [17, 1, 5], [True, False, True]
+    seqs = [(torch.randn(n, hkv, d), torch.randn(n, hkv, d)) for n in lens]
+    cache, table = _paged(seqs, hkv, d)
+    q = torch.randn(sum(q_lens), hq, d)
+    rows = rules.request_rows(torch.tensor([0] + q_lens).cumsum(0), torch.tensor(lens), torch.tensor(prefilling))
+    calls = []
+
+    def ref_kernel(qd, kd, vd, window, keep_first, scale):
+        calls.append(qd.shape[2])
+        return attention_ref(qd, kd, vd, sliding_window_size=window, keep_first=keep_first, scale=scale)
+
+    for cfg in (SWAAConfig(sliding_window_size=4, keep_first=2), SWAAConfig(sliding_window_size=4, keep_first=2,
+                                                                            force_fa_decode=True)):
+        plan = cfg.layer(0)
+        a = rules.swaa_paged_attention(plan, q, cache, table, rows, d ** -0.5, torch.empty_like(q))
+        b = rules.swaa_paged_attention(plan, q, cache, table, rows, d ** -0.5, torch.empty_like(q), dense_fn=ref_kernel)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert calls == [17, 17, 1]   # only gap-free key ranges go to the kernel (a later chunk skips the middle)

@@ -4,39 +4,13 @@ own kernel; every other layer writes and reads its paged K/V itself and applies 
 caching and mixed batches. The plugin replaces the CPU_ATTN class through vLLM's backend registry."""
 from __future__ import annotations
 
-import torch
-from vllm.config import get_current_vllm_config
 from vllm.v1.attention.backends.cpu_attn import (CPUAttentionBackend, CPUAttentionBackendImpl,
                                                  CPUAttentionMetadataBuilder)
 
 from . import rules
+from .state import active_config, kv_spec_for
 
 __all__ = ["SWAACPUBackend", "SWAACPUImpl", "SWAACPUMetadataBuilder"]
-
-_STATE = {"config": None}     # the SWAA config of the model loaded last in this process (for its KV spec)
-
-
-def active_config():
-    """The SWAA config of the model being built (None: plugin inactive); read at every layer's construction,
-    so several engines in one process each get their own."""
-    vc = get_current_vllm_config()
-    _STATE["config"] = rules.config_from_hf(vc.model_config.hf_config) if vc.model_config else None
-    return _STATE["config"]
-
-
-def kv_spec_for(spec):
-    """Free the middle blocks only when every layer is windowed at decode: one KV cache group shares its block
-    table, so a model with any full-attention reader keeps every block (see the README)."""
-    cfg = _STATE["config"]
-    if cfg is None or cfg.sliding_window_size is None or cfg.non_sliding_layers or cfg.force_fa_decode:
-        return spec
-    from dataclasses import fields
-
-    from .kv import SinkWindowSpec, register
-    register()
-    base = {f.name: getattr(spec, f.name) for f in fields(spec) if f.init}
-    return SinkWindowSpec(**base, swaa_window=cfg.sliding_window_size, swaa_keep_first=cfg.keep_first)
-
 
 class SWAACPUMetadataBuilder(CPUAttentionMetadataBuilder):
     def build(self, common_prefix_len, common_attn_metadata, fast_build: bool = False):

@@ -149,14 +149,24 @@ def attend_request(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: tor
 
 
 def swaa_paged_attention(plan: LayerPlan, query, kv_cache, block_table, rows: list[RequestRows], scale: float,
-                         out: torch.Tensor) -> torch.Tensor:
-    """The rule for every request of a step, reading K/V from the paged cache; writes ``out`` (T, Hq, D)."""
+                         out: torch.Tensor, dense_fn=None) -> torch.Tensor:
+    """The rule for every request of a step, reading K/V from the paged cache; writes ``out`` (T, Hq, D).
+
+    ``dense_fn(q, k, v, window, keep_first, scale)`` (q (1, Hq, Lq, D), k/v (1, Hkv, Lk, D), queries aligned to
+    the end of the keys) takes the requests whose keys start at position 0 and run without a gap, e.g. a fused
+    kernel on GPU for long prefills; the others (windowed decode: sinks + window) go through SDPA over explicit
+    positions."""
     for req in rows:
         window, sinks = _row_rule(plan, req.decode)
         k_pos = key_positions(plan, req)
         k, v = gather_kv(kv_cache, block_table[req.index], k_pos)
-        q_pos = torch.arange(req.seq_len - req.q_len, req.seq_len)
-        out[req.start:req.end] = attend_request(query[req.start:req.end], k, v, q_pos, k_pos, window, sinks, scale)
+        q = query[req.start:req.end]
+        if dense_fn is not None and k_pos.numel() == req.seq_len:          # positions 0..seq_len-1
+            o = dense_fn(q.transpose(0, 1)[None], k[None], v[None], window, sinks, scale)
+            out[req.start:req.end] = o[0].transpose(0, 1)
+        else:
+            q_pos = torch.arange(req.seq_len - req.q_len, req.seq_len)
+            out[req.start:req.end] = attend_request(q, k, v, q_pos, k_pos, window, sinks, scale)
     return out
 
 
