@@ -2,8 +2,7 @@
 
 dK/dV: one program per (key block, sequence, KV head) loops over the GQA group's query heads and over the query
 blocks that can see its keys: positions ``[n0, n1 - 1 + W)`` for window keys, and every later query for a block
-holding sink keys (``n0 < S``). Like the forward's key runs, only edge query blocks (diagonal, window end) apply
-the rule; interior blocks run unmasked and the queries past the window see a block's sink columns only. dQ: one program per (query block, sequence, query head), the forward's key runs.
+holding sink keys (``n0 < S``). dQ: one program per (query block, sequence, query head), the forward's key runs.
 Scores are recomputed from the saved base-2 LSE; ``delta = rowsum(dO * O)`` comes from the wrapper.
 """
 from __future__ import annotations
@@ -12,31 +11,6 @@ import triton
 import triton.language as tl
 
 from ._fwd import _dot, _key_runs, _rule_mask, _seq_bounds
-
-
-@triton.jit
-def _dkdv_run(dk, dv, k, v, qg, dog, lg, dg, stride_qm, stride_om, stride_lm, start, end, off, offs_m, offs_n, offs_d,
-              d_ok, Lq, Lk, W, S, qk_scale, MODE: tl.constexpr, BLOCK_M: tl.constexpr, DOT: tl.constexpr):
-    for start_m in range(start, end, BLOCK_M):
-        rows = start_m + offs_m
-        row_ok = rows < Lq
-        q = tl.load(qg + rows[:, None] * stride_qm + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :],
-                    other=0.0)                                                    # (BM, D)
-        do = tl.load(dog + rows[:, None] * stride_om + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :],
-                     other=0.0)
-        lse = tl.load(lg + rows * stride_lm, mask=row_ok, other=float("inf"))
-        delta = tl.load(dg + rows * stride_lm, mask=row_ok, other=0.0)
-        qkT = _dot(k, tl.trans(q), None, DOT)                                     # (BN, BM)
-        pT = tl.math.exp2(qkT * qk_scale - lse[None, :])
-        if MODE == 1:
-            pT = tl.where((offs_n < S)[:, None] & row_ok[None, :], pT, 0.0)
-        if MODE == 2:
-            pT = tl.where(_rule_mask((rows + off)[None, :], offs_n[:, None], Lk, W, S) & row_ok[None, :], pT, 0.0)
-        dv = _dot(pT.to(do.dtype), do, dv, DOT)
-        dpT = _dot(v, tl.trans(do), None, DOT)
-        dsT = pT * (dpT - delta[None, :])
-        dk = _dot(dsT.to(q.dtype), q, dk, DOT)
-    return dk, dv
 
 
 @triton.jit
@@ -69,36 +43,33 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
-    # query rows that may see a key of this block, in runs (as the forward's key runs):
-    #   [m_lo, int_lo)   diagonal edge, rule applied              (MODE 2)
-    #   [int_lo, int_hi) every pair visible, no mask              (MODE 0)
-    #   [int_hi, w_hi)   window edge, rule applied                (MODE 2)
-    #   [w_hi, Lq)       past the window: only sink columns       (MODE 1, blocks holding sinks only)
+    # query positions that may see a key of this block
     n_last = tl.minimum(n_start + BLOCK_N, Lk) - 1
-    m_lo = (tl.maximum(n_start - off, 0) // BLOCK_M) * BLOCK_M
-    w_hi = tl.minimum(Lq, n_last + W - off)                                         # exclusive, rows
-    w_hi = tl.minimum(((w_hi + BLOCK_M - 1) // BLOCK_M) * BLOCK_M, Lq)
-    int_lo = tl.maximum(((tl.maximum(n_last - off, 0) + BLOCK_M - 1) // BLOCK_M) * BLOCK_M, m_lo)
-    int_hi = tl.minimum(((n_start + W - off) // BLOCK_M) * BLOCK_M, (Lq // BLOCK_M) * BLOCK_M)
+    p_lo = n_start
+    p_hi = tl.where(n_start < S, Lk, tl.minimum(Lk, n_last + W))                  # exclusive
+    m_lo = tl.maximum(p_lo - off, 0)
+    m_lo = (m_lo // BLOCK_M) * BLOCK_M
+    m_hi = tl.minimum(p_hi - off, Lq)
     for g in range(0, GROUPS):
         h = kvh * GROUPS + g
-        qg = Q + b * stride_qb + h * stride_qh + q0 * stride_qm
-        dog = DO + b * stride_ob + h * stride_oh + q0 * stride_om
-        lg = LSE + b * stride_lb + h * stride_lh + q0 * stride_lm
-        dg = DELTA + b * stride_lb + h * stride_lh + q0 * stride_lm
-        if int_lo < int_hi:
-            dk, dv = _dkdv_run(dk, dv, k, v, qg, dog, lg, dg, stride_qm, stride_om, stride_lm, m_lo, int_lo, off,
-                               offs_m, offs_n, offs_d, d_ok, Lq, Lk, W, S, qk_scale, 2, BLOCK_M, DOT)
-            dk, dv = _dkdv_run(dk, dv, k, v, qg, dog, lg, dg, stride_qm, stride_om, stride_lm, int_lo, int_hi, off,
-                               offs_m, offs_n, offs_d, d_ok, Lq, Lk, W, S, qk_scale, 0, BLOCK_M, DOT)
-            dk, dv = _dkdv_run(dk, dv, k, v, qg, dog, lg, dg, stride_qm, stride_om, stride_lm, int_hi, w_hi, off,
-                               offs_m, offs_n, offs_d, d_ok, Lq, Lk, W, S, qk_scale, 2, BLOCK_M, DOT)
-        else:
-            dk, dv = _dkdv_run(dk, dv, k, v, qg, dog, lg, dg, stride_qm, stride_om, stride_lm, m_lo, w_hi, off,
-                               offs_m, offs_n, offs_d, d_ok, Lq, Lk, W, S, qk_scale, 2, BLOCK_M, DOT)
-        if n_start < S:
-            dk, dv = _dkdv_run(dk, dv, k, v, qg, dog, lg, dg, stride_qm, stride_om, stride_lm, w_hi, Lq, off,
-                               offs_m, offs_n, offs_d, d_ok, Lq, Lk, W, S, qk_scale, 1, BLOCK_M, DOT)
+        for start_m in range(m_lo, m_hi, BLOCK_M):
+            rows = start_m + offs_m
+            row_ok = rows < Lq
+            pos = rows + off
+            q = tl.load(Q + b * stride_qb + h * stride_qh + (q0 + rows)[:, None] * stride_qm + offs_d[None, :],
+                        mask=row_ok[:, None] & d_ok[None, :], other=0.0)              # (BM, D)
+            do = tl.load(DO + b * stride_ob + h * stride_oh + (q0 + rows)[:, None] * stride_om + offs_d[None, :],
+                         mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+            lse = tl.load(LSE + b * stride_lb + h * stride_lh + (q0 + rows) * stride_lm, mask=row_ok,
+                          other=float("inf"))
+            delta = tl.load(DELTA + b * stride_lb + h * stride_lh + (q0 + rows) * stride_lm, mask=row_ok, other=0.0)
+            qkT = _dot(k, tl.trans(q), None, DOT)                                     # (BN, BM)
+            vis = _rule_mask(pos[None, :], offs_n[:, None], Lk, W, S) & row_ok[None, :]
+            pT = tl.where(vis, tl.math.exp2(qkT * qk_scale - lse[None, :]), 0.0)
+            dv = _dot(pT.to(do.dtype), do, dv, DOT)
+            dpT = _dot(v, tl.trans(do), None, DOT)
+            dsT = pT * (dpT - delta[None, :])
+            dk = _dot(dsT.to(q.dtype), q, dk, DOT)
     dk = dk * (qk_scale * 0.6931471805599453)                                       # back to natural-log scale
     tl.store(DK + b * stride_kb + kvh * stride_kh + (k0 + offs_n)[:, None] * stride_kn + offs_d[None, :],
              dk.to(DK.dtype.element_ty), mask=kv_mask)
