@@ -21,7 +21,7 @@ from .attention.masks import visible_pairs
 from .config import SWAAConfig
 
 __all__ = ["ModelShape", "SHAPES", "Rates", "layer_costs", "prefill_cost", "decode_cost", "predict_prefill",
-           "predict_decode", "get_shape"]
+           "predict_decode", "get_shape", "load_rates"]
 
 
 @dataclass(frozen=True)
@@ -217,3 +217,25 @@ def predict_decode(shape: ModelShape, cfg: SWAAConfig | None, n: int, rates: Rat
     moved += shape.vocab * shape.hidden * bytes_per
     return dict(seconds=over + moved / bw, overhead_s=over, bytes=moved, kv_stored_bytes=sum(
         r["kv_stored_bytes"] for r in rows))
+
+
+def load_rates(path, shape: ModelShape) -> Rates:
+    """Rates for ``shape`` from a JSON file: benchmarks/e2e.py's (its measured ``rates`` for that model), or
+    benchmarks/attention.py's (attention rates of the Qwen3-4B head shape, matmul at 54% of the 718 TFLOP/s bf16
+    peak, i.e. the H200 anchor: Qwen3-4B prefill at 32k took 1133 ms with 36 x 14.5 ms of it in attention)."""
+    import json
+    from pathlib import Path
+    data = json.loads(Path(path).read_text())
+    if data.get("benchmark") == "e2e":
+        if shape.name in data.get("rates", {}):
+            return Rates.from_dict(data["rates"][shape.name])
+        raise ValueError(f"{path} has rates for {sorted(data.get('rates', {}))}, not {shape.name!r}")
+    if data.get("benchmark") != "attention":
+        raise ValueError(f"{path}: expected benchmarks/e2e.py or benchmarks/attention.py JSON")
+    att = [dict(n=r["n"], window=r["window"], keep_first=r["keep_first"], backend=r["backend"], tflops=r["tflops"])
+           for r in data["rows"] if r.get("mode") == "fwd" and r.get("shape") == "qwen3-4b" and "tflops" in r
+           and r["backend"] in ("sdpa-full", "triton")]
+    eff = 0.54 * 718e12
+    lin = 2 * (shape.attn_params + shape.mlp_params_active) * shape.layers / eff
+    return Rates(device=data.get("device", "?"), matmul_tflops=718.0, bandwidth_gbps=data["copy_bandwidth_gbps"],
+                 attention=att, linear_s_per_token=lin, decode_overhead_s={"keep": 2e-3, "evict": 3e-3})

@@ -17,7 +17,7 @@ import time
 import torch
 
 from .config import SWAAConfig
-from .costmodel import ModelShape, Rates, decode_cost, predict_decode, predict_prefill
+from .costmodel import ModelShape, Rates, decode_cost, predict_decode, predict_prefill, prefill_cost
 
 __all__ = ["speed_settings", "build_random_model", "time_prefill", "time_decode", "measure_rates",
            "time_setting", "cache_kv_bytes", "memory_bytes"]
@@ -230,8 +230,11 @@ def time_setting(model, shape: ModelShape, cfg: SWAAConfig, ids, *, reps=3, deco
     bp = next(model.parameters()).element_size()
     n_dec = n + 2 + decode_steps // 2                      # the median step's cache length
     cost = decode_cost(shape, cfg, n + 1 + decode_steps, bytes_per=bp)     # the cache after the last step
+    pc = prefill_cost(shape, cfg, n)
     row = dict(n=n, mark=cfg.mark, swaa_config=cfg.to_dict(), reps=reps, **p, **d,
-               kv_bytes_decode_pred=cost["kv_stored_bytes"], evicting_layers=cost["evicting_layers"])
+               kv_bytes_decode_pred=cost["kv_stored_bytes"], evicting_layers=cost["evicting_layers"],
+               flops_prefill=pc["flops"], attn_flops_prefill=pc["attn_flops"],
+               attention_kept=pc["attn_flops"] / prefill_cost(shape, None, n)["attn_flops"])
     if rates is not None:
         pp = predict_prefill(shape, cfg, n, rates, bytes_per=bp)
         pd = predict_decode(shape, cfg, n_dec, rates, bytes_per=bp)
@@ -240,3 +243,25 @@ def time_setting(model, shape: ModelShape, cfg: SWAAConfig, ids, *, reps=3, deco
                    err_prefill=pp["seconds"] / row["prefill_s"] - 1,
                    err_decode=pd["seconds"] * 1e3 / row["decode_step_ms"] - 1)
     return row
+
+
+def run_speed_grid(model, settings, lengths, results, *, model_name: str = "default", reps: int = 2,
+                   decode_steps: int = 8, rates: Rates | None = None, progress: bool = True) -> list[dict]:
+    """:func:`time_setting` for every (length, setting), resumable in ``results`` (JSONL): a rerun skips finished
+    rows. ``model`` is a loaded model (the default model on CPU in ``swaa speed`` and notebook 04)."""
+    from .results import run_resumable
+    if not lengths or any(int(n) < 2 for n in lengths):
+        raise ValueError(f"lengths={lengths!r}: give prompt lengths >= 2 tokens, e.g. [1024, 2048]")
+    shape = ModelShape.from_config(model.config, name=model_name)
+    dev = next(model.parameters()).device
+    items = [(int(n), c) for n in lengths for c in settings]
+
+    def compute(item):
+        n, cfg = item
+        ids = _random_ids(n, shape.vocab, dev)
+        row = time_setting(model, shape, cfg, ids, reps=reps, decode_steps=decode_steps,
+                           warmup_n=min(256, n), rates=rates)
+        return dict(kind="row", model=model_name, device=str(dev), **row)
+
+    return run_resumable(results, items, key=lambda it: f"{model_name}|{it[0]}|{it[1].mark}", compute=compute,
+                         progress=progress, desc="speed grid")
