@@ -96,6 +96,16 @@ def _cmd_speed(a) -> int:
     return 0
 
 
+def _h200_rates(shape_name: str) -> str:
+    """The committed H200 rates: the end-to-end run's when it measured this shape, else the attention benchmark."""
+    from pathlib import Path
+    res = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    e2e = res / "e2e_gpu_h200.json"
+    if e2e.exists() and shape_name in json.loads(e2e.read_text()).get("rates", {}):
+        return str(e2e)
+    return str(res / "attention_gpu_h200.json")
+
+
 def _cmd_advise(a) -> int:
     from .tradeoff import advise, load_eval, load_speed, predicted_rows, tradeoff_table
     if a.speed is None and a.shape is None:
@@ -112,7 +122,7 @@ def _cmd_advise(a) -> int:
         shape = get_shape(a.shape)
         settings = ([c for c, _ in load_settings(a.settings)] if a.settings
                     else speed_settings(shape.layers))
-        speed = predicted_rows(shape, settings, a.length, load_rates(a.rates, shape))
+        speed = predicted_rows(shape, settings, a.length, load_rates(a.rates or _h200_rates(shape.name), shape))
     metric = a.metric or ("answer_nll_mean" if a.eval else "attention_kept")
     if a.eval is None and metric != "attention_kept":
         raise SystemExit(f"swaa advise: --metric {metric} needs --eval FILE with that column")
@@ -181,8 +191,8 @@ def main(argv=None) -> int:
     ad.add_argument("--length", type=int, default=None, help="which context length (tokens)")
     ad.add_argument("--shape", default=None, help="cost model alone: qwen3-4b, llama-3.1-8b, qwen3-30b-a3b")
     ad.add_argument("--settings", default=None, help="settings-list JSON for --shape (default: the speed grid)")
-    ad.add_argument("--rates", default="benchmarks/results/attention_gpu_h200.json",
-                    help="rates for --shape: benchmarks/e2e.py or attention.py JSON")
+    ad.add_argument("--rates", default=None, help="rates for --shape: benchmarks/e2e.py or attention.py JSON "
+                    "(default: the committed H200 results)")
     ad.add_argument("--metric", default=None, help="answer_nll_mean (default with --eval), contains, ...")
     ad.add_argument("--time", default="prefill", choices=["prefill", "decode", "total"])
     ad.add_argument("--gen-tokens", type=int, default=256, help="decode steps counted by --time total")
