@@ -126,6 +126,7 @@ def main(argv=None) -> int:
                                              if c.sliding_window_size is not None})
             rates = measure_rates(model, shape, dev, lengths, patterns, linear_n=8192 if gpu else 64,
                                   decode_n=1024 if gpu else 48, evict_window=256 if gpu else 8,
+                                  calib_steps=8 if gpu else 2,
                                   log=lambda s: print(s, flush=True))
             store.add(dict(key=f"rates|{name}", kind="rates", model=name, rates=rates.to_dict()))
             write_json(json_path, header, store)
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
                 key = f"{name}|{n}|{cfg.mark}"
                 if key in store:
                     continue
-                reps = 2 if n >= 65536 else 3
+                reps = (2 if n >= 65536 else 3) if gpu else 1
                 pp = predict_prefill(shape, cfg, n, rates)["seconds"]
                 pd = predict_decode(shape, cfg, n, rates)["seconds"]
                 est = (reps + (0 if warmed else 1)) * pp + (steps + 4) * pd + 0.5

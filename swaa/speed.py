@@ -146,7 +146,7 @@ def _random_ids(n, vocab, device, seed=0):
 
 @torch.no_grad()
 def measure_rates(model, shape: ModelShape, device, lengths, patterns, *, linear_n: int = 8192,
-                  decode_n: int = 1024, evict_window: int = 256, log=print) -> Rates:
+                  decode_n: int = 1024, evict_window: int = 256, calib_steps: int = 8, log=print) -> Rates:
     """Measure what :mod:`swaa.costmodel` needs for ``model`` on ``device`` (a few seconds on an H200).
 
     ``patterns``: (window, keep_first) pairs to time attention for, at every length in ``lengths``
@@ -181,7 +181,7 @@ def measure_rates(model, shape: ModelShape, device, lengths, patterns, *, linear
             from .attention import resolve_backend
             be = resolve_backend("auto", q, k, v, window=w).name
             t = _timeit(lambda: swaa_attention(q, k, v, sliding_window_size=w, keep_first=s), dev,
-                        warmup=2, reps=3 if n > 65536 else 5)
+                        warmup=2 if dev.type == "cuda" else 1, reps=3 if n > 65536 or dev.type != "cuda" else 5)
             tf = 4 * visible_pairs(n, n, w, s) * shape.head_dim * shape.heads / t / 1e12
             rates.attention.append(dict(n=n, window=w, keep_first=s, backend=be, ms=round(t * 1e3, 4),
                                         tflops=tf))
@@ -197,7 +197,7 @@ def measure_rates(model, shape: ModelShape, device, lengths, patterns, *, linear
     for kind, cfg in (("keep", SWAAConfig()), ("evict", SWAAConfig(sliding_window_size=evict_window))):
         apply_swaa(model, cfg, kv_eviction=True)
         cache, tok = _prefill(model, _random_ids(decode_n, shape.vocab, dev))
-        step = time_decode(model, cache, tok, steps=8, warmup=2)["decode_step_ms"] / 1e3
+        step = time_decode(model, cache, tok, steps=calib_steps, warmup=2)["decode_step_ms"] / 1e3
         moved = predict_decode(shape, cfg, decode_n + 5, Rates(name, mm, bw), bytes_per=bp)["seconds"]  # bytes only
         rates.decode_overhead_s[kind] = max(step - moved, 0.0) / shape.layers
         del cache
@@ -246,7 +246,8 @@ def time_setting(model, shape: ModelShape, cfg: SWAAConfig, ids, *, reps=3, deco
 
 
 def run_speed_grid(model, settings, lengths, results, *, model_name: str = "default", reps: int = 2,
-                   decode_steps: int = 8, rates: Rates | None = None, progress: bool = True) -> list[dict]:
+                   decode_steps: int = 8, rates: Rates | None = None, warmup_n: int | None = 256,
+                   progress: bool = True) -> list[dict]:
     """:func:`time_setting` for every (length, setting), resumable in ``results`` (JSONL): a rerun skips finished
     rows. ``model`` is a loaded model (the default model on CPU in ``swaa speed`` and notebook 04)."""
     from .results import run_resumable
@@ -260,7 +261,7 @@ def run_speed_grid(model, settings, lengths, results, *, model_name: str = "defa
         n, cfg = item
         ids = _random_ids(n, shape.vocab, dev)
         row = time_setting(model, shape, cfg, ids, reps=reps, decode_steps=decode_steps,
-                           warmup_n=min(256, n), rates=rates)
+                           warmup_n=warmup_n and min(warmup_n, n), rates=rates)
         return dict(kind="row", model=model_name, device=str(dev), **row)
 
     return run_resumable(results, items, key=lambda it: f"{model_name}|{it[0]}|{it[1].mark}", compute=compute,
