@@ -96,7 +96,8 @@ def time_prefill(model, ids, reps: int = 3, warmup: int = 1) -> dict:
     times, cache, tok = [], None, None
     for _ in range(reps):
         cache = tok = None
-        gc.collect()
+        if dev.type == "cuda":
+            gc.collect()                                   # frees the previous run's cache before the next
         _sync(dev)
         t0 = time.perf_counter()
         cache, tok = _prefill(model, ids)
@@ -190,7 +191,7 @@ def measure_rates(model, shape: ModelShape, device, lengths, patterns, *, linear
     # non-attention prefill time per token, from a short full-attention prefill
     apply_swaa(model, SWAAConfig())
     ids = _random_ids(linear_n, shape.vocab, dev)
-    t = _timeit(lambda: _prefill(model, ids), dev, warmup=1, reps=3)
+    t = _timeit(lambda: _prefill(model, ids), dev, warmup=1, reps=3 if dev.type == "cuda" else 1)
     attn = predict_prefill(shape, SWAAConfig(), linear_n, rates, bytes_per=bp)["attention_s"]
     rates.linear_s_per_token = max(t - attn, 0.0) / linear_n
     # fixed per-layer decode-step cost: measured step less the bytes it moves
