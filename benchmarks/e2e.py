@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))        # run fro
 
 from swaa.costmodel import Rates, get_shape, predict_decode, predict_prefill      # noqa: E402
 from swaa.results import ResultStore                                                # noqa: E402
-from swaa.speed import build_random_model, measure_rates, speed_settings, time_setting, _random_ids  # noqa: E402
+from swaa.speed import (build_random_model, measure_rates, random_prompt_ids, speed_settings,  # noqa: E402
+                        time_setting)
 
 # (model shape, lengths, grid); the order is the priority: a timeout loses the end of the list
 GPU_PLAN = [("qwen3-4b", [32768, 65536, 131072], "full"), ("llama-3.1-8b", [32768, 131072], "reduced"),
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
             store.add(dict(key=f"rates|{name}", kind="rates", model=name, rates=rates.to_dict()))
             write_json(json_path, header, store)
         for n in lengths:
-            ids = _random_ids(n, shape.vocab, dev)
+            ids = random_prompt_ids(n, shape.vocab, dev)
             warmed = False
             for cfg in settings:
                 key = f"{name}|{n}|{cfg.mark}"

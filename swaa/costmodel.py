@@ -2,7 +2,7 @@
 
 Prefill of ``n`` tokens (empty cache, ``logits_to_keep=1``), per layer ``l``::
 
-    linear FLOPs    = 2 n (hidden (Hq + 2 Hkv) D + Hq D hidden)  +  MLP: 2 n 3 hidden I   (MoE: router + k active experts)
+    linear FLOPs    = 2 n (hidden (Hq + 2 Hkv) D + Hq D hidden) + MLP 2 n 3 hidden I  (MoE: router + k active experts)
     attention FLOPs = 4 D Hq * visible_pairs(n, n, W_l, S_l)     (W_l None for full-attention layers)
 
 Decode step at a cache of ``n`` tokens (the new token sits at position ``n``): each layer reads its weights once

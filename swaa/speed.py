@@ -19,8 +19,8 @@ import torch
 from .config import SWAAConfig
 from .costmodel import ModelShape, Rates, decode_cost, predict_decode, predict_prefill, prefill_cost
 
-__all__ = ["speed_settings", "build_random_model", "time_prefill", "time_decode", "measure_rates",
-           "time_setting", "cache_kv_bytes", "memory_bytes"]
+__all__ = ["speed_settings", "build_random_model", "random_prompt_ids", "time_prefill", "time_decode",
+           "measure_rates", "time_setting", "run_speed_grid", "cache_kv_bytes", "memory_bytes"]
 
 
 def speed_settings(num_layers: int, windows=(2048, 4096), sinks: int = 100, reduced: bool = False) -> list[SWAAConfig]:
@@ -140,7 +140,8 @@ def _timeit(fn, device, warmup=2, reps=5) -> float:
     return statistics.median(times)
 
 
-def _random_ids(n, vocab, device, seed=0):
+def random_prompt_ids(n, vocab, device, seed=0):
+    """(1, n) random token ids (fixed seed), away from the special tokens at the start of most vocabularies."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(min(100, vocab - 1), min(vocab, 20000), (1, n), generator=g).to(device)
 
@@ -190,21 +191,22 @@ def measure_rates(model, shape: ModelShape, device, lengths, patterns, *, linear
         del q, k, v
     # non-attention prefill time per token, from a short full-attention prefill
     apply_swaa(model, SWAAConfig())
-    ids = _random_ids(linear_n, shape.vocab, dev)
+    ids = random_prompt_ids(linear_n, shape.vocab, dev)
     t = _timeit(lambda: _prefill(model, ids), dev, warmup=1, reps=3 if dev.type == "cuda" else 1)
     attn = predict_prefill(shape, SWAAConfig(), linear_n, rates, bytes_per=bp)["attention_s"]
     rates.linear_s_per_token = max(t - attn, 0.0) / linear_n
     # fixed per-layer decode-step cost: measured step less the bytes it moves
     for kind, cfg in (("keep", SWAAConfig()), ("evict", SWAAConfig(sliding_window_size=evict_window))):
         apply_swaa(model, cfg, kv_eviction=True)
-        cache, tok = _prefill(model, _random_ids(decode_n, shape.vocab, dev))
+        cache, tok = _prefill(model, random_prompt_ids(decode_n, shape.vocab, dev))
         step = time_decode(model, cache, tok, steps=calib_steps, warmup=2)["decode_step_ms"] / 1e3
         moved = predict_decode(shape, cfg, decode_n + 5, Rates(name, mm, bw), bytes_per=bp)["seconds"]  # bytes only
         rates.decode_overhead_s[kind] = max(step - moved, 0.0) / shape.layers
         del cache
     if rates.decode_overhead_s["evict"] < rates.decode_overhead_s["keep"]:
         rates.decode_overhead_s["evict"] = rates.decode_overhead_s["keep"]
-    eff = 2 * (shape.attn_params + shape.mlp_params_active) * shape.layers * 1e-12 / max(rates.linear_s_per_token, 1e-15)
+    lin_flops = 2 * (shape.attn_params + shape.mlp_params_active) * shape.layers
+    eff = lin_flops * 1e-12 / max(rates.linear_s_per_token, 1e-15)
     log(f"  prefill outside attention {rates.linear_s_per_token * 1e6:.2f} us/token ({eff:.1f} TFLOP/s); "
         f"decode overhead per layer keep {rates.decode_overhead_s['keep'] * 1e3:.3f} ms, "
         f"evict {rates.decode_overhead_s['evict'] * 1e3:.3f} ms")
@@ -260,7 +262,7 @@ def run_speed_grid(model, settings, lengths, results, *, model_name: str = "defa
 
     def compute(item):
         n, cfg = item
-        ids = _random_ids(n, shape.vocab, dev)
+        ids = random_prompt_ids(n, shape.vocab, dev)
         row = time_setting(model, shape, cfg, ids, reps=reps, decode_steps=decode_steps,
                            warmup_n=warmup_n and min(warmup_n, n), rates=rates)
         return dict(kind="row", model=model_name, device=str(dev), **row)

@@ -10,7 +10,7 @@ from swaa import SWAAConfig
 from swaa.attention.masks import dense_mask, visible_pairs
 from swaa.costmodel import (SHAPES, ModelShape, Rates, decode_cost, get_shape, layer_costs, load_rates,
                             predict_decode, predict_prefill, prefill_cost)
-from swaa.speed import build_random_model, run_speed_grid, speed_settings, time_setting, _random_ids
+from swaa.speed import build_random_model, random_prompt_ids, run_speed_grid, speed_settings, time_setting
 from swaa.tradeoff import advise, load_speed, pareto_front, predicted_rows, tradeoff_table
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
@@ -100,8 +100,8 @@ def tiny():
                                  SWAAConfig(sliding_window_size=8, keep_first=2, non_sliding_layers=[1, 3])])
 def test_timing_row_schema_and_measured_kv_bytes_equal_the_prediction(tiny, cfg):
     shape = SHAPES["tiny-qwen3"]
-    row = time_setting(tiny, shape, cfg, _random_ids(40, shape.vocab, "cpu"), reps=1, decode_steps=3, warmup_n=16,
-                       rates=_rates())
+    row = time_setting(tiny, shape, cfg, random_prompt_ids(40, shape.vocab, "cpu"), reps=1, decode_steps=3,
+                       warmup_n=16, rates=_rates())
     for k in ("n", "mark", "swaa_config", "prefill_s", "prefill_all_s", "decode_step_ms", "decode_tok_s",
               "peak_mem_bytes", "kv_bytes_prefill", "kv_bytes_decode", "kv_bytes_decode_pred", "pred_prefill_s",
               "pred_decode_step_ms", "err_prefill", "err_decode", "flops_prefill", "attention_kept"):
