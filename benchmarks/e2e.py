@@ -60,9 +60,24 @@ def device_tag(device: torch.device) -> str:
 def write_json(path: Path, header: dict, store: ResultStore) -> None:
     rows = [r for r in store.rows.values() if r.get("kind") == "row"]
     rates = {r["model"]: r["rates"] for r in store.rows.values() if r.get("kind") == "rates"}
+    errors = [r for r in store.rows.values() if r.get("kind") == "error"]
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dict(header, rates=rates, rows=rows), indent=1) + "\n")
+    tmp.write_text(json.dumps(dict(header, rates=rates, rows=rows, errors=errors), indent=1) + "\n")
     tmp.replace(path)
+
+
+def _failed(store: ResultStore, json_path: Path, header: dict, key: str, e: Exception) -> None:
+    """Record a failure (under its own key, so that a rerun tries the row again) and print it."""
+    msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    print(f"{key}: FAILED {msg}", flush=True)
+    store.add(dict(key=f"error|{key}|{time.time():.0f}", kind="error", what=key, error=msg))
+    write_json(json_path, header, store)
+
+
+def _free(gpu: bool) -> None:
+    gc.collect()
+    if gpu:
+        torch.cuda.empty_cache()
 
 
 def main(argv=None) -> int:
@@ -118,19 +133,25 @@ def main(argv=None) -> int:
             print(f"{name}: skipped, {left():.0f} s of the budget left", flush=True)
             continue
         t0 = time.time()
-        model = build_random_model(shape, dev)
-        print(f"{name}: built in {time.time() - t0:.1f} s ({shape.params / 1e9:.2f} B params)", flush=True)
-        if f"rates|{name}" in store:
-            rates = Rates.from_dict(store[f"rates|{name}"]["rates"])
-        else:
-            patterns = [(None, 0)] + sorted({(c.sliding_window_size, c.keep_first) for c in settings
-                                             if c.sliding_window_size is not None})
-            rates = measure_rates(model, shape, dev, lengths, patterns, linear_n=8192 if gpu else 64,
-                                  decode_n=1024 if gpu else 48, evict_window=256 if gpu else 8,
-                                  calib_steps=8 if gpu else 2,
-                                  log=lambda s: print(s, flush=True))
-            store.add(dict(key=f"rates|{name}", kind="rates", model=name, rates=rates.to_dict()))
-            write_json(json_path, header, store)
+        model = None
+        try:
+            model = build_random_model(shape, dev)
+            print(f"{name}: built in {time.time() - t0:.1f} s ({shape.params / 1e9:.2f} B params)", flush=True)
+            if f"rates|{name}" in store:
+                rates = Rates.from_dict(store[f"rates|{name}"]["rates"])
+            else:
+                patterns = [(None, 0)] + sorted({(c.sliding_window_size, c.keep_first) for c in settings
+                                                 if c.sliding_window_size is not None})
+                rates = measure_rates(model, shape, dev, lengths, patterns, linear_n=8192 if gpu else 64,
+                                      decode_n=1024 if gpu else 48, evict_window=256 if gpu else 8,
+                                      calib_steps=8 if gpu else 2, log=lambda s: print(s, flush=True))
+                store.add(dict(key=f"rates|{name}", kind="rates", model=name, rates=rates.to_dict()))
+                write_json(json_path, header, store)
+        except Exception as e:          # keep going with the next model; the JSON says what failed
+            _failed(store, json_path, header, f"{name}|build-or-rates", e)
+            del model
+            _free(gpu)
+            continue
         for n in lengths:
             ids = random_prompt_ids(n, shape.vocab, dev)
             warmed = False
@@ -145,13 +166,19 @@ def main(argv=None) -> int:
                 if est > left():
                     print(f"{key}: skipped (predicted {est:.0f} s, {left():.0f} s left); a rerun does it", flush=True)
                     continue
-                if not warmed:                 # once per (model, length): the allocator and cuBLAS at this size
-                    time_setting(model, shape, settings[1] if len(settings) > 1 else cfg, ids, reps=1,
-                                 decode_steps=0, warmup_n=None)
-                    warmed = True
                 t1 = time.time()
-                row = time_setting(model, shape, cfg, ids, reps=reps, decode_steps=steps,
-                                   warmup_n=4096 if gpu else 32, rates=rates)
+                try:
+                    if not warmed:             # once per (model, length): the allocator and cuBLAS at this size
+                        time_setting(model, shape, settings[1] if len(settings) > 1 else cfg, ids, reps=1,
+                                     decode_steps=0, warmup_n=None)
+                        warmed = True
+                        t1 = time.time()
+                    row = time_setting(model, shape, cfg, ids, reps=reps, decode_steps=steps,
+                                       warmup_n=4096 if gpu else 32, rates=rates)
+                except Exception as e:       # out of memory, a kernel that does not compile: note it, go on
+                    _failed(store, json_path, header, key, e)
+                    _free(gpu)
+                    continue
                 row = dict(key=key, kind="row", model=name, device=header["device"], wall_s=time.time() - t1, **row)
                 store.add(row)
                 write_json(json_path, header, store)
@@ -162,9 +189,7 @@ def main(argv=None) -> int:
                       f"[{time.time() - t_start:.0f} s]", flush=True)
             del ids
         del model
-        gc.collect()
-        if gpu:
-            torch.cuda.empty_cache()
+        _free(gpu)
     write_json(json_path, header, store)
     print(f"wrote {json_path} in {time.time() - t_start:.0f} s", flush=True)
     return 0
