@@ -1,7 +1,7 @@
 """End-to-end speed of real model shapes: prefill (time to first token) and decode tokens/s under the paper's speed
 grid, with the cost model's prediction next to every measurement.
 
-    python benchmarks/e2e.py --device cuda --out benchmarks/results          # one H200, ~8 min (budget 510 s)
+    python benchmarks/e2e.py --device cuda --out benchmarks/results          # one H200, ~6-8 min (budget 510 s)
     python benchmarks/e2e.py --device cuda --out DIR --quick                  # Qwen3-4B at 32k only, ~1.5 min
     python benchmarks/e2e.py --device cpu --out /tmp/e2e --quick              # toy shapes, seconds (a check)
 
@@ -54,7 +54,8 @@ def _versions() -> dict:
 def device_tag(device: torch.device) -> str:
     if device.type != "cuda":
         return "cpu"
-    return "gpu_" + torch.cuda.get_device_name(device).split()[-1].lower()
+    words = torch.cuda.get_device_name(device).split()                 # "NVIDIA H200" -> gpu_h200 (also "H200 NVL")
+    return "gpu_" + next((w for w in words if any(c.isdigit() for c in w)), words[-1]).lower()
 
 
 def write_json(path: Path, header: dict, store: ResultStore) -> None:
