@@ -10,7 +10,7 @@ Decode step at a cache of ``n`` tokens (the new token sits at position ``n``): e
 full attention / FA decode, at most S + W for a windowed decode), and HF's cache copies what it stores (``torch.cat``
 per step: the stored slots, at most S + W - 1 in an evicting layer). Times come from measured :class:`Rates`:
 prefill = n * (non-attention seconds per token) + sum over layers of attention FLOPs / attention TFLOP/s of that
-pattern; decode = sum over layers of (fixed per-layer step overhead + bytes / bandwidth) + head bytes / bandwidth.
+pattern; decode = per-layer step overhead and bytes / bandwidth (summed on CPU, the larger of the two on CUDA).
 """
 from __future__ import annotations
 
@@ -173,6 +173,7 @@ class Rates:
     attention: list = field(default_factory=list)
     linear_s_per_token: float | None = None
     decode_overhead_s: dict = field(default_factory=lambda: {"keep": 0.0, "evict": 0.0})
+    overlap: bool = False        # CUDA: the host's per-layer work and the device's byte traffic overlap (max, not sum)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,7 +181,7 @@ class Rates:
     @classmethod
     def from_dict(cls, d: dict) -> "Rates":
         return cls(**{k: d[k] for k in ("device", "matmul_tflops", "bandwidth_gbps", "attention",
-                                         "linear_s_per_token", "decode_overhead_s") if k in d})
+                                         "linear_s_per_token", "decode_overhead_s", "overlap") if k in d})
 
     def attention_tflops(self, n: int, window: int | None, keep_first: int = 0) -> float:
         """The measured rate of the closest pattern: same kind (full / window), nearest window, then length."""
@@ -208,14 +209,18 @@ def predict_prefill(shape: ModelShape, cfg: SWAAConfig | None, n: int, rates: Ra
 
 def predict_decode(shape: ModelShape, cfg: SWAAConfig | None, n: int, rates: Rates, bytes_per: int = 2,
                    kv_eviction: bool = True) -> dict:
-    """Predicted seconds of one decode step at a cache of ``n``: per-layer overhead + bytes / bandwidth, where the
-    bytes are the weights, the keys read and HF's per-step cache copy (read + write of the stored slots)."""
+    """Predicted seconds of one decode step at a cache of ``n``: per-layer overhead and bytes / bandwidth, where the
+    bytes are the weights, the keys read and HF's per-step cache copy (read + write of the stored slots).
+
+    On CPU the two add up; on CUDA (``rates.overlap``) kernels are queued while the host works on the next layer,
+    so a step takes the longer of the two (batch-1 HF decode is host-bound until the bytes catch up)."""
     rows = layer_costs(shape, cfg, n, bytes_per=bytes_per, kv_eviction=kv_eviction)
     bw = rates.bandwidth_gbps * 1e9
     over = sum(rates.decode_overhead_s["evict" if r["evicts"] else "keep"] for r in rows)
     moved = sum(r["weight_bytes"] + r["kv_read_bytes"] + 2 * r["kv_stored_bytes"] for r in rows)
     moved += shape.vocab * shape.hidden * bytes_per
-    return dict(seconds=over + moved / bw, overhead_s=over, bytes=moved, kv_stored_bytes=sum(
+    secs = max(over, moved / bw) if rates.overlap else over + moved / bw
+    return dict(seconds=secs, overhead_s=over, bytes_s=moved / bw, bytes=moved, kv_stored_bytes=sum(
         r["kv_stored_bytes"] for r in rows))
 
 
@@ -237,5 +242,8 @@ def load_rates(path, shape: ModelShape) -> Rates:
            and r["backend"] in ("sdpa-full", "triton")]
     eff = 0.54 * 718e12
     lin = 2 * (shape.attn_params + shape.mlp_params_active) * shape.layers / eff
+    # decode: HF steps at batch 1 on the H200 took ~66 ms (36 layers, full) and ~100 ms with eviction at short caches
+    # (benchmarks/results/decode_gpu_h200.json): host-bound, ~1.8 / 2.8 ms per layer
     return Rates(device=data.get("device", "?"), matmul_tflops=718.0, bandwidth_gbps=data["copy_bandwidth_gbps"],
-                 attention=att, linear_s_per_token=lin, decode_overhead_s={"keep": 2e-3, "evict": 3e-3})
+                 attention=att, linear_s_per_token=lin, decode_overhead_s={"keep": 1.8e-3, "evict": 2.8e-3},
+                 overlap=True)

@@ -72,6 +72,10 @@ def test_predictions_add_up_from_rates():
     d = predict_decode(HAND, cfg, 64, r)
     moved = 2 * 576 * 2 + 10 * 8 * 2 + (8 + 65) * 16 + 2 * (7 + 65) * 16      # weights, head, keys read, cat copy
     assert d["bytes"] == moved and d["seconds"] == pytest.approx(3e-3 + moved / 1e9)
+    r.overlap = True                                   # CUDA: host work and device bytes overlap
+    assert predict_decode(HAND, cfg, 64, r)["seconds"] == pytest.approx(max(3e-3, moved / 1e9))
+    r.bandwidth_gbps = 1e-6
+    assert predict_decode(HAND, cfg, 64, r)["seconds"] == pytest.approx(moved / 1e3)
     with pytest.raises(ValueError, match="no attention rate measured for windowed"):
         Rates("x", 1, 1, attention=[dict(n=8, window=None, keep_first=0, tflops=1)]).attention_tflops(8, 4)
 
