@@ -1,6 +1,6 @@
 """The `swaa` command. Subcommands: reproduce (every notebook through papermill), eval (settings grids on a
 dataset, resumable; HF or vLLM engine), serve (vLLM's OpenAI server with a SWAA config), info (environment,
-backends)."""
+backends), speed (prefill/decode timing grid), advise (best settings for a speed or accuracy target)."""
 from __future__ import annotations
 
 import argparse
@@ -65,6 +65,88 @@ def _cmd_serve(a, extra) -> int:
     return serve_main(a, extra)
 
 
+def _cmd_speed(a) -> int:
+    from pathlib import Path
+
+    from .config import SWAAConfig
+    from .costmodel import SHAPES
+    from .speed import build_random_model, measure_rates, run_speed_grid, speed_settings
+    windows = [int(x) for x in a.windows.split(",")]
+    lengths = [int(x) for x in a.lengths.split(",")]
+    if a.model in SHAPES:                                   # a named shape: random weights, built on the device
+        model, name = build_random_model(SHAPES[a.model], a.device), a.model
+    else:
+        from .models import load_model
+        model, _ = load_model(None if a.model == "default" else a.model, device=a.device)
+        name = "default" if a.model == "default" else Path(a.model).name
+    settings = speed_settings(model.config.num_hidden_layers, windows, a.sinks, reduced=a.reduced)
+    rates = None
+    if a.predict:
+        from .costmodel import ModelShape
+        shape = ModelShape.from_config(model.config, name=name)
+        pats = [(None, 0)] + sorted({(c.sliding_window_size, c.keep_first) for c in settings if not c.is_full})
+        rates = measure_rates(model, shape, a.device, lengths, pats, linear_n=min(lengths), decode_n=min(lengths),
+                              evict_window=max(2, min(windows) // 2))
+    out = Path(a.out) / f"speed_{name}_{a.device}.jsonl"
+    rows = run_speed_grid(model, settings, lengths, out, model_name=name, reps=a.reps, decode_steps=a.decode_steps,
+                          rates=rates)
+    full = {r["n"]: r for r in rows if r["mark"] == "full"}
+    print(f"{'n':>7} {'setting':48s} {'prefill s':>9} {'x full':>6} {'decode ms':>9} {'x full':>6} {'KV MiB':>8}")
+    for r in rows:
+        f = full.get(r["n"], r)
+        print(f"{r['n']:>7} {r['mark']:48s} {r['prefill_s']:9.3f} {f['prefill_s'] / r['prefill_s']:6.2f} "
+              f"{r['decode_step_ms']:9.2f} {f['decode_step_ms'] / r['decode_step_ms']:6.2f} "
+              f"{r['kv_bytes_decode'] / 2**20:8.2f}")
+    print(f"rows in {out} (a rerun skips them)")
+    return 0
+
+
+def _h200_rates(shape_name: str) -> str:
+    """The committed H200 rates: the end-to-end run's when it measured this shape, else the attention benchmark."""
+    from pathlib import Path
+    res = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    e2e = res / "e2e_gpu_h200.json"
+    if e2e.exists() and shape_name in json.loads(e2e.read_text()).get("rates", {}):
+        return str(e2e)
+    return str(res / "attention_gpu_h200.json")
+
+
+def _cmd_advise(a) -> int:
+    from .tradeoff import advise, load_eval, load_speed, predicted_rows, tradeoff_table
+    if a.speed is None and a.shape is None:
+        raise SystemExit("swaa advise: give --speed FILE (benchmarks/e2e.py or swaa speed results) or --shape NAME "
+                         "--length N (the cost model alone)")
+    if a.speed is not None:
+        speed = load_speed(a.speed, a.model, a.length)
+    else:
+        from .config import load_settings
+        from .costmodel import get_shape, load_rates
+        from .speed import speed_settings
+        if a.length is None:
+            raise SystemExit("swaa advise --shape needs --length (tokens), e.g. --length 131072")
+        shape = get_shape(a.shape)
+        settings = ([c for c, _ in load_settings(a.settings)] if a.settings
+                    else speed_settings(shape.layers))
+        speed = predicted_rows(shape, settings, a.length, load_rates(a.rates or _h200_rates(shape.name), shape))
+    metric = a.metric or ("answer_nll_mean" if a.eval else "attention_kept")
+    if a.eval is None and metric != "attention_kept":
+        raise SystemExit(f"swaa advise: --metric {metric} needs --eval FILE with that column")
+    points = tradeoff_table(load_eval(a.eval) if a.eval else None, speed, metric=metric, time=a.time,
+                            gen_tokens=a.gen_tokens)
+    if a.eval is None:
+        print("no --eval results: accuracy proxy = attention_kept (fraction of full attention's pairs kept)")
+    print(f"{'setting':50s} {a.time + ' s':>10} {'speedup':>8} {metric:>16} {'change':>8} pareto")
+    for p in sorted(points, key=lambda p: p["seconds"]):
+        print(f"{p['mark']:50s} {p['seconds']:10.4f} {p['speedup']:8.2f} {p[metric]:16.4f} {p['delta']:+8.4f} "
+              f"{'*' if p['pareto'] else ''}")
+    best = advise(points, metric=metric, min_speedup=a.min_speedup, max_loss=a.max_loss)
+    if not best:
+        print("no setting on the Pareto front meets the target; relax --min-speedup / --max-nll-increase")
+        return 1
+    print("best: " + ", ".join(p["mark"] for p in best[:a.top]))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="swaa", description="Sliding Window Attention Adaptation workbench")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -98,6 +180,36 @@ def main(argv=None) -> int:
     from .integrations.vllm.serve import add_arguments
     add_arguments(sv)
     sv.set_defaults(fn=_cmd_serve, takes_extra=True)
+    sp = sub.add_parser("speed", help="time prefill and decode under the speed grid (default model on CPU)")
+    sp.add_argument("--model", default="default", help="'default', a folder / hub id, or a shape name "
+                    "(qwen3-4b, llama-3.1-8b, qwen3-30b-a3b: random weights)")
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--lengths", default="1024,2048", help="comma list of prompt lengths")
+    sp.add_argument("--windows", default="64,128", help="comma list of windows (the first gets the recipes)")
+    sp.add_argument("--sinks", type=int, default=4)
+    sp.add_argument("--reduced", action="store_true", help="full, W + sinks + FA decode, + half the layers full")
+    sp.add_argument("--reps", type=int, default=2)
+    sp.add_argument("--decode-steps", type=int, default=8)
+    sp.add_argument("--predict", action="store_true", help="measure the cost model's rates first; rows get pred_*")
+    sp.add_argument("--out", default="out/speed")
+    sp.set_defaults(fn=_cmd_speed)
+    ad = sub.add_parser("advise", help="the best settings for a speed or accuracy target")
+    ad.add_argument("--speed", default=None, help="speed results: benchmarks/e2e.py JSON or swaa speed JSONL")
+    ad.add_argument("--eval", default=None, help="eval results: CSV with 'mark' or run_eval results.jsonl")
+    ad.add_argument("--model", default=None, help="which model's rows of --speed")
+    ad.add_argument("--length", type=int, default=None, help="which context length (tokens)")
+    ad.add_argument("--shape", default=None, help="cost model alone: qwen3-4b, llama-3.1-8b, qwen3-30b-a3b")
+    ad.add_argument("--settings", default=None, help="settings-list JSON for --shape (default: the speed grid)")
+    ad.add_argument("--rates", default=None, help="rates for --shape: benchmarks/e2e.py or attention.py JSON "
+                    "(default: the committed H200 results)")
+    ad.add_argument("--metric", default=None, help="answer_nll_mean (default with --eval), contains, ...")
+    ad.add_argument("--time", default="prefill", choices=["prefill", "decode", "total"])
+    ad.add_argument("--gen-tokens", type=int, default=256, help="decode steps counted by --time total")
+    ad.add_argument("--min-speedup", type=float, default=None, help="e.g. 1.5: at least 1.5x faster than full")
+    ad.add_argument("--max-nll-increase", "--max-loss", dest="max_loss", type=float, default=None,
+                    help="e.g. 0.1: lose at most this much of the metric against full attention")
+    ad.add_argument("--top", type=int, default=3)
+    ad.set_defaults(fn=_cmd_advise)
     a, extra = ap.parse_known_args(argv)
     if extra and not getattr(a, "takes_extra", False):
         ap.error(f"unrecognized arguments: {' '.join(extra)}")

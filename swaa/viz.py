@@ -147,3 +147,88 @@ def plot_recipes(rows: list[dict], title: str | None = None):
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_speedup_vs_length(rows: list[dict], title: str | None = None):
+    """Speed rows (``model``, ``n``, ``mark``, ``prefill_s``, ``decode_step_ms``) -> speed-up over full attention
+    against context length, prefill (left) and decode (right), one line per (model, setting)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    full = {(r.get("model"), r["n"]): r for r in rows if r["mark"] == "full"}
+    series: dict = {}
+    for r in rows:
+        f = full.get((r.get("model"), r["n"]))
+        if f is None or r["mark"] == "full":
+            continue
+        series.setdefault((r.get("model"), r["mark"]), []).append(
+            (r["n"], f["prefill_s"] / r["prefill_s"], f["decode_step_ms"] / r["decode_step_ms"]))
+    models = sorted({m for m, _ in series}, key=str)
+    styles = dict(zip(models, ("-", "--", ":", "-.")))
+    for (model, mark), pts in sorted(series.items(), key=str):
+        pts.sort()
+        label = f"{model}: {mark}" if len(models) > 1 else mark
+        for ax, i in zip(axes, (1, 2)):
+            ax.plot([p[0] for p in pts], [p[i] for p in pts], marker="o", ls=styles[model], label=label)
+    for ax, what in zip(axes, ("prefill (time to first token)", "decode (per token)")):
+        ax.axhline(1.0, color="k", lw=1)
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="context length (tokens)", ylabel="speed-up over full attention", title=what)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(title or "end-to-end speed-up", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_cost_model(rows: list[dict], target: float = 0.15, title: str | None = None):
+    """Predicted against measured time (rows with ``pred_prefill_s``/``prefill_s`` and ``pred_decode_step_ms``/
+    ``decode_step_ms``), the diagonal and the +-``target`` band."""
+    import numpy as np
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    rows = [r for r in rows if r.get("pred_prefill_s") is not None]
+    for ax, (meas, pred, unit) in zip(axes, (("prefill_s", "pred_prefill_s", "s"),
+                                             ("decode_step_ms", "pred_decode_step_ms", "ms"))):
+        for model in sorted({r.get("model") for r in rows}, key=str):
+            sel = [r for r in rows if r.get("model") == model]
+            ax.scatter([r[meas] for r in sel], [r[pred] for r in sel], s=22, label=str(model))
+        vals = [r[k] for r in rows for k in (meas, pred) if r[k] and r[k] > 0]
+        if vals:
+            lo, hi = min(vals) / 1.5, max(vals) * 1.5
+            x = np.geomspace(lo, hi, 50)
+            ax.plot(x, x, "k-", lw=1)
+            ax.fill_between(x, x * (1 - target), x * (1 + target), color="0.85", zorder=0,
+                            label=f"within {target:.0%}")
+            ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
+        errs = [abs(r[pred] / r[meas] - 1) for r in rows if r[meas]]
+        inside = sum(e <= target for e in errs)
+        ax.set(xlabel=f"measured ({unit})", ylabel=f"predicted ({unit})",
+               title=f"{meas.split('_')[0]}: {inside}/{len(errs)} rows within {target:.0%}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "cost model: predicted vs measured", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff(points: list[dict], metric: str = "answer_nll_mean", xlabel: str = "time (s)", ax=None,
+                  title: str | None = None):
+    """Points from :func:`swaa.tradeoff.tradeoff_table` -> accuracy against time with the Pareto front."""
+    plt = _plt()
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4.6))
+    front = sorted((p for p in points if p["pareto"]), key=lambda p: p["seconds"])
+    ax.scatter([p["seconds"] for p in points], [p[metric] for p in points], c=["tab:red" if p["pareto"] else "0.6"
+               for p in points], s=30, zorder=3)
+    ax.step([p["seconds"] for p in front], [p[metric] for p in front], where="post", color="tab:red", lw=1.2,
+            label="Pareto front")
+    for p in points:
+        ax.annotate(f"{p['mark']} ({p['speedup']:.2f}x)", (p["seconds"], p[metric]), fontsize=6.5,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel=xlabel, ylabel=metric, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if fig is not None:
+        fig.tight_layout()
+    return fig if fig is not None else ax.figure
