@@ -22,6 +22,7 @@ NOTEBOOKS: dict[str, list[str]] = {
                                     "01_loss_heatmap.png", "01_loss_vs_window.png", "01_recipes.png"],
     "02_eval.ipynb": ["02_eval_heatmap.png"],
     "04_speed.ipynb": ["04_speedup_vs_length.png", "04_cost_model.png", "04_tradeoff.png"],
+    "05_lighttransfer.ipynb": ["05_lazy_ratios.png", "05_lighttransfer_vs_interleave.png"],
 }
 
 
