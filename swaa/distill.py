@@ -25,9 +25,10 @@ def _seed_for(seed: int, key: str) -> int:
     return int(hashlib.sha256(f"{seed}|{key}".encode()).hexdigest()[:8], 16)
 
 
-def generate_samples(model, tok, chat_text: str, *, engine: str = "hf", n: int = 4, temperature: float = 0.7,
-                     top_p: float = 0.95, max_new_tokens: int = 48, seed: int = 0) -> list[str]:
-    """``n`` sampled answers to one chat-formatted prompt. The one place that knows about generation engines."""
+def generate_samples(model, tok, chat_texts: list[str], *, engine: str = "hf", n: int = 4, temperature: float = 0.7,
+                     top_p: float = 0.95, max_new_tokens: int = 48, seed: int = 0) -> list[list[str]]:
+    """``n`` sampled answers to each chat-formatted prompt (one batch, left padding). The one place that knows
+    about generation engines."""
     if engine == "vllm":
         raise ValueError("engine='vllm' needs the vLLM engine of swaa.eval, which is not wired into self-distillation "
                          "yet; use engine='hf'")
@@ -35,13 +36,18 @@ def generate_samples(model, tok, chat_text: str, *, engine: str = "hf", n: int =
         raise ValueError(f"engine={engine!r} is not one of {ENGINES}")
     import torch
 
-    enc = tok(chat_text, return_tensors="pt", add_special_tokens=False).to(model.device)
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        enc = tok(list(chat_texts), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tok.padding_side = side
     torch.manual_seed(seed)
     with torch.no_grad():
         gen = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=n,
                              max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
     start = enc["input_ids"].shape[1]
-    return [tok.decode(g[start:], skip_special_tokens=True).strip() for g in gen]
+    texts = [tok.decode(g[start:], skip_special_tokens=True).strip() for g in gen]
+    return [texts[i * n:(i + 1) * n] for i in range(len(chat_texts))]
 
 
 def _score(response: str, row, judge) -> float:
@@ -55,13 +61,14 @@ def _score(response: str, row, judge) -> float:
 
 def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", temperature: float = 0.7,
                  top_p: float = 0.95, max_new_tokens: int = 48, seed: int = 0, judge=None,
-                 max_prompt_tokens: int | None = None, progress: bool = True) -> list[dict]:
+                 max_prompt_tokens: int | None = None, batch_size: int = 4, progress: bool = True) -> list[dict]:
     """Sample ``n`` answers per prompt of ``dataset`` (DataFrame or path with prompt/question/answer) under full
     attention and score them; rows go to ``OUT/distill.jsonl`` as they finish. Returns one row per prompt:
     ``id, prompt, question, answer, task, prompt_tokens, responses, scores``.
 
-    Scores are the rule metric ``contains`` (for multiple-choice rows, the chosen letter), or ``judge_score`` when
-    ``judge`` is given. Prompts longer than ``max_prompt_tokens`` (chat template included) are skipped and counted.
+    ``batch_size`` prompts are sampled together (left padding). Scores are the rule metric ``contains`` (for
+    multiple-choice rows, the chosen letter), or ``judge_score`` when ``judge`` is given. Prompts longer than ``max_prompt_tokens``
+    (chat template included) are skipped and counted.
     """
     import pandas as pd
 
@@ -83,26 +90,33 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
     store = ResultStore(out / "distill.jsonl")
     previous = get_swaa_config(model.config)
     apply_swaa(model, None)                         # the teacher is the model under full attention
-    rows, skipped = [], 0
+    chats = [tok.apply_chat_template([{"role": "user", "content": str(p)}], add_generation_prompt=True,
+                                     tokenize=False) for p in df["prompt"]]
+    n_tok = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in chats]
+    keep = [i for i in range(len(df)) if max_prompt_tokens is None or n_tok[i] <= max_prompt_tokens]
+    skipped = len(df) - len(keep)
+    keys = {i: f"{df['id'].iloc[i]}|{fp}" for i in keep}
+    # batches are fixed by the data, not by what is left, so a resumed run samples exactly what a full run would
+    batches = [keep[s:s + batch_size] for s in range(0, len(keep), batch_size)]
     try:
         from tqdm.auto import tqdm
-        for _, row in tqdm(list(df.iterrows()), desc="self-distill", disable=not progress):
-            msgs = [{"role": "user", "content": str(row["prompt"])}]
-            chat = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-            n_tok = len(tok(chat, add_special_tokens=False)["input_ids"])
-            if max_prompt_tokens is not None and n_tok > max_prompt_tokens:
-                skipped += 1
+        for batch in tqdm(batches, desc="self-distill", disable=not progress):
+            todo = [i for i in batch if keys[i] not in store]
+            if not todo:
                 continue
-            key = f"{row['id']}|{fp}"
-            if key not in store:
-                responses = generate_samples(model, tok, chat, engine=engine, n=n, temperature=temperature,
-                                             top_p=top_p, max_new_tokens=max_new_tokens, seed=_seed_for(seed, key))
-                store.add(dict(key=key, id=str(row["id"]), prompt=str(row["prompt"]), question=str(row["question"]),
-                               answer=str(row["answer"]), task=row.get("task"), prompt_tokens=n_tok,
-                               responses=responses, scores=[_score(r, row, judge) for r in responses]))
-            rows.append(store[key])
+            samples = generate_samples(model, tok, [chats[i] for i in batch], engine=engine, n=n,
+                                       temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                       seed=_seed_for(seed, keys[batch[0]]))
+            for i, responses in zip(batch, samples):
+                if i in todo:
+                    row = df.iloc[i]
+                    store.add(dict(key=keys[i], id=str(row["id"]), prompt=str(row["prompt"]),
+                                   question=str(row["question"]), answer=str(row["answer"]), task=row.get("task"),
+                                   prompt_tokens=n_tok[i], responses=responses,
+                                   scores=[_score(r, row, judge) for r in responses]))
     finally:
         apply_swaa(model, previous)
+    rows = [store[keys[i]] for i in keep]
     if skipped and progress:
         print(f"self-distill: skipped {skipped} of {len(df)} prompts longer than {max_prompt_tokens} tokens")
     return rows

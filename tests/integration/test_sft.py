@@ -95,7 +95,7 @@ def test_bad_inputs_name_the_value_and_the_fix(tok, tmp_path):
         SFTConfig(batch_size=0)
     from swaa.distill import generate_samples, select_distilled
     with pytest.raises(ValueError, match="engine='vllm' needs the vLLM engine of swaa.eval"):
-        generate_samples(None, None, "x", engine="vllm")
+        generate_samples(None, None, ["x"], engine="vllm")
     with pytest.raises(ValueError, match="no self-distilled rows"):
         select_distilled([])
 
@@ -218,3 +218,25 @@ def test_default_model_merged_folder_loads_with_load_model(tmp_path, tok):
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=ids, prompt_length=ids.shape[1] - 3).logits, ref,
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_self_distillation_resumes_without_recomputing(tmp_path, monkeypatch):
+    """A run cut short (last row lost) resumes: only the missing batch is sampled again, and it gives the same row."""
+    import swaa.distill as distill
+    from swaa.data import make_task
+    model, tok = load_model()
+    df = pd.DataFrame(make_task("needle", tok, 64, n=3))
+    kw = dict(n=2, max_new_tokens=4, batch_size=2, progress=False)
+    first = distill.self_distill(model, tok, df, tmp_path, **kw)
+    assert [len(r["responses"]) for r in first] == [2, 2, 2] and all(len(r["scores"]) == 2 for r in first)
+    path = tmp_path / "distill.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])          # a crash while writing the last row
+    calls = []
+    real = distill.generate_samples
+    monkeypatch.setattr(distill, "generate_samples", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    again = distill.self_distill(model, tok, df, tmp_path, **kw)
+    assert len(calls) == 1 and len(calls[0]) == 1                          # only the last batch (one prompt)
+    assert again == first
+    sel = distill.select_distilled(again, threshold=0.0, per_prompt=1)
+    assert len(sel) == 3 and sel.attrs["samples"] == 6
