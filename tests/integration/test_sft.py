@@ -201,6 +201,7 @@ def _load_tiny(path):
     return apply_swaa(model, get_swaa_config(model.config)), None
 
 
+@pytest.mark.slow
 def test_default_model_merged_folder_loads_with_load_model(tmp_path, tok):
     """The real path end to end on the default model: 1 step, merge, load_model(path) applies the SWAA config."""
     model, tok = load_model()
@@ -220,6 +221,7 @@ def test_default_model_merged_folder_loads_with_load_model(tmp_path, tok):
                                    rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_self_distillation_resumes_without_recomputing(tmp_path, monkeypatch):
     """A run cut short (last row lost) resumes: only the missing batch is sampled again, and it gives the same row."""
     import swaa.distill as distill
