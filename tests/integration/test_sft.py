@@ -242,3 +242,11 @@ def test_self_distillation_resumes_without_recomputing(tmp_path, monkeypatch):
     assert again == first
     sel = distill.select_distilled(again, threshold=0.0, per_prompt=1)
     assert len(sel) == 3 and sel.attrs["samples"] == 6
+
+
+def test_cli_names_a_bad_swaa_value(tmp_path):
+    from swaa.cli import main
+    with pytest.raises(ValueError, match=r"--swaa 'w=64' is neither a JSON object nor an existing file"):
+        main(["sft", "--data", str(tmp_path / "d.jsonl"), "--swaa", "w=64", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"sliding_window_size"):
+        main(["sft", "--data", "d.jsonl", "--swaa", '{"sliding_window_size": -3}', "--out", str(tmp_path)])
