@@ -60,8 +60,8 @@ def _cmd_eval(a) -> int:
     return 0
 
 
-def _swaa_arg(text: str):
-    """--swaa: a JSON object, or a settings-list / config JSON file (its first entry)."""
+def _swaa_arg(text: str, setting: str | None = None):
+    """--swaa: a JSON object, or a config / settings-list JSON file (a list needs --setting: an index or a mark)."""
     from pathlib import Path
 
     from .config import SWAAConfig, load_settings
@@ -72,7 +72,18 @@ def _swaa_arg(text: str):
         raise ValueError(f"--swaa {text!r} is neither a JSON object nor an existing file; pass e.g. "
                          "'{\"sliding_window_size\": 2048, \"keep_first\": 100, \"force_fa_decode\": true}'")
     raw = json.loads(path.read_text())
-    return load_settings(path)[0][0] if isinstance(raw, list) else SWAAConfig.from_dict(raw.get("swaa_config", raw))
+    if not isinstance(raw, list):
+        return SWAAConfig.from_dict(raw.get("swaa_config", raw))
+    cfgs = [c for c, _ in load_settings(path)]
+    marks = [c.mark for c in cfgs]
+    if setting is None and len(cfgs) == 1:
+        return cfgs[0]
+    if setting is not None and setting.isdigit() and int(setting) < len(cfgs):
+        return cfgs[int(setting)]
+    if setting in marks:
+        return cfgs[marks.index(setting)]
+    raise ValueError(f"--swaa {text} lists {len(cfgs)} settings; choose one with --setting <index or mark> "
+                     f"(got {setting!r}); marks: {marks}")
 
 
 def _read_rows(path: str):
@@ -124,7 +135,7 @@ def _cmd_sft(a) -> int:
                     dropout=a.dropout, lr=a.lr, warmup_ratio=a.warmup_ratio, batch_size=a.batch_size, epochs=a.epochs,
                     max_steps=a.max_steps, max_length=a.max_length, gradient_checkpointing=a.gradient_checkpointing,
                     save_every=a.save_every, seed=a.seed, response_column=a.response_column)
-    swaa = _swaa_arg(a.swaa)
+    swaa = _swaa_arg(a.swaa, a.setting)
     accelerator = Accelerator()
     model, tok = load_model(None if a.model == "default" else a.model, device=a.device or accelerator.device)
     run = train_sft(model, tok, _read_rows(a.data), a.out, swaa=swaa, config=cfg, resume=not a.no_resume,
@@ -185,6 +196,7 @@ def main(argv=None) -> int:
     t.add_argument("--model", default="default", help="model folder or hub id; 'default' = SmolLM2")
     t.add_argument("--data", required=True, help=".jsonl/.parquet with prompt and response columns")
     t.add_argument("--swaa", required=True, help="SWAAConfig as JSON, or a settings/config JSON file (first entry)")
+    t.add_argument("--setting", default=None, help="with a settings-list file: the entry's index or mark")
     t.add_argument("--out", required=True, help="output folder: loss.jsonl, checkpoints/, adapter/, merged/")
     t.add_argument("--r", type=int, default=16)
     t.add_argument("--alpha", type=int, default=32)

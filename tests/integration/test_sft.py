@@ -4,6 +4,7 @@ Tiny random-weight Llama models (tests/integration/tiny_models.py) for training;
 the chat template.
 """
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from swaa.sft_data import IGNORE_INDEX, collate, encode_dataset, encode_example,
 
 from .tiny_models import make_model, with_independent
 
+ROOT = Path(__file__).resolve().parents[2]
 CFG = SWAAConfig(sliding_window_size=4, keep_first=1, force_fa_decode=True)
 
 
@@ -250,3 +252,9 @@ def test_cli_names_a_bad_swaa_value(tmp_path):
         main(["sft", "--data", str(tmp_path / "d.jsonl"), "--swaa", "w=64", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match=r"sliding_window_size"):
         main(["sft", "--data", "d.jsonl", "--swaa", '{"sliding_window_size": -3}', "--out", str(tmp_path)])
+    grid = str(ROOT / "data" / "settings" / "smollm2_135m.json")
+    with pytest.raises(ValueError, match=r"lists \d+ settings; choose one with --setting .*'swa=64_sink=4_fadec'"):
+        main(["sft", "--data", "d.jsonl", "--swaa", grid, "--out", str(tmp_path)])
+    from swaa.cli import _swaa_arg
+    assert _swaa_arg(grid, "swa=64_sink=4_fadec") == SWAAConfig(sliding_window_size=64, keep_first=4,
+                                                                force_fa_decode=True)
