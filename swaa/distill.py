@@ -1,4 +1,4 @@
-"""Self-distillation: the full-attention model answers long prompts; its answers that match the reference become SFT data.
+"""Self-distillation: the full-attention model answers long prompts; answers matching the reference are SFT data.
 
     rows = self_distill(model, tok, dataset, out="out/distill", n=4)     # one stored row per prompt, resumable
     data = select_distilled(rows)                                        # DataFrame: prompt, response, ...
@@ -7,7 +7,8 @@ For every prompt, ``n`` answers are sampled from the model under full attention 
 is put back afterwards), each is scored against the reference answer by rule (:func:`swaa.scoring.score_response`)
 or by an LLM judge (:class:`swaa.judge.Judge`), and the prompt's row (all answers and their scores) is appended to
 ``OUT/distill.jsonl`` as soon as it is finished. A rerun, after a crash or Ctrl-C, reuses every finished prompt.
-Sampling is seeded per prompt, so an interrupted and resumed run gives the rows of an uninterrupted one.
+Prompts are sampled in batches fixed by the data (not by what is left) and each batch is seeded from its first
+prompt's key, so an interrupted and resumed run gives the rows of an uninterrupted one.
 ``select_distilled`` keeps the answers whose score reaches ``threshold`` (the paper kept the judge-approved ones).
 """
 from __future__ import annotations
@@ -67,8 +68,8 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
     ``id, prompt, question, answer, task, prompt_tokens, responses, scores``.
 
     ``batch_size`` prompts are sampled together (left padding). Scores are the rule metric ``contains`` (for
-    multiple-choice rows, the chosen letter), or ``judge_score`` when ``judge`` is given. Prompts longer than ``max_prompt_tokens``
-    (chat template included) are skipped and counted.
+    multiple-choice rows, the chosen letter), or ``judge_score`` when ``judge`` is given. Prompts longer than
+    ``max_prompt_tokens`` (chat template included) are skipped and counted.
     """
     import pandas as pd
 
