@@ -15,7 +15,8 @@ exactly that row's answer tokens.
 Defaults follow the paper: r=16, alpha=32, q/k/v projections, rsLoRA, lr 1e-4 with 5% warm-up and linear decay.
 Multi-GPU: the model and optimizer go through ``Accelerator.prepare`` (DDP or FSDP from ``accelerate launch
 --config_file configs/accelerate/{ddp,fsdp}.yaml``); optimizer step ``s`` of process ``r`` takes batch
-``order[s * world + r]``. Only the single-process path has been run here (CPU); the multi-GPU path is untested.
+``order[s * world + r]``. Tested on one CPU process and on 2 CPU processes (torchrun, gloo); not run on GPUs,
+and FSDP is untested.
 """
 from __future__ import annotations
 

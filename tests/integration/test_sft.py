@@ -258,3 +258,29 @@ def test_cli_names_a_bad_swaa_value(tmp_path):
     from swaa.cli import _swaa_arg
     assert _swaa_arg(grid, "swa=64_sink=4_fadec") == SWAAConfig(sliding_window_size=64, keep_first=4,
                                                                 force_fa_decode=True)
+
+
+def _torchrun(*args):
+    import os
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(ROOT / "tests" / "integration" / "ddp_sft_job.py"), *map(str, args)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return sorted((json.loads(l) for l in res.stdout.splitlines() if l.startswith("{")), key=lambda r: r["rank"])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_trains_and_resumes(tmp_path):
+    """The multi-process path (what accelerate/torchrun DDP runs), on 2 CPU processes over gloo."""
+    full = _torchrun(tmp_path / "a")
+    assert [r["world"] for r in full] == [2, 2] and full[0]["wsum"] == full[1]["wsum"]     # gradients all-reduced
+    assert [r["interrupted"] for r in _torchrun(tmp_path / "b", 3)] == [True, True]
+    again = _torchrun(tmp_path / "b")
+    assert [r["resumed_from"] for r in again] == [2, 2]
+    assert again[0]["wsum"] == pytest.approx(full[0]["wsum"], rel=1e-6)
+    assert [r["loss"] for r in again[0]["log"]] == pytest.approx([r["loss"] for r in full[0]["log"]], rel=1e-6)
+    assert {f.name for f in (tmp_path / "b" / "checkpoints" / "step-000004").iterdir()} >= {
+        "optimizer-0.pt", "optimizer-1.pt", "rng-0.pt", "rng-1.pt", "adapter.safetensors"}
