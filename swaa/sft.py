@@ -211,7 +211,8 @@ def train_sft(model, tok, data, out, *, swaa: SWAAConfig | dict | None, config: 
     (adapter, optimizer, scheduler, RNG, step and data order; the last ``keep_checkpoints`` kept), ``adapter/``
     (the final adapter, peft format). With ``resume=True`` a run continues from the latest checkpoint made with the
     same data and settings (other data or settings there is an error); ``resume=False`` starts over and removes
-    them. ``on_step(step, loss)`` is called after each optimizer step.
+    them. ``on_step(step, loss)`` is called after each optimizer step. ``model`` itself is changed: SWAA applied and
+    LoRA layers injected (use ``run.model``; :func:`merge_and_save` merges into it).
     """
     import torch
     from accelerate import Accelerator
