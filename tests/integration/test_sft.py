@@ -264,7 +264,11 @@ def _torchrun(*args):
     import os
     import subprocess
     import sys
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    import socket
+    with socket.socket() as sock:                   # a free port: other jobs on the machine may hold the default
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            str(ROOT / "tests" / "integration" / "ddp_sft_job.py"), *map(str, args)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
