@@ -1,0 +1,149 @@
+"""Self-distillation: the full-attention model answers long prompts; answers matching the reference are SFT data.
+
+    rows = self_distill(model, tok, dataset, out="out/distill", n=4)     # one stored row per prompt, resumable
+    data = select_distilled(rows)                                        # DataFrame: prompt, response, ...
+
+For every prompt, ``n`` answers are sampled from the model under full attention (whatever SWAA config it carried
+is put back afterwards), each is scored against the reference answer by rule (:func:`swaa.scoring.score_response`)
+or by an LLM judge (:class:`swaa.judge.Judge`), and the prompt's row (all answers and their scores) is appended to
+``OUT/distill.jsonl`` as soon as it is finished. A rerun, after a crash or Ctrl-C, reuses every finished prompt.
+Prompts are sampled in batches fixed by the data (not by what is left) and each batch is seeded from its first
+prompt's key, so an interrupted and resumed run gives the rows of an uninterrupted one.
+``select_distilled`` keeps the answers whose score reaches ``threshold`` (the paper kept the judge-approved ones).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+__all__ = ["generate_samples", "self_distill", "select_distilled", "ENGINES"]
+
+ENGINES = ("hf", "vllm")
+
+
+def _seed_for(seed: int, key: str) -> int:
+    return int(hashlib.sha256(f"{seed}|{key}".encode()).hexdigest()[:8], 16)
+
+
+def generate_samples(model, tok, chat_texts: list[str], *, engine: str = "hf", n: int = 4, temperature: float = 0.7,
+                     top_p: float = 0.95, max_new_tokens: int = 48, seed: int = 0) -> list[list[str]]:
+    """``n`` sampled answers to each chat-formatted prompt (one batch, left padding). The one place that knows
+    about generation engines."""
+    if engine == "vllm":
+        raise ValueError("engine='vllm' needs the vLLM engine of swaa.eval, which is not wired into self-distillation "
+                         "yet; use engine='hf'")
+    if engine != "hf":
+        raise ValueError(f"engine={engine!r} is not one of {ENGINES}")
+    import torch
+
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        enc = tok(list(chat_texts), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tok.padding_side = side
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        gen = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=n,
+                             max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+    start = enc["input_ids"].shape[1]
+    texts = [tok.decode(g[start:], skip_special_tokens=True).strip() for g in gen]
+    return [texts[i * n:(i + 1) * n] for i in range(len(chat_texts))]
+
+
+def _score(response: str, row, judge) -> float:
+    from .scoring import score_response
+    if judge is not None:
+        return float(judge.grade(str(row["question"]), str(row["answer"]), response)["judge_score"])
+    choices = row.get("choices")
+    choices = list(choices) if choices is not None and not isinstance(choices, (str, float)) else None
+    return float(score_response(response, str(row["answer"]), choices)["contains"])
+
+
+def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", temperature: float = 0.7,
+                 top_p: float = 0.95, max_new_tokens: int = 48, seed: int = 0, judge=None,
+                 max_prompt_tokens: int | None = None, batch_size: int = 4, progress: bool = True) -> list[dict]:
+    """Sample ``n`` answers per prompt of ``dataset`` (DataFrame or path with prompt/question/answer) under full
+    attention and score them; rows go to ``OUT/distill.jsonl`` as they finish. Returns one row per prompt:
+    ``id, prompt, question, answer, task, prompt_tokens, responses, scores``.
+
+    ``batch_size`` prompts are sampled together (left padding). Scores are the rule metric ``contains`` (for
+    multiple-choice rows, the chosen letter), or ``judge_score`` when ``judge`` is given. Prompts longer than
+    ``max_prompt_tokens`` (chat template included) are skipped and counted.
+    """
+    import pandas as pd
+
+    from .data import load_dataset, validate_dataset
+    from .integrations.transformers import apply_swaa, get_swaa_config
+    from .results import ResultStore
+
+    if n < 1:
+        raise ValueError(f"n={n}: self-distillation needs at least one sample per prompt")
+    df = dataset if isinstance(dataset, pd.DataFrame) else load_dataset(dataset)
+    df = validate_dataset(df, "the self-distillation dataset")
+    if "id" not in df.columns:
+        df = df.assign(id=[f"row{i}" for i in range(len(df))])
+    settings = dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                    engine=engine, scorer="judge:" + judge.model if judge is not None else "contains",
+                    model=str(getattr(model.config, "_name_or_path", "")))
+    fp = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    out = Path(out)
+    store = ResultStore(out / "distill.jsonl")
+    previous = get_swaa_config(model.config)
+    apply_swaa(model, None)                         # the teacher is the model under full attention
+    chats = [tok.apply_chat_template([{"role": "user", "content": str(p)}], add_generation_prompt=True,
+                                     tokenize=False) for p in df["prompt"]]
+    n_tok = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in chats]
+    keep = [i for i in range(len(df)) if max_prompt_tokens is None or n_tok[i] <= max_prompt_tokens]
+    skipped = len(df) - len(keep)
+    keys = {i: f"{df['id'].iloc[i]}|{fp}" for i in keep}
+    # batches are fixed by the data, not by what is left, so a resumed run samples exactly what a full run would
+    batches = [keep[s:s + batch_size] for s in range(0, len(keep), batch_size)]
+    try:
+        from tqdm.auto import tqdm
+        for batch in tqdm(batches, desc="self-distill", disable=not progress):
+            todo = [i for i in batch if keys[i] not in store]
+            if not todo:
+                continue
+            samples = generate_samples(model, tok, [chats[i] for i in batch], engine=engine, n=n,
+                                       temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                       seed=_seed_for(seed, keys[batch[0]]))
+            for i, responses in zip(batch, samples):
+                if i in todo:
+                    row = df.iloc[i]
+                    store.add(dict(key=keys[i], id=str(row["id"]), prompt=str(row["prompt"]),
+                                   question=str(row["question"]), answer=str(row["answer"]), task=row.get("task"),
+                                   prompt_tokens=n_tok[i], responses=responses,
+                                   scores=[_score(r, row, judge) for r in responses]))
+    finally:
+        apply_swaa(model, previous)
+    rows = [store[keys[i]] for i in keep]
+    if skipped and progress:
+        print(f"self-distill: skipped {skipped} of {len(df)} prompts longer than {max_prompt_tokens} tokens")
+    return rows
+
+
+def select_distilled(rows: list[dict], *, threshold: float = 1.0, per_prompt: int | None = 1):
+    """The SFT data: per prompt, up to ``per_prompt`` distinct answers scoring at least ``threshold`` (None = all).
+
+    Returns a DataFrame with ``id, prompt, question, answer, task, response, score``; ``df.attrs`` holds the counts
+    (prompts, samples, kept, prompts_without_a_kept_answer)."""
+    import pandas as pd
+
+    if not rows:
+        raise ValueError("no self-distilled rows to select from: run self_distill on a non-empty dataset first")
+    kept, empty = [], 0
+    for r in rows:
+        seen = []
+        for resp, score in zip(r["responses"], r["scores"]):
+            if score >= threshold and resp.strip() and resp not in seen:
+                seen.append(resp)
+                kept.append(dict(id=r["id"], prompt=r["prompt"], question=r["question"], answer=r["answer"],
+                                 task=r.get("task"), response=resp, score=score))
+                if per_prompt is not None and len(seen) >= per_prompt:
+                    break
+        empty += not seen
+    df = pd.DataFrame(kept, columns=["id", "prompt", "question", "answer", "task", "response", "score"])
+    df.attrs.update(prompts=len(rows), samples=sum(len(r["responses"]) for r in rows), kept=len(df),
+                    prompts_without_a_kept_answer=empty)
+    return df

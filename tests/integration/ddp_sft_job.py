@@ -1,0 +1,58 @@
+"""Run by test_sft.py under torchrun: train_sft on a tiny model in 2 CPU processes (DDP over gloo).
+
+    torchrun --nproc_per_node 2 tests/integration/ddp_sft_job.py OUT [STOP_AT_STEP]
+
+Each process prints one JSON line: rank, world, steps, resumed_from and the sum of its LoRA weights; the main
+process also prints the loss log. STOP_AT_STEP interrupts the run after that step (as Ctrl-C would).
+"""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import pandas as pd  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
+
+from swaa import SWAAConfig  # noqa: E402
+from swaa.sft import SFTConfig, read_loss_log, train_sft  # noqa: E402
+from tiny_models import make_model  # noqa: E402
+
+
+class TinyTok:
+    """Character-level tokenizer with a chat template (the tiny models' vocabulary is 97)."""
+    pad_token_id = 0
+
+    def apply_chat_template(self, msgs, add_generation_prompt=False, tokenize=False):
+        return "".join(f"<{m['role'][0]}>{m['content']}|" for m in msgs) + ("<a>" if add_generation_prompt else "")
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [3 + (ord(c) % 90) for c in text]}
+
+
+def main(out: str, stop: int | None) -> None:
+    acc = Accelerator(cpu=True)
+    data = pd.DataFrame([dict(prompt=f"q{i}: " + "abc " * (1 + i % 4), response=f"ans {i}") for i in range(12)])
+
+    def on_step(step, loss):
+        if step == stop:
+            raise KeyboardInterrupt
+
+    try:
+        run = train_sft(make_model("llama", seed=2), TinyTok(), data, out, accelerator=acc, on_step=on_step,
+                        swaa=SWAAConfig(sliding_window_size=4, keep_first=1, force_fa_decode=True), progress=False,
+                        config=SFTConfig(r=4, alpha=8, dropout=0.1, batch_size=2, max_steps=4, save_every=2, lr=5e-3))
+    except KeyboardInterrupt:
+        print(json.dumps(dict(rank=acc.process_index, interrupted=True)), flush=True)
+        return
+    wsum = sum(p.double().sum().item() for n, p in run.model.named_parameters() if "lora" in n)
+    row = dict(rank=acc.process_index, world=acc.num_processes, steps=run.steps, resumed_from=run.resumed_from,
+               wsum=wsum)
+    if acc.is_main_process:
+        row["log"] = read_loss_log(out)
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
