@@ -58,6 +58,11 @@ def _check_run_dir(out: Path, fingerprint: str, overwrite: bool) -> None:
         if old != fingerprint and not overwrite:
             raise ValueError(f"{out} holds results for another dataset or other generation settings (fingerprint {old}"
                              f", now {fingerprint}); use a new output folder, or overwrite=True to start over")
+        if old != fingerprint:                  # overwrite: the old rows must not be reused for the new settings
+            import shutil
+            shutil.rmtree(out / "rows", ignore_errors=True)
+            for f in [*out.glob("*/*.parquet"), out / "results.jsonl"]:
+                f.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     tmp = meta.with_suffix(".tmp")
     tmp.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")

@@ -84,12 +84,14 @@ def test_changed_dataset_is_detected_and_errors_are_clear(data, tmp_path):
     run_eval([None], SETTINGS[:1], df.iloc[:2], tmp_path, options=opts, progress=False)
     with pytest.raises(ValueError, match="holds results for another dataset or other generation settings"):
         run_eval([None], SETTINGS[:1], df.iloc[:3], tmp_path, options=opts, progress=False)
-    run_eval([None], SETTINGS[:1], df.iloc[:3], tmp_path, options=opts, overwrite=True, progress=False)
+    run_eval([None], SETTINGS[:1], df.iloc[1:3], tmp_path, options=opts, overwrite=True, progress=False)
+    rows = [json.loads(l)["id"] for f in (tmp_path / "rows").rglob("*.jsonl") for l in _lines(f)]
+    assert sorted(rows) == sorted(df["id"].iloc[1:3])       # overwrite starts over: no row of the old run is kept
     with pytest.raises(ValueError, match="all 5 prompts are longer than max_prompt_tokens=10"):
         run_eval([None], SETTINGS[:1], df, tmp_path / "b", options=EvalOptions(max_prompt_tokens=10), progress=False)
     with pytest.raises(ValueError, match="unknown model '/nowhere/model'"):
         run_eval(["/nowhere/model"], SETTINGS[:1], df, tmp_path / "c", progress=False)
-    with pytest.raises(ValueError, match="engine='vllm'"):
-        run_eval([None], SETTINGS[:1], df, tmp_path / "d", engine="vllm", progress=False)
+    with pytest.raises(ValueError, match="engine='nope' is unknown"):
+        run_eval([None], SETTINGS[:1], df, tmp_path / "d", engine="nope", progress=False)
     with pytest.raises(ValueError, match="is empty"):
         run_eval([None], SETTINGS[:1], df.iloc[:0], tmp_path / "e", progress=False)
