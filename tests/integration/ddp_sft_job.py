@@ -1,4 +1,5 @@
-"""Run by test_sft.py under torchrun: train_sft on a tiny model in 2 CPU processes (DDP over gloo).
+"""Run by test_sft.py under torchrun: train_sft on a tiny model in 2 CPU processes (DDP over gloo); with CUDA
+visible (the lent 2-GPU machine) the same job runs on 2 GPUs over NCCL.
 
     torchrun --nproc_per_node 2 tests/integration/ddp_sft_job.py OUT [STOP_AT_STEP]
 
@@ -32,7 +33,8 @@ class TinyTok:
 
 
 def main(out: str, stop: int | None) -> None:
-    acc = Accelerator(cpu=True)
+    import torch
+    acc = Accelerator(cpu=not torch.cuda.is_available())
     data = pd.DataFrame([dict(prompt=f"q{i}: " + "abc " * (1 + i % 4), response=f"ans {i}") for i in range(12)])
 
     def on_step(step, loss):
@@ -48,7 +50,7 @@ def main(out: str, stop: int | None) -> None:
         return
     wsum = sum(p.double().sum().item() for n, p in run.model.named_parameters() if "lora" in n)
     row = dict(rank=acc.process_index, world=acc.num_processes, steps=run.steps, resumed_from=run.resumed_from,
-               wsum=wsum)
+               wsum=wsum, device=str(acc.device), backend=str(getattr(acc.state, "backend", None)))
     if acc.is_main_process:
         row["log"] = read_loss_log(out)
     print(json.dumps(row), flush=True)
