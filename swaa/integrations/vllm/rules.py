@@ -130,8 +130,12 @@ def gather_kv(kv_cache: torch.Tensor, block_row: torch.Tensor, positions: torch.
     logical = torch.unique_consecutive(pos // bs)                      # logical blocks touched, in order
     blocks = kv_cache.index_select(0, block_row.long()[logical])       # (n, Hkv, BS, 2D)
     flat = blocks.permute(1, 0, 2, 3).reshape(hkv, -1, d2)             # (Hkv, n * BS, 2D)
-    slot = torch.searchsorted(logical, pos // bs) * bs + pos % bs
-    kv = flat[:, slot]
+    first, n = int(pos[0]), pos.numel()
+    if int(pos[-1]) - first + 1 == n:                                  # one run of positions: a slice, no gather
+        start = first - int(logical[0]) * bs
+        kv = flat[:, start:start + n]
+    else:
+        kv = flat[:, torch.searchsorted(logical, pos // bs) * bs + pos % bs]
     return kv[..., : d2 // 2], kv[..., d2 // 2:]
 
 
