@@ -48,7 +48,8 @@ def main():
     rows = []
     for name, cfg in settings.items():
         t0 = time.perf_counter()
-        llm = make_llm(path, cfg, dtype="bfloat16", seed=0, max_model_len=a.prompt_len + a.new + 16, block_size=32)
+        llm = make_llm(path, cfg, dtype="bfloat16", seed=0, max_model_len=a.prompt_len + a.new + 16, block_size=32,
+                       enable_prefix_caching=False)        # repeated prompts must be computed each time
         startup = time.perf_counter() - t0
         one, full = SamplingParams(max_tokens=1, temperature=0), SamplingParams(max_tokens=a.new, temperature=0,
                                                                                 ignore_eos=True)
