@@ -35,26 +35,40 @@ def _cmd_info(a) -> int:
     return 0
 
 
+def _dataset_arg(spec: str, get_tok, seed: int = 0):
+    """--dataset: a parquet/jsonl path (returned as is) or synthetic:<length>[:<n per task>[:<seed>]], built for
+    the tokenizer that ``get_tok()`` returns (called only for synthetic data)."""
+    if not spec.startswith("synthetic:"):
+        return spec
+    from .data import make_dataset
+    parts = spec.split(":")
+    return make_dataset(get_tok(), lengths=(int(parts[1]),), n=int(parts[2]) if len(parts) > 2 else 5,
+                        seed=int(parts[3]) if len(parts) > 3 else seed)
+
+
+def _judge_arg(a):
+    """The optional LLM judge of --judge-url / --judge-model, caching under --out."""
+    if not (a.judge_url or a.judge_model):
+        return None
+    from pathlib import Path
+
+    from .judge import Judge
+    return Judge(base_url=a.judge_url, model=a.judge_model, cache_path=Path(a.out) / "judge_cache.jsonl")
+
+
 def _cmd_eval(a) -> int:
     from .eval import EvalOptions, run_eval
     opts = EvalOptions(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, max_prompt_tokens=a.max_prompt_tokens,
                        sample_first=a.sample_first, cot=a.cot, device=a.device)
-    if a.dataset.startswith("synthetic:"):                  # synthetic:<length>[:<n>] for the default tokenizer
-        from .data import make_dataset
-        from .models import default_model_path
-        from transformers import AutoTokenizer
-        parts = a.dataset.split(":")
-        tok = AutoTokenizer.from_pretrained(a.model[0] if a.model and a.model[0] != "default" else default_model_path())
-        dataset = make_dataset(tok, lengths=(int(parts[1]),), n=int(parts[2]) if len(parts) > 2 else 5)
-    else:
-        dataset = a.dataset
-    models = [None if m == "default" else m for m in (a.model or ["default"])]
-    judge = None
-    if a.judge_url or a.judge_model:
-        from pathlib import Path
 
-        from .judge import Judge
-        judge = Judge(base_url=a.judge_url, model=a.judge_model, cache_path=Path(a.out) / "judge_cache.jsonl")
+    def default_tok():
+        from transformers import AutoTokenizer
+
+        from .models import default_model_path
+        return AutoTokenizer.from_pretrained(a.model[0] if a.model and a.model[0] != "default" else default_model_path())
+    dataset = _dataset_arg(a.dataset, default_tok)
+    models = [None if m == "default" else m for m in (a.model or ["default"])]
+    judge = _judge_arg(a)
     for s in run_eval(models, a.settings, dataset, a.out, engine=a.engine, options=opts, overwrite=a.overwrite,
                       judge=judge):
         print(json.dumps({k: v for k, v in s.items() if k != "key"}))
@@ -155,12 +169,7 @@ def _cmd_lazy(a) -> int:
     from .lazy import interleaved_layers, lazy_config, lazy_layer_freqs
     from .models import load_model
     model, tok = load_model(None if a.model == "default" else a.model, device=a.device)
-    if a.dataset.startswith("synthetic:"):                  # synthetic:<length>[:<n per task>], like swaa eval
-        from .data import make_dataset
-        parts = a.dataset.split(":")
-        dataset = make_dataset(tok, lengths=(int(parts[1]),), n=int(parts[2]) if len(parts) > 2 else 5, seed=a.seed)
-    else:
-        dataset = a.dataset
+    dataset = _dataset_arg(a.dataset, lambda: tok, seed=a.seed)
     out = Path(a.out)
     name = "default" if a.model == "default" else a.model.rstrip("/").split("/")[-1]
     res = lazy_layer_freqs(model, tok, dataset, w_sink=a.w_sink, w_recent=a.w_recent, w_last=a.w_last,
@@ -222,17 +231,8 @@ def _cmd_distill(a) -> int:
     from .distill import select_distilled, self_distill
     from .models import load_model
     model, tok = load_model(None if a.model == "default" else a.model, device=a.device)
-    if a.dataset.startswith("synthetic:"):                  # synthetic:<length>[:<n per task>[:<seed>]]
-        from .data import make_dataset
-        parts = a.dataset.split(":")
-        dataset = make_dataset(tok, lengths=(int(parts[1]),), n=int(parts[2]) if len(parts) > 2 else 5,
-                               seed=int(parts[3]) if len(parts) > 3 else 0)
-    else:
-        dataset = a.dataset
-    judge = None
-    if a.judge_url or a.judge_model:
-        from .judge import Judge
-        judge = Judge(base_url=a.judge_url, model=a.judge_model, cache_path=Path(a.out) / "judge_cache.jsonl")
+    dataset = _dataset_arg(a.dataset, lambda: tok)
+    judge = _judge_arg(a)
     rows = self_distill(model, tok, dataset, a.out, n=a.n, engine=a.engine, temperature=a.temperature,
                         top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=a.seed, judge=judge,
                         max_prompt_tokens=a.max_prompt_tokens, batch_size=a.batch_size)

@@ -226,5 +226,4 @@ def _vllm_generator(model_id, cfg: SWAAConfig, chat_ids, opts: EvalOptions):
     def generate(batch):
         outs = llm.generate([{"prompt_token_ids": chat_ids[i]} for i in batch], sp, use_tqdm=False)
         return [o.outputs[0].text for o in outs]
-    generate.llm = llm
     return generate

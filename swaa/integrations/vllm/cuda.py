@@ -9,13 +9,12 @@ and the GPU-tested ``swaa_attention``; see the README for what ran where.
 """
 from __future__ import annotations
 
-import torch
 from vllm.v1.attention.backends.flash_attn import (FlashAttentionBackend, FlashAttentionImpl,
                                                    FlashAttentionMetadataBuilder)
 
 from ...attention import swaa_attention
 from . import rules
-from .state import active_config, kv_spec_for
+from .state import SWAAImplMixin, attach_rows, kv_spec_for
 
 __all__ = ["SWAAFlashBackend", "SWAAFlashImpl", "SWAAFlashMetadataBuilder"]
 
@@ -26,31 +25,15 @@ def _dense(q, k, v, window, keep_first, scale):
 
 class SWAAFlashMetadataBuilder(FlashAttentionMetadataBuilder):
     def build(self, common_prefix_len, common_attn_metadata, fast_build: bool = False):
-        md = super().build(common_prefix_len, common_attn_metadata, fast_build)
-        md.swaa_rows = rules.request_rows(common_attn_metadata.query_start_loc_cpu,
-                                          common_attn_metadata.seq_lens.cpu(), common_attn_metadata.is_prefilling)
-        return md
+        return attach_rows(super().build(common_prefix_len, common_attn_metadata, fast_build), common_attn_metadata)
 
 
-class SWAAFlashImpl(FlashAttentionImpl):
+class SWAAFlashImpl(SWAAImplMixin, FlashAttentionImpl):
+    _dense_fn = staticmethod(_dense)
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.swaa = active_config()
-        self._plans: dict[str, object] = {}
-
-    def _plan(self, layer):
-        name = layer.layer_name
-        if name not in self._plans:
-            plan = None
-            if self.swaa is not None and self.attn_type == "decoder":
-                p = self.swaa.layer(rules.layer_index(name))
-                plan = p if p.window is not None else None
-            if plan is not None and (self.alibi_slopes is not None or self.logits_soft_cap or self.sinks is not None
-                                     or self.sliding_window not in (None, (-1, -1))):
-                raise ValueError(f"{name}: the SWAA plugin does not combine with ALiBi, soft-capping, learned "
-                                 "sinks or a native sliding window; use a model without them")
-            self._plans[name] = plan
-        return self._plans[name]
+        self._init_swaa()
 
     def forward(self, layer, query, key, value, kv_cache, attn_metadata, output, output_scale=None,
                 output_block_scale=None):
@@ -58,15 +41,7 @@ class SWAAFlashImpl(FlashAttentionImpl):
         if plan is None or attn_metadata is None:
             return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, output_scale,
                                    output_block_scale)
-        if output_scale is not None or output_block_scale is not None or self.kv_cache_dtype != "auto":
-            raise NotImplementedError("SWAA layers need an unquantized KV cache and unquantized outputs")
-        n = attn_metadata.num_actual_tokens
-        out = output[:n].view(n, self.num_heads, self.head_size)
-        with torch.no_grad():
-            rules.swaa_paged_attention(plan, query[:n].view(n, self.num_heads, self.head_size), kv_cache,
-                                       attn_metadata.block_table, attn_metadata.swaa_rows, self.scale, out,
-                                       dense_fn=_dense)
-        return output
+        return self._swaa_forward(plan, query, kv_cache, attn_metadata, output, output_scale, output_block_scale)
 
 
 class SWAAFlashBackend(FlashAttentionBackend):

@@ -49,9 +49,6 @@ class SinkWindowManager(FullAttentionManager):
         lo, hi = blocks_to_free(self.swaa_keep_first, self.swaa_window, processed_computed_tokens, self.block_size)
         self._remove_blocks_in_range(request_id, lo, hi)
 
-    def get_num_skipped_tokens(self, num_computed_tokens: int) -> int:
-        return 0                      # nothing is skipped from the front: the sinks stay
-
 
 _REGISTERED = False
 
