@@ -32,6 +32,12 @@ class TinyTok:
         return {"input_ids": [3 + (ord(c) % 90) for c in text]}
 
 
+def _emit(row: dict) -> None:
+    # one write per line: two ranks print to the same pipe, and print() writes the text and the newline separately
+    sys.stdout.write(json.dumps(row) + "\n")
+    sys.stdout.flush()
+
+
 def main(out: str, stop: int | None) -> None:
     import torch
     acc = Accelerator(cpu=not torch.cuda.is_available())
@@ -46,14 +52,14 @@ def main(out: str, stop: int | None) -> None:
                         swaa=SWAAConfig(sliding_window_size=4, keep_first=1, force_fa_decode=True), progress=False,
                         config=SFTConfig(r=4, alpha=8, dropout=0.1, batch_size=2, max_steps=4, save_every=2, lr=5e-3))
     except KeyboardInterrupt:
-        print(json.dumps(dict(rank=acc.process_index, interrupted=True)), flush=True)
+        _emit(dict(rank=acc.process_index, interrupted=True))
         return
     wsum = sum(p.double().sum().item() for n, p in run.model.named_parameters() if "lora" in n)
     row = dict(rank=acc.process_index, world=acc.num_processes, steps=run.steps, resumed_from=run.resumed_from,
                wsum=wsum, device=str(acc.device), backend=str(getattr(acc.state, "backend", None)))
     if acc.is_main_process:
         row["log"] = read_loss_log(out)
-    print(json.dumps(row), flush=True)
+    _emit(row)
 
 
 if __name__ == "__main__":
