@@ -26,6 +26,16 @@ class _StepState:
 
     def __init__(self):
         self.pos: torch.Tensor | None = None
+        self._contig = None                 # (pos, seen, flag): the check made once per forward, not per layer
+
+    def contiguous(self, pos: torch.Tensor, seen: int) -> bool:
+        """Whether every row's new positions are ``seen, seen + 1, ...`` (no padding). One host sync per forward:
+        the first layer checks, the others reuse the answer."""
+        c = self._contig
+        if c is None or c[0] is not pos or c[1] != seen:
+            flag = bool((pos == torch.arange(seen, seen + pos.shape[-1], device=pos.device)).all())
+            self._contig = c = (pos, seen, flag)
+        return c[2]
 
 
 class SinkWindowLayer(DynamicLayer):
@@ -40,6 +50,9 @@ class SinkWindowLayer(DynamicLayer):
         self.attn_contiguous = False                  # those positions are 0..n-1 (no eviction, no padding)
         self.seen = 0                                 # slots seen (as DynamicLayer would hold)
         self.evicted = False
+        # every row's slots are its positions in order, all sinks present, the rest the newest: known on the host,
+        # so eviction is two slices with no sort, gather or host sync (the case without padding)
+        self.canonical = True
 
     @property
     def capacity(self) -> int:
@@ -56,14 +69,17 @@ class SinkWindowLayer(DynamicLayer):
         new_pos = self.state.pos
         if new_pos is None or tuple(new_pos.shape) != (b, q):
             new_pos = torch.arange(self.seen, self.seen + q, device=key_states.device).expand(b, q)
+            in_order = True
+        else:
+            in_order = self.state.contiguous(new_pos, self.seen)
+        self.canonical = self.canonical and in_order
         keys = torch.cat([self.keys, key_states], dim=-2)
         values = torch.cat([self.values, value_states], dim=-2)
         pos = torch.cat([self.pos, new_pos.to(self.pos.device)], dim=-1)
         self.attn_pos = pos
         # nothing evicted yet and no padding: positions are the slot indices, and the attention can use the
         # ordinary end-aligned rule (and the fast kernels) instead of a dense positional mask
-        self.attn_contiguous = not self.evicted and bool(
-            (pos == torch.arange(pos.shape[-1], device=pos.device)).all())
+        self.attn_contiguous = self.canonical and not self.evicted
         self.seen += q
         self.keys, self.values, self.pos = self._evict(keys, values, pos)
         return keys, values
@@ -73,6 +89,11 @@ class SinkWindowLayer(DynamicLayer):
         n = pos.shape[-1]
         if n <= cap:
             return keys, values, pos
+        if self.canonical:       # sorted positions 0..S-1 first: keep those S slots and the newest W-1
+            s, tail = self.keep_first, n - (self.window - 1)
+            self.evicted = True
+            two = lambda t: torch.cat([t[..., :s, :], t[..., tail:, :]], dim=-2)
+            return two(keys), two(values), torch.cat([pos[:, :s], pos[:, tail:]], dim=-1)
         last = pos.max(dim=-1, keepdim=True).values                      # (B, 1) newest real position per row
         keep = (pos >= 0) & ((pos < self.keep_first) | (pos > last - self.window + 1))
         if bool((keep.sum(-1) == n).all()):
@@ -122,7 +143,7 @@ class SinkWindowLayer(DynamicLayer):
     def reset(self) -> None:
         super().reset()
         self.pos = self.attn_pos = None
-        self.seen, self.evicted = 0, False
+        self.seen, self.evicted, self.canonical = 0, False, True
 
 
 def evicting_layers(cfg: SWAAConfig, num_layers: int) -> list[int]:

@@ -92,8 +92,13 @@ def swaa_attention_forward(module, query, key, value, attention_mask, dropout: f
         layer = _ACTIVE_CACHE.layers[module.layer_idx]
         if (isinstance(layer, SinkWindowLayer) and layer.attn_pos is not None and layer.attn_pos.shape[-1] == lk
                 and not layer.attn_contiguous):
-            # keys may have been evicted: the rule on the stored keys' real positions, as a final visibility mask
-            mask = _positional_visibility(layer, lq, window, keep_first)
+            if layer.canonical and lq == 1:
+                # one new token after an eviction without padding: the stored slots are exactly the sinks and the
+                # window the rule keeps for it, so plain attention over them, with no mask to build
+                mask = None
+            else:
+                # keys may have been evicted: the rule on the stored keys' real positions, as a final mask
+                mask = _positional_visibility(layer, lq, window, keep_first)
             window, keep_first, fa_from = None, 0, None
     if _CAPTURE is not None:                   # swaa.analysis.capture_qk(): keep what the maps need
         _CAPTURE.append(dict(layer=module.layer_idx, q=query.detach(), k=key.detach(), scale=scaling, window=window,

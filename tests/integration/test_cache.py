@@ -125,3 +125,21 @@ def test_kv_eviction_choice_survives_a_config_change():
     assert model._swaa_kv_eviction is False
     fresh = apply_swaa(make_model("llama"), SWAAConfig(sliding_window_size=4))
     assert fresh._swaa_kv_eviction is True
+
+
+@pytest.mark.parametrize("window, sinks", [(5, 3), (1, 2), (4, 0), (3, 9)])
+def test_fast_eviction_equals_the_positional_path(window, sinks):
+    """Without padding, eviction is two slices with no host sync; it keeps the same slots as the sort-and-gather
+    path that padded batches take, step after step (prefill, then single-token decode)."""
+    fast, slow = SinkWindowLayer(window, sinks), SinkWindowLayer(window, sinks)
+    torch.manual_seed(0)
+    for q in (11, 1, 1, 4, 1, 1, 1):
+        k, v = torch.randn(2, 3, q, 8), torch.randn(2, 3, q, 8)
+        slow.canonical = False                              # forces the general path
+        kf, vf = fast.update(k, v)
+        ks, vs = slow.update(k, v)
+        assert torch.equal(kf, ks) and torch.equal(vf, vs) and torch.equal(fast.attn_pos, slow.attn_pos)
+        assert torch.equal(fast.keys, slow.keys) and torch.equal(fast.values, slow.values)
+        assert torch.equal(fast.pos, slow.pos)
+        assert fast.canonical and fast.keys.shape[-2] <= sinks + window - 1
+    assert fast.evicted and fast.attn_contiguous is False

@@ -20,8 +20,15 @@ __all__ = ["triton_available", "triton_unsupported", "triton_attention", "swaa_a
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _LOG2E = 1.4426950408889634
 _BIG_W = 1 << 30
+_WS_FWD = os.environ.get("SWAA_TRITON_WS", "0") == "1"     # warp-specialised key loop (sweeps)
+LAST_FWD_LAUNCH = None      # the compiled forward of the last call (registers, spills, shared memory: for sweeps)
+_MAXNREG = {"maxnreg": int(os.environ["SWAA_TRITON_MAXNREG"])} if os.environ.get("SWAA_TRITON_MAXNREG") else {}
 try:
     import triton
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+    except ImportError:  # pragma: no cover - Triton without TMA descriptors
+        TensorDescriptor = None
 
     from ._bwd import _bwd_dkdv_kernel, _bwd_dq_kernel
     from ._decode import _decode_kernel, _decode_merge_kernel
@@ -60,14 +67,41 @@ def _blocks(d: int, kind: str):
         return tuple(int(x) for x in forced.split(","))
     big = d > 64
     if kind == "fwd":
-        return (128, 64, 8, 3) if big and d <= 128 else ((64, 32, 4, 2) if d > 128 else (128, 64, 4, 3))
-    # H200 sweep at 32k, W=2048 S=100 (scripts/dev/sweep_triton.py): fwd 128/64/8w/3s gives 372 TFLOP/s at
-    # D=128 (128x128 tiles run out of shared memory); backward best at 32x64 (dK/dV) + 64x32 (dQ) for D=128
-    if kind == "dkdv":
-        return (32, 64, 4, 3) if big else (64, 64, 4, 3)
-    if kind == "dq":
-        return (64, 32, 4, 3) if big else (64, 64, 4, 3)
+        # H200 sweep, session 4 (scripts/dev/sweep_session4.py, one pipelined loop, TMA): 64x64 tiles on 4 warps
+        # fit two programs per SM whose softmax and matrix work interleave; 448 TFLOP/s at D=128 (128x64 on 8 warps:
+        # 349), 346 at D=64 with 2 stages
+        return (64, 64, 4, 3) if big and d <= 128 else ((64, 32, 4, 2) if d > 128 else (64, 64, 4, 2))
+    # backward, session 4 sweep at 32k W=2048 S=100 D=128: 64x64 tiles, 4 warps, 2 stages for both kernels
+    # (fwd+bwd 14.9 ms against 17.0 for session 3's 32x64 dK/dV + 64x32 dQ on the same code)
+    if kind in ("dkdv", "dq"):
+        return (64, 64, 4, 2) if big else (64, 64, 4, 3)
     raise ValueError(kind)
+
+
+def _tma_desc(t, strides, n_heads: int, block_rows: int, block_d: int):
+    """A TMA descriptor over ``t``'s storage seen as rows of its token stride, or None when the layout does not
+    allow one (the kernels then use pointer loads). ``strides`` = (batch, head, token) in elements.
+
+    Every (sequence, head) slab must start at a whole column offset of a row and hold ``block_d`` contiguous
+    columns (so head_dim must be the power of two the kernel tiles with), and the storage must be whole rows:
+    true for (B, H, L, D) and (B, L, H, D)-transposed dense tensors and packed (T, H, D), contiguous or not.
+    """
+    if os.environ.get("SWAA_TRITON_TMA", "1") == "0" or t.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    if TensorDescriptor is None or (not INTERPRET and torch.cuda.get_device_capability(t.device)[0] < 9):
+        return None
+    sb, sh, sl = strides
+    d = t.shape[-1]
+    esz = t.element_size()
+    if d != block_d or t.stride(-1) != 1 or sl < d or (sl * esz) % 16 or t.data_ptr() % 16:
+        return None
+    span = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+    if span % sl or sb % sl:
+        return None
+    if sh % sl and ((n_heads - 1) * sh + d > sl or (sh * esz) % 16):
+        return None
+    rows = span // sl
+    return TensorDescriptor(t, [rows, sl], [sl, 1], [block_rows, d])
 
 
 def _dot_mode(dtype) -> int:
@@ -124,13 +158,17 @@ def _forward(q, k, v, geo: _Geometry, w, s, scale):
     o = torch.empty_like(q)
     lse = torch.empty(geo.lse_shape, device=q.device, dtype=torch.float32)
     bm, bn, warps, stages = _blocks(geo.d, "fwd")
-    grid = (triton.cdiv(geo.lq, bm), geo.nseq * geo.hq)
+    grid = (triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)
     so = _strides_packed(o) if geo.varlen else _strides_dense(o)
     sv = _strides_packed(v) if geo.varlen else _strides_dense(v)
-    _fwd_kernel[grid](q, k, v, o, lse, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse),
-                      geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E,
+    descs = (_tma_desc(q, geo.sq, geo.hq, bm, geo.block_d), _tma_desc(k, geo.sk, geo.hkv, bn, geo.block_d),
+             _tma_desc(v, sv, geo.hkv, bn, geo.block_d))
+    tma = all(x is not None for x in descs)
+    global LAST_FWD_LAUNCH
+    LAST_FWD_LAUNCH = _fwd_kernel[grid](*(descs if tma else (q, k, v)), o, lse, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
+                      *geo.lse_strides(lse), geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E,
                       D=geo.d, BLOCK_D=geo.block_d, BLOCK_M=bm, BLOCK_N=bn, VARLEN=geo.varlen, DOT=geo.dot,
-                      num_warps=warps, num_stages=stages)
+                      TMA=tma, WS=tma and _WS_FWD, num_warps=warps, num_stages=stages, **_MAXNREG)
     return o, lse
 
 
@@ -145,16 +183,25 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
     so = _strides_packed(o) if geo.varlen else _strides_dense(o)
     sv = _strides_packed(v) if geo.varlen else _strides_dense(v)
     common = dict(D=geo.d, BLOCK_D=geo.block_d, VARLEN=geo.varlen, DOT=geo.dot)
+
+    def operands(bm, bn):          # TMA descriptors for (q, k, v, do) with these tiles, else the tensors
+        descs = (_tma_desc(q, geo.sq, geo.hq, bm, geo.block_d), _tma_desc(k, geo.sk, geo.hkv, bn, geo.block_d),
+                 _tma_desc(v, sv, geo.hkv, bn, geo.block_d), _tma_desc(do, so, geo.hq, bm, geo.block_d))
+        tma = all(x is not None for x in descs)
+        return (descs if tma else (q, k, v, do)), tma
+
     bm, bn, warps, stages = _blocks(geo.d, "dkdv")
+    (q_, k_, v_, do_), tma = operands(bm, bn)
     _bwd_dkdv_kernel[(triton.cdiv(geo.lk, bn), geo.nseq * geo.hkv)](
-        q, k, v, do, lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
+        q_, k_, v_, do_, lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
         *geo.lse_strides(lse_b), geo.lq, geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E,
-        BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **common)
+        BLOCK_M=bm, BLOCK_N=bn, TMA=tma, num_warps=warps, num_stages=stages, **common)
     bm, bn, warps, stages = _blocks(geo.d, "dq")
-    _bwd_dq_kernel[(triton.cdiv(geo.lq, bm), geo.nseq * geo.hq)](
-        q, k, v, do, lse_b, delta, dq, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
+    (q_, k_, v_, do_), tma = operands(bm, bn)
+    _bwd_dq_kernel[(triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)](
+        q_, k_, v_, do_, lse_b, delta, dq, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
         *geo.lse_strides(lse_b), geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E,
-        BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **common)
+        BLOCK_M=bm, BLOCK_N=bn, TMA=tma, num_warps=warps, num_stages=stages, **common)
     return dq, dk, dv
 
 

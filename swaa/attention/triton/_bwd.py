@@ -1,16 +1,31 @@
 """Backward kernels (FlashAttention-2 style, no atomics): dK/dV per key block, dQ per query block.
 
-dK/dV: one program per (key block, sequence, KV head) loops over the GQA group's query heads and over the query
-blocks that can see its keys: positions ``[n0, n1 - 1 + W)`` for window keys, and every later query for a block
-holding sink keys (``n0 < S``). dQ: one program per (query block, sequence, query head), the forward's key runs.
-Scores are recomputed from the saved base-2 LSE; ``delta = rowsum(dO * O)`` comes from the wrapper.
+dK/dV: one program per (key block, sequence, KV head) runs one software-pipelined loop over the GQA group's query
+heads and the query blocks that can see its keys: positions ``[n0, n1 - 1 + W)`` for window keys, and every later
+query for a block holding sink keys (``n0 < S``). Only blocks on the diagonal, the window's end or the sequence's
+end apply the rule; the others (every pair visible) skip the mask. dQ: one program per (query block, sequence,
+query head), the forward's single loop over sink and window key blocks, with the query heads of one KV head side
+by side in the grid. Scores are recomputed from the saved base-2 LSE; ``delta = rowsum(dO * O)`` comes from the
+wrapper. Q/K/V/dO tiles come through TMA descriptors when the wrapper could build them (``TMA``), else through
+pointer loads.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from ._fwd import _dot, _key_runs, _rule_mask, _seq_bounds
+from ._fwd import _block_start, _dot, _key_runs, _rule_mask, _seq_bounds, _tma_origin
+
+
+@triton.jit
+def _load_rows(src, r, c, base, rows, stride, offs_d, row_ok, d_ok, TMA: tl.constexpr):
+    """(len(rows), BLOCK_D) tile: from a TMA descriptor at row r, column c, or by masked pointer loads from
+    ``src + base`` (base: the (sequence, head) offset in elements)."""
+    if TMA:
+        return src.load([r, c])
+    else:
+        return tl.load(src + base + rows[:, None] * stride + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :],
+                       other=0.0)
 
 
 @triton.jit
@@ -20,7 +35,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
                      stride_lb, stride_lh, stride_lm,
                      Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale,
                      D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     VARLEN: tl.constexpr, DOT: tl.constexpr):
+                     VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // HKV
@@ -36,65 +51,61 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
     d_ok = offs_d < D
     col_ok = offs_n < Lk
     kv_mask = col_ok[:, None] & d_ok[None, :]
-    k = tl.load(K + b * stride_kb + kvh * stride_kh + (k0 + offs_n)[:, None] * stride_kn + offs_d[None, :],
-                mask=kv_mask, other=0.0)                                             # (BN, D)
-    v = tl.load(V + b * stride_vb + kvh * stride_vh + (k0 + offs_n)[:, None] * stride_vn + offs_d[None, :],
-                mask=kv_mask, other=0.0)
+    if TMA:
+        kr, kc = _tma_origin(b, kvh, stride_kb, stride_kh, stride_kn)
+        vr, vc = _tma_origin(b, kvh, stride_vb, stride_vh, stride_vn)
+    else:
+        kr, kc, vr, vc = 0, 0, 0, 0
+    k = _load_rows(K, kr + k0 + n_start, kc, b * stride_kb + kvh * stride_kh, k0 + offs_n, stride_kn, offs_d,
+                   col_ok, d_ok, TMA)                                                # (BN, D)
+    v = _load_rows(V, vr + k0 + n_start, vc, b * stride_vb + kvh * stride_vh, k0 + offs_n, stride_vn, offs_d,
+                   col_ok, d_ok, TMA)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
     # query positions that may see a key of this block
     n_last = tl.minimum(n_start + BLOCK_N, Lk) - 1
-    p_lo = n_start
+    all_sinks = n_start + BLOCK_N <= S
     p_hi = tl.where(n_start < S, Lk, tl.minimum(Lk, n_last + W))                  # exclusive
-    m_lo = tl.maximum(p_lo - off, 0)
-    m_lo = (m_lo // BLOCK_M) * BLOCK_M
+    m_lo = (tl.maximum(n_start - off, 0) // BLOCK_M) * BLOCK_M
     m_hi = tl.minimum(p_hi - off, Lq)
-    for g in range(0, GROUPS):
+    n_m = tl.maximum(tl.cdiv(m_hi - m_lo, BLOCK_M), 0)
+    # one loop over (query head of the group, query block)
+    for it in tl.range(0, GROUPS * n_m):
+        g = it // n_m
+        start_m = m_lo + (it - g * n_m) * BLOCK_M
         h = kvh * GROUPS + g
-        for start_m in range(m_lo, m_hi, BLOCK_M):
-            rows = start_m + offs_m
-            row_ok = rows < Lq
-            pos = rows + off
-            q = tl.load(Q + b * stride_qb + h * stride_qh + (q0 + rows)[:, None] * stride_qm + offs_d[None, :],
-                        mask=row_ok[:, None] & d_ok[None, :], other=0.0)              # (BM, D)
-            do = tl.load(DO + b * stride_ob + h * stride_oh + (q0 + rows)[:, None] * stride_om + offs_d[None, :],
-                         mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-            lse = tl.load(LSE + b * stride_lb + h * stride_lh + (q0 + rows) * stride_lm, mask=row_ok,
-                          other=float("inf"))
-            delta = tl.load(DELTA + b * stride_lb + h * stride_lh + (q0 + rows) * stride_lm, mask=row_ok, other=0.0)
-            qkT = _dot(k, tl.trans(q), None, DOT)                                     # (BN, BM)
+        rows = start_m + offs_m
+        row_ok = rows < Lq
+        pos = rows + off
+        if TMA:
+            qr, qc = _tma_origin(b, h, stride_qb, stride_qh, stride_qm)
+            dr, dc = _tma_origin(b, h, stride_ob, stride_oh, stride_om)
+        else:
+            qr, qc, dr, dc = 0, 0, 0, 0
+        q = _load_rows(Q, qr + q0 + start_m, qc, b * stride_qb + h * stride_qh, q0 + rows, stride_qm, offs_d,
+                       row_ok, d_ok, TMA)                                           # (BM, D)
+        do = _load_rows(DO, dr + q0 + start_m, dc, b * stride_ob + h * stride_oh, q0 + rows, stride_om,
+                        offs_d, row_ok, d_ok, TMA)
+        lse = tl.load(LSE + b * stride_lb + h * stride_lh + (q0 + rows) * stride_lm, mask=row_ok,
+                      other=float("inf"))
+        delta = tl.load(DELTA + b * stride_lb + h * stride_lh + (q0 + rows) * stride_lm, mask=row_ok, other=0.0)
+        qkT = _dot(k, tl.trans(q), None, DOT)                                         # (BN, BM)
+        pT = tl.math.exp2(qkT * qk_scale - lse[None, :])
+        # every pair visible: the first row sees the block's last key, the last row its first (or all are sinks)
+        inner = (start_m + off >= n_last) & ((start_m + BLOCK_M - 1 + off - n_start < W) | all_sinks)
+        if (not inner) | (start_m + BLOCK_M > Lq):
             vis = _rule_mask(pos[None, :], offs_n[:, None], Lk, W, S) & row_ok[None, :]
-            pT = tl.where(vis, tl.math.exp2(qkT * qk_scale - lse[None, :]), 0.0)
-            dv = _dot(pT.to(do.dtype), do, dv, DOT)
-            dpT = _dot(v, tl.trans(do), None, DOT)
-            dsT = pT * (dpT - delta[None, :])
-            dk = _dot(dsT.to(q.dtype), q, dk, DOT)
+            pT = tl.where(vis, pT, 0.0)
+        dv = _dot(pT.to(do.dtype), do, dv, DOT)
+        dpT = _dot(v, tl.trans(do), None, DOT)
+        dsT = pT * (dpT - delta[None, :])
+        dk = _dot(dsT.to(q.dtype), q, dk, DOT)
     dk = dk * (qk_scale * 0.6931471805599453)                                       # back to natural-log scale
     tl.store(DK + b * stride_kb + kvh * stride_kh + (k0 + offs_n)[:, None] * stride_kn + offs_d[None, :],
              dk.to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + b * stride_vb + kvh * stride_vh + (k0 + offs_n)[:, None] * stride_vn + offs_d[None, :],
              dv.to(DV.dtype.element_ty), mask=kv_mask)
-
-
-@triton.jit
-def _bwd_dq_run(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, start, end, pos, offs_n, d_ok,
-                Lk, W, S, qk_scale, MODE: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
-    for start_n in range(start, end, BLOCK_N):
-        cols = start_n + offs_n
-        kv_ok = cols < Lk
-        kT = tl.load(k_ptrs + start_n * stride_kn, mask=kv_ok[None, :] & d_ok[:, None], other=0.0)   # (D, BN)
-        vT = tl.load(v_ptrs + start_n * stride_vn, mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
-        qk = _dot(q, kT, None, DOT)
-        dp = _dot(do, vT, None, DOT)
-        p = tl.math.exp2(qk * qk_scale - lse[:, None])
-        if MODE == 1:
-            p = tl.where((cols < S)[None, :], p, 0.0)
-        if MODE == 2:
-            p = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), p, 0.0)
-        ds = p * (dp - delta[:, None])
-        dq = _dot(ds.to(kT.dtype), tl.trans(kT), dq, DOT)
-    return dq
 
 
 @triton.jit
@@ -104,12 +115,15 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
                    stride_lb, stride_lh, stride_lm,
                    Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   VARLEN: tl.constexpr, DOT: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    kvh = h // GROUPS
+                   VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False):
+    # grid (query blocks x GROUPS, sequences x KV heads), as the forward's
+    pid_mg = tl.program_id(0)
+    pid_bk = tl.program_id(1)
+    pid_m = pid_mg // GROUPS
+    hkv_n = H // GROUPS
+    b = pid_bk // hkv_n
+    kvh = pid_bk % hkv_n
+    h = kvh * GROUPS + pid_mg % GROUPS
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
     m_start = pid_m * BLOCK_M
     if m_start >= Lq:
@@ -121,31 +135,39 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
     d_ok = offs_d < D
     row_ok = offs_m < Lq
     pos = offs_m + off
-    io_mask = row_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + b * stride_qb + h * stride_qh + (q0 + offs_m)[:, None] * stride_qm + offs_d[None, :],
-                mask=io_mask, other=0.0)
-    do = tl.load(DO + b * stride_ob + h * stride_oh + (q0 + offs_m)[:, None] * stride_om + offs_d[None, :],
-                 mask=io_mask, other=0.0)
+    if TMA:
+        qr, qc = _tma_origin(b, h, stride_qb, stride_qh, stride_qm)
+        dr, dc = _tma_origin(b, h, stride_ob, stride_oh, stride_om)
+        kr, kc = _tma_origin(b, kvh, stride_kb, stride_kh, stride_kn)
+        vr, vc = _tma_origin(b, kvh, stride_vb, stride_vh, stride_vn)
+    else:
+        qr, qc, dr, dc, kr, kc, vr, vc = 0, 0, 0, 0, 0, 0, 0, 0
+    q = _load_rows(Q, qr + q0 + m_start, qc, b * stride_qb + h * stride_qh, q0 + offs_m, stride_qm, offs_d,
+                   row_ok, d_ok, TMA)
+    do = _load_rows(DO, dr + q0 + m_start, dc, b * stride_ob + h * stride_oh, q0 + offs_m, stride_om, offs_d,
+                    row_ok, d_ok, TMA)
     lse = tl.load(LSE + b * stride_lb + h * stride_lh + (q0 + offs_m) * stride_lm, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + b * stride_lb + h * stride_lh + (q0 + offs_m) * stride_lm, mask=row_ok, other=0.0)
-    k_ptrs = K + b * stride_kb + kvh * stride_kh + (k0 + offs_n)[None, :] * stride_kn + offs_d[:, None]
-    v_ptrs = V + b * stride_vb + kvh * stride_vh + (k0 + offs_n)[None, :] * stride_vn + offs_d[:, None]
+    k_base = b * stride_kb + kvh * stride_kh
+    v_base = b * stride_vb + kvh * stride_vh
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     p_max, sink_hi, ws, int_lo, int_hi, hi = _key_runs(m_start, Lq, Lk, W, S, BLOCK_M, BLOCK_N)
     if p_max >= 0:
-        dq = _bwd_dq_run(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, 0, sink_hi, pos,
-                         offs_n, d_ok, Lk, W, S, qk_scale, 1, BLOCK_N, DOT)
-        if int_lo < int_hi:
-            dq = _bwd_dq_run(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, ws, int_lo, pos, offs_n,
-                             d_ok, Lk, W, S, qk_scale, 2, BLOCK_N, DOT)
-            dq = _bwd_dq_run(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, int_lo, int_hi, pos,
-                             offs_n, d_ok, Lk, W, S, qk_scale, 0, BLOCK_N, DOT)
-            dq = _bwd_dq_run(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, int_hi, hi, pos, offs_n,
-                             d_ok, Lk, W, S, qk_scale, 2, BLOCK_N, DOT)
-        else:
-            dq = _bwd_dq_run(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, ws, hi, pos, offs_n,
-                             d_ok, Lk, W, S, qk_scale, 2, BLOCK_N, DOT)
+        n_sink = tl.cdiv(sink_hi, BLOCK_N)
+        for it in tl.range(0, n_sink + tl.cdiv(hi - ws, BLOCK_N)):
+            start_n = tl.multiple_of(_block_start(it, n_sink, ws, BLOCK_N), BLOCK_N)
+            cols = start_n + offs_n
+            kv_ok = cols < Lk
+            k = _load_rows(K, kr + k0 + start_n, kc, k_base, k0 + cols, stride_kn, offs_d, kv_ok, d_ok, TMA)
+            v = _load_rows(V, vr + k0 + start_n, vc, v_base, k0 + cols, stride_vn, offs_d, kv_ok, d_ok, TMA)
+            qk = _dot(q, tl.trans(k), None, DOT)                                      # (BM, BN)
+            dp = _dot(do, tl.trans(v), None, DOT)
+            p = tl.math.exp2(qk * qk_scale - lse[:, None])
+            if (start_n < int_lo) | (start_n >= int_hi):                             # sink or edge block
+                p = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), p, 0.0)
+            ds = p * (dp - delta[:, None])
+            dq = _dot(ds.to(k.dtype), k, dq, DOT)
     dq = dq * (qk_scale * 0.6931471805599453)
     tl.store(DQ + b * stride_qb + h * stride_qh + (q0 + offs_m)[:, None] * stride_qm + offs_d[None, :],
-             dq.to(DQ.dtype.element_ty), mask=io_mask)
+             dq.to(DQ.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])

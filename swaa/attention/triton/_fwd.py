@@ -1,16 +1,19 @@
 """Forward kernel: sink + sliding-window attention, online softmax, GQA, dense or packed (varlen) layout.
 
-One program handles BLOCK_M queries of one (sequence, query head). Its keys are visited in at most four runs, never
-more than once even where sinks and window overlap:
+One program handles BLOCK_M queries of one (sequence, query head). It visits key blocks in one software-pipelined
+loop, never a block twice even where sinks and window overlap:
 
-    sinks  [0, min(S, ws))           only keys < S are kept          (MODE 1: column mask)
-    edge   [ws, int_lo)              window start, rule applied      (MODE 2)
-    inner  [int_lo, int_hi)          every pair visible              (MODE 0: no mask)
-    edge   [int_hi, hi)              diagonal, rule applied          (MODE 2)
+    sinks  [0, min(S, ws))           rule applied (only keys < S survive there)
+    edge   [ws, int_lo)              window start, rule applied
+    inner  [int_lo, int_hi)          every pair visible: no mask
+    edge   [int_hi, hi)              diagonal, rule applied
 
 ``ws`` is the window's first key rounded down to BLOCK_N; key blocks outside the sinks and the window are never
-loaded. Scores use exp2 with the softmax scale folded into log2(e); the LSE is kept in base 2 internally.
-Layout: per-row strides, so one kernel serves (B, H, L, D) and packed (total, H, D) with cu_seqlens.
+loaded. (Four separate loops, as before session 4, refilled the pipeline four times per program and kept two
+loops' stage buffers alive at once, which ruled out 128-key tiles.) Scores use exp2 with the softmax scale folded
+into log2(e); the LSE is kept in base 2 internally. On Hopper, Q/K/V tiles come through TMA descriptors when the
+layout allows (see ``_tma_desc``), else through pointer loads with per-row strides; one kernel serves (B, H, L, D)
+and packed (total, H, D) with cu_seqlens.
 """
 from __future__ import annotations
 
@@ -63,24 +66,46 @@ def _key_runs(m_start, Lq, Lk, W, S, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexp
 
 
 @triton.jit
-def _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, start, end, pos, offs_n, d_ok,
-             Lk, W, S, qk_scale, MODE: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
-    for start_n in range(start, end, BLOCK_N):
+def _tma_origin(b, h, sb, sh, sl):
+    """(row, column) of the (sequence, head) slab in a TMA descriptor over the storage as rows of ``sl``."""
+    off = b.to(tl.int64) * sb + h.to(tl.int64) * sh
+    return (off // sl).to(tl.int32), (off % sl).to(tl.int32)
+
+
+@triton.jit
+def _block_start(it, n_sink, ws, BLOCK_N: tl.constexpr):
+    """Key offset of iteration ``it`` of the one loop over the sink blocks then the window blocks."""
+    return tl.where(it < n_sink, it * BLOCK_N, ws + (it - n_sink) * BLOCK_N)
+
+
+@triton.jit
+def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, int_lo, int_hi,
+              n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+              TMA: tl.constexpr, WS: tl.constexpr):
+    # One software-pipelined loop over every visited key block (one pipeline fill per program instead of one per
+    # run, and one set of stage buffers). Blocks in [int_lo, int_hi) run unmasked; sink and edge blocks apply the
+    # rule. k_src/v_src: TMA descriptors (key j at row kr + j / vr + j, columns kc / vc) or pointer tiles at key 0.
+    for it in tl.range(0, n_iter, warp_specialize=WS):
+        start_n = _block_start(it, n_sink, ws, BLOCK_N)
+        start_n = tl.multiple_of(start_n, BLOCK_N)
         cols = start_n + offs_n                                              # (BLOCK_N,)
-        kv_ok = cols < Lk
-        k = tl.load(k_ptrs + start_n * stride_kn, mask=kv_ok[None, :] & d_ok[:, None], other=0.0)  # (D, BN)
-        qk = _dot(q, k, None, DOT) * qk_scale
-        if MODE == 1:
-            qk = tl.where((cols < S)[None, :], qk, float("-inf"))
-        if MODE == 2:
+        if TMA:
+            k = k_src.load([kr + start_n, kc]).T                             # (D, BN)
+        else:
+            k = tl.load(k_src + start_n * stride_kn, mask=(cols < Lk)[None, :] & d_ok[:, None], other=0.0)
+        qk = _dot(q, k, None, DOT)
+        if (start_n < int_lo) | (start_n >= int_hi):                         # sink or edge block
             qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
-        m_ij = tl.maximum(m_i, tl.max(qk, 1))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)                 # rows that saw nothing yet
-        p = tl.math.exp2(qk - m_safe[:, None])
+        p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        v = tl.load(v_ptrs + start_n * stride_vn, mask=kv_ok[:, None] & d_ok[None, :], other=0.0)  # (BN, D)
+        if TMA:
+            v = v_src.load([vr + start_n, vc])                               # (BN, D)
+        else:
+            v = tl.load(v_src + start_n * stride_vn, mask=(cols < Lk)[:, None] & d_ok[None, :], other=0.0)
         acc = _dot(p.to(v.dtype), v, acc, DOT)
         m_i = m_ij
     return acc, l_i, m_i
@@ -93,12 +118,18 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
                 stride_lb, stride_lh, stride_lm,
                 Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                 D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                VARLEN: tl.constexpr, DOT: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    kvh = h // GROUPS
+                VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False, WS: tl.constexpr = False):
+    """Q/K/V are pointers, or with TMA descriptors over their storage as rows of stride_qm/kn/vn elements
+    (the wrapper checks the layout allows it; D == BLOCK_D there)."""
+    # grid (query blocks x GROUPS, sequences x KV heads): the query heads sharing a KV head run side by side on
+    # the same query block, so their K/V tiles are read from HBM once and then served by L2
+    pid_mg = tl.program_id(0)
+    pid_bk = tl.program_id(1)
+    pid_m = pid_mg // GROUPS
+    hkv_n = H // GROUPS
+    b = pid_bk // hkv_n
+    kvh = pid_bk % hkv_n
+    h = kvh * GROUPS + pid_mg % GROUPS
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
     m_start = pid_m * BLOCK_M
     if m_start >= Lq:
@@ -111,10 +142,21 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
     row_ok = offs_m < Lq
     pos = offs_m + off
 
-    q_ptrs = Q + b * stride_qb + h * stride_qh + (q0 + offs_m)[:, None] * stride_qm + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-    k_ptrs = K + b * stride_kb + kvh * stride_kh + (k0 + offs_n)[None, :] * stride_kn + offs_d[:, None]
-    v_ptrs = V + b * stride_vb + kvh * stride_vh + (k0 + offs_n)[:, None] * stride_vn + offs_d[None, :]
+    if TMA:
+        qr, qc = _tma_origin(b, h, stride_qb, stride_qh, stride_qm)
+        kr, kc = _tma_origin(b, kvh, stride_kb, stride_kh, stride_kn)
+        vr, vc = _tma_origin(b, kvh, stride_vb, stride_vh, stride_vn)
+        kr += k0
+        vr += k0
+        q = Q.load([qr + q0 + m_start, qc])              # rows past the sequence are never stored
+        k_src = K
+        v_src = V
+    else:
+        kr, kc, vr, vc = 0, 0, 0, 0
+        q_ptrs = Q + b * stride_qb + h * stride_qh + (q0 + offs_m)[:, None] * stride_qm + offs_d[None, :]
+        q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+        k_src = K + b * stride_kb + kvh * stride_kh + (k0 + offs_n)[None, :] * stride_kn + offs_d[:, None]
+        v_src = V + b * stride_vb + kvh * stride_vh + (k0 + offs_n)[:, None] * stride_vn + offs_d[None, :]
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -122,20 +164,13 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
 
     p_max, sink_hi, ws, int_lo, int_hi, hi = _key_runs(m_start, Lq, Lk, W, S, BLOCK_M, BLOCK_N)
     if p_max >= 0:
-        # sinks that lie before the window's first block
-        acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, 0, sink_hi, pos, offs_n,
-                                 d_ok, Lk, W, S, qk_scale, 1, BLOCK_N, DOT)
-        # interior [int_lo, int_hi): keys every row of the block sees (j <= p_min and p_max - j < W)
-        if int_lo < int_hi:
-            acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, ws, int_lo, pos,
-                                     offs_n, d_ok, Lk, W, S, qk_scale, 2, BLOCK_N, DOT)
-            acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, int_lo, int_hi, pos,
-                                     offs_n, d_ok, Lk, W, S, qk_scale, 0, BLOCK_N, DOT)
-            acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, int_hi, hi, pos,
-                                     offs_n, d_ok, Lk, W, S, qk_scale, 2, BLOCK_N, DOT)
-        else:
-            acc, l_i, m_i = _fwd_run(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, ws, hi, pos,
-                                     offs_n, d_ok, Lk, W, S, qk_scale, 2, BLOCK_N, DOT)
+        # sink blocks [0, sink_hi) before the window's first block, then the window [ws, hi); the interior
+        # [int_lo, int_hi) holds keys every row of the block sees (j <= p_min and p_max - j < W)
+        n_sink = tl.cdiv(sink_hi, BLOCK_N)
+        n_iter = n_sink + tl.cdiv(hi - ws, BLOCK_N)
+        acc, l_i, m_i = _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws,
+                                  int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N, DOT, TMA,
+                                  WS)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
