@@ -73,6 +73,25 @@ if "fwd" in PART:
     del q, k, v, qt, kt, vt, ref
     torch.cuda.empty_cache()
 
+if "lazy" in PART:
+    for (n, hq, hkv, d) in [(32768, 32, 8, 128), (131072, 32, 8, 128), (32768, 9, 3, 64)]:
+        q = torch.randn(1, hq, n, d, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, hkv, n, d, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        pairs = visible_pairs(n, n, w, s)
+        with torch.no_grad():
+            outs = {}
+            for lazy in (False, True, False, True):
+                T._LAZY_FWD = lazy
+                outs[lazy] = swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend="triton")
+                ms = timeit(lambda: swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend="triton"))
+                rec(kind="fwd", n=n, d=d, variant="lazy" if lazy else "default", ms=round(ms, 3),
+                    tflops=round(4 * pairs * d * hq / ms / 1e9, 1),
+                    err=(outs[lazy].float() - outs[False].float()).abs().max().item())
+        T._LAZY_FWD = False
+        del q, k, v
+    torch.cuda.empty_cache()
+
 if "bwd" in PART:
     n, hq, hkv, d = 32768, 32, 8, 128
     mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)

@@ -118,3 +118,20 @@ def test_decode_visits_sinks_and_window_only():
 def test_auto_never_picks_the_interpreter():
     q, k, v = _qkv(8, 8, 1, torch.float32)
     assert resolve_backend("auto", q, k, v, window=4).name == "sdpa"
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["rescale-always", "rescale-lazy"])
+@pytest.mark.parametrize("w, s", [(None, 0), (40, 3)])
+def test_forward_when_row_maxima_keep_growing(lazy, w, s, monkeypatch):
+    """Scores that grow along the keys (each block's max far above the last): the running rescale, and the lazy
+    variant that skips it while no row max grew by more than 2^8, both match the reference, LSE included."""
+    import swaa.attention.triton as T
+    monkeypatch.setattr(T, "_LAZY_FWD", lazy)
+    q, k, v = _qkv(150, 150, 2, torch.bfloat16)
+    k = (k.float() * torch.linspace(0.1, 6.0, 150)[None, None, :, None]).to(torch.bfloat16)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    with torch.no_grad():
+        out, lse = swaa_attention(q, k, v, backend="triton", return_lse=True, **kw)
+    ref, ref_lse = attention_ref(q, k, v, return_lse=True, **kw)
+    assert_close_to_ref(out, ref, attention_ref(q, k, v, upcast=False, **kw))
+    assert (lse - ref_lse).abs().max() <= 5e-2

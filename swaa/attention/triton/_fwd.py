@@ -81,7 +81,7 @@ def _block_start(it, n_sink, ws, BLOCK_N: tl.constexpr):
 @triton.jit
 def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, int_lo, int_hi,
               n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
-              TMA: tl.constexpr, WS: tl.constexpr):
+              TMA: tl.constexpr, WS: tl.constexpr, LAZY: tl.constexpr):
     # One software-pipelined loop over every visited key block (one pipeline fill per program instead of one per
     # run, and one set of stage buffers). Blocks in [int_lo, int_hi) run unmasked; sink and edge blocks apply the
     # rule. k_src/v_src: TMA descriptors (key j at row kr + j / vr + j, columns kc / vc) or pointer tiles at key 0.
@@ -97,11 +97,25 @@ def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_
         if (start_n < int_lo) | (start_n >= int_hi):                         # sink or edge block
             qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
         m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)                 # rows that saw nothing yet
-        p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
-        alpha = tl.math.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
+        if LAZY:
+            # rescale only when some row's maximum grew by more than 2^8 (probabilities stay <= 256 otherwise,
+            # exact since l and acc share the reference); rows that saw nothing yet compare NaN and never ask
+            if tl.max(tl.where(m_ij - m_i > 8.0, 1, 0), 0) > 0:
+                m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)
+                alpha = tl.math.exp2(m_i - m_safe)
+                l_i = l_i * alpha
+                acc = acc * alpha[:, None]
+                m_i = m_ij
+            m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)
+            p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
+            l_i = l_i + tl.sum(p, 1)
+            m_ij = m_i
+        else:
+            m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)             # rows that saw nothing yet
+            p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
+            alpha = tl.math.exp2(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
         if TMA:
             v = v_src.load([vr + start_n, vc])                               # (BN, D)
         else:
@@ -118,7 +132,8 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
                 stride_lb, stride_lh, stride_lm,
                 Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                 D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False, WS: tl.constexpr = False):
+                VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False, WS: tl.constexpr = False,
+                LAZY: tl.constexpr = False):
     """Q/K/V are pointers, or with TMA descriptors over their storage as rows of stride_qm/kn/vn elements
     (the wrapper checks the layout allows it; D == BLOCK_D there)."""
     # grid (query blocks x GROUPS, sequences x KV heads): the query heads sharing a KV head run side by side on
@@ -170,7 +185,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
         n_iter = n_sink + tl.cdiv(hi - ws, BLOCK_N)
         acc, l_i, m_i = _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws,
                                   int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N, DOT, TMA,
-                                  WS)
+                                  WS, LAZY)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
