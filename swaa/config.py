@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Union
 
-__all__ = ["SWAAConfig", "LayerPlan", "load_settings", "pattern_to_layers", "layers_to_pattern"]
+__all__ = ["SWAAConfig", "LayerPlan", "config_of", "load_settings", "pattern_to_layers", "layers_to_pattern"]
 
 _FIELDS = ("sliding_window_size", "keep_first", "force_fa_decode", "non_sliding_layers")
 
@@ -232,3 +232,39 @@ def load_settings(path_or_list: "str | os.PathLike | list") -> list[tuple[SWAACo
 
 
 assert tuple(f.name for f in fields(SWAAConfig)) == _FIELDS
+
+
+_SEEN: dict = {}     # id(raw dict) -> (its copy, layer count, SWAAConfig, its items): attention calls ask per layer
+
+
+def config_of(model_config, *, source: str | None = None) -> SWAAConfig | None:
+    """The SWAAConfig a model config carries as ``swaa_config`` (on it, or on its text config for multimodal
+    wrappers), validated against its layer count; None when it carries none. ``source`` names where the config came
+    from in the error for an invalid one (e.g. "hf_overrides"). Cheap on repeated calls (the model integration
+    asks once per layer and step): a dict already converted and unchanged is not parsed again."""
+    raw = getattr(model_config, "swaa_config", None)
+    text = model_config
+    if raw is None or getattr(model_config, "num_hidden_layers", None) is None:
+        text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+        if raw is None:
+            raw = getattr(text, "swaa_config", None)
+    if raw is None:
+        return None
+    n = getattr(text, "num_hidden_layers", None)
+    if isinstance(raw, dict):
+        hit = _SEEN.get(id(raw))           # the same dict, unchanged, and the config given out not changed since
+        if hit is not None and hit[1] == n and hit[0] == raw and dict.__eq__(hit[2], hit[3]):
+            return hit[2]
+    try:
+        cfg = SWAAConfig.from_dict(raw)
+    except (TypeError, ValueError) as e:
+        if source is None:
+            raise
+        raise ValueError(f"invalid swaa_config {raw!r} in {source}: {e}") from None
+    if n is not None:
+        cfg.validate_layers(n)
+    if isinstance(raw, dict):
+        if len(_SEEN) > 64:
+            _SEEN.clear()
+        _SEEN[id(raw)] = (dict(raw), n, cfg, dict(cfg))
+    return cfg

@@ -18,7 +18,7 @@ from transformers.masking_utils import AttentionMaskInterface, causal_mask_funct
 
 from ..attention import swaa_attention
 from ..attention.masks import visible
-from ..config import SWAAConfig
+from ..config import SWAAConfig, config_of
 
 __all__ = ["apply_swaa", "get_swaa_config", "swaa_attention_forward", "swaa_mask", "prompt_length_from_labels",
            "VERIFIED_MODEL_TYPES"]
@@ -32,14 +32,7 @@ VERIFIED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "qwen3_moe", "mistral")
 
 def get_swaa_config(config) -> SWAAConfig | None:
     """The model's SWAAConfig (a SWAAConfig or the plain dict that from_pretrained gives back), or None."""
-    raw = getattr(config, "swaa_config", None)
-    if raw is None:
-        return None
-    cfg = SWAAConfig.from_dict(raw)
-    n = getattr(config, "num_hidden_layers", None)
-    if n is not None:
-        cfg.validate_layers(n)
-    return cfg
+    return config_of(config)
 
 
 def swaa_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_offset=0,

@@ -122,3 +122,24 @@ def test_load_original_settings_list(tmp_path):
     p.write_text(json.dumps([{"model_list": []}]))
     with pytest.raises(ValueError, match="no 'swaa_config' key"):
         load_settings(p)
+
+
+def test_config_of_reads_once_and_sees_changes():
+    """The model integration asks for the config per layer and step: an unchanged dict is not parsed again, but a
+    changed dict, or a change to the config it gave out, is never served stale."""
+    from types import SimpleNamespace
+    from swaa.config import config_of
+    mc = SimpleNamespace(swaa_config={"sliding_window_size": 8, "keep_first": 2}, num_hidden_layers=4)
+    a = config_of(mc)
+    assert config_of(mc) is a and a.keep_first == 2
+    mc.swaa_config["keep_first"] = 3
+    assert config_of(mc).keep_first == 3
+    b = config_of(mc)
+    b.keep_first = 7                                      # the caller changed what it got: parse the dict again
+    assert config_of(mc).keep_first == 3
+    mc.swaa_config["non_sliding_layers"] = [9]
+    with pytest.raises(ValueError, match=r"\[9\].*4 layers"):
+        config_of(mc)
+    with pytest.raises(ValueError, match="in hf_overrides"):
+        config_of(SimpleNamespace(swaa_config={"bogus": 1}, num_hidden_layers=2), source="hf_overrides")
+    assert config_of(SimpleNamespace(num_hidden_layers=2)) is None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ...attention.masks import visible
-from ...config import LayerPlan, SWAAConfig
+from ...config import LayerPlan, SWAAConfig, config_of
 
 __all__ = ["config_from_hf", "layer_index", "RequestRows", "request_rows", "key_positions", "write_kv",
            "gather_kv", "attend_request", "blocks_to_free", "swaa_paged_attention"]
@@ -25,20 +25,7 @@ __all__ = ["config_from_hf", "layer_index", "RequestRows", "request_rows", "key_
 def config_from_hf(hf_config) -> SWAAConfig | None:
     """The SWAA config carried by a vLLM model (``hf_overrides={"swaa_config": {...}}``), validated against
     its layer count; None when the model has none (the plugin then stays out of the way)."""
-    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
-    raw = getattr(hf_config, "swaa_config", None)
-    if raw is None:
-        raw = getattr(text, "swaa_config", None)
-    if raw is None:
-        return None
-    try:
-        cfg = SWAAConfig.from_dict(raw)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"invalid swaa_config {raw!r} in hf_overrides: {e}") from None
-    n = getattr(text, "num_hidden_layers", None)
-    if n is not None:
-        cfg.validate_layers(n)
-    return cfg
+    return config_of(hf_config, source="hf_overrides")
 
 
 _INT = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
