@@ -315,8 +315,9 @@ def main(argv=None) -> int:
     d.add_argument("--dataset", required=True, help="parquet/jsonl path, or synthetic:<length>[:<n per task>[:<seed>]]")
     d.add_argument("--out", required=True, help="output folder: distill.jsonl (resumable), sft_data.jsonl")
     d.add_argument("--n", type=int, default=4, help="sampled answers per prompt")
-    d.add_argument("--engine", default="hf")
-    d.add_argument("--temperature", type=float, default=0.7)
+    d.add_argument("--engine", default="hf", choices=["hf", "vllm"],
+                   help="hf (transformers) or vllm (one engine on the model's folder, full attention)")
+    d.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (with --n 1)")
     d.add_argument("--top-p", type=float, default=0.95)
     d.add_argument("--max-new-tokens", type=int, default=48)
     d.add_argument("--max-prompt-tokens", type=int, default=None)

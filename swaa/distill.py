@@ -17,7 +17,7 @@ import hashlib
 import json
 from pathlib import Path
 
-__all__ = ["generate_samples", "self_distill", "select_distilled", "ENGINES"]
+__all__ = ["generate_samples", "self_distill", "select_distilled", "teacher_llm", "ENGINES"]
 
 ENGINES = ("hf", "vllm")
 
@@ -26,15 +26,32 @@ def _seed_for(seed: int, key: str) -> int:
     return int(hashlib.sha256(f"{seed}|{key}".encode()).hexdigest()[:8], 16)
 
 
-def generate_samples(model, tok, chat_texts: list[str], *, engine: str = "hf", n: int = 4, temperature: float = 0.7,
-                     top_p: float = 0.95, max_new_tokens: int = 48, seed: int = 0) -> list[list[str]]:
-    """``n`` sampled answers to each chat-formatted prompt (one batch, left padding). The one place that knows
-    about generation engines."""
-    if engine == "vllm":
-        raise ValueError("engine='vllm' needs the vLLM engine of swaa.eval, which is not wired into self-distillation "
-                         "yet; use engine='hf'")
-    if engine != "hf":
+def _check_sampling(engine: str, n: int, temperature: float) -> None:
+    if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} is not one of {ENGINES}")
+    if n < 1:
+        raise ValueError(f"n={n}: self-distillation needs at least one sample per prompt")
+    if temperature < 0 or (temperature == 0 and n != 1):
+        raise ValueError(f"temperature={temperature} with n={n}: use temperature > 0 to sample several answers, "
+                         "or temperature=0 (greedy) with n=1")
+
+
+def generate_samples(model, tok, chat_texts: list[str], *, engine: str = "hf", n: int = 4, temperature: float = 0.7,
+                     top_p: float = 0.95, max_new_tokens: int = 48, seed: int = 0, llm=None) -> list[list[str]]:
+    """``n`` sampled answers to each chat-formatted prompt (one batch; HF pads on the left). ``temperature=0``
+    means greedy, one answer. The one place that knows about generation engines: ``engine="vllm"`` samples with
+    the vLLM engine ``llm`` (see :func:`teacher_llm`), each prompt with its own seed ``seed + i``."""
+    _check_sampling(engine, n, temperature)
+    if engine == "vllm":
+        if llm is None:
+            raise ValueError("engine='vllm' needs the teacher's vLLM engine: pass llm=teacher_llm(model_path, ...) "
+                             "(self_distill makes one)")
+        from vllm import SamplingParams
+        ids = [tok(c, add_special_tokens=False)["input_ids"] for c in chat_texts]
+        params = [SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                 max_tokens=max_new_tokens, seed=seed + i) for i in range(len(ids))]
+        outs = llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
+        return [[o.text.strip() for o in out.outputs] for out in outs]
     import torch
 
     side, tok.padding_side = tok.padding_side, "left"
@@ -43,12 +60,28 @@ def generate_samples(model, tok, chat_texts: list[str], *, engine: str = "hf", n
     finally:
         tok.padding_side = side
     torch.manual_seed(seed)
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
     with torch.no_grad():
-        gen = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p, num_return_sequences=n,
-                             max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+        gen = model.generate(**enc, num_return_sequences=n, max_new_tokens=max_new_tokens,
+                             pad_token_id=tok.pad_token_id, **sampling)
     start = enc["input_ids"].shape[1]
     texts = [tok.decode(g[start:], skip_special_tokens=True).strip() for g in gen]
     return [texts[i * n:(i + 1) * n] for i in range(len(chat_texts))]
+
+
+def teacher_llm(model, max_model_len: int, seed: int = 0, **vllm_kwargs):
+    """The vLLM engine for self-distillation: the model's weights on disk (``model.name_or_path``) under full
+    attention (no SWAA config), fp32 on CPU as the HF model there."""
+    from .integrations.vllm.offline import make_llm, prepare_cpu_env
+    path = str(getattr(model, "name_or_path", "") or "")
+    if not path or not Path(path).exists():
+        raise ValueError(f"engine='vllm' loads the teacher from disk, but the model's name_or_path {path!r} is not a "
+                         "local folder: save the model (model.save_pretrained(DIR)) and load it from DIR, or use "
+                         "engine='hf'")
+    prepare_cpu_env()
+    kwargs = dict(dtype="float32" if model.device.type == "cpu" else "auto", seed=seed, max_model_len=max_model_len)
+    kwargs.update(vllm_kwargs)
+    return make_llm(path, None, **kwargs)
 
 
 def _score(response: str, row, judge) -> float:
@@ -62,12 +95,14 @@ def _score(response: str, row, judge) -> float:
 
 def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", temperature: float = 0.7,
                  top_p: float = 0.95, max_new_tokens: int = 48, seed: int = 0, judge=None,
-                 max_prompt_tokens: int | None = None, batch_size: int = 4, progress: bool = True) -> list[dict]:
+                 max_prompt_tokens: int | None = None, batch_size: int = 4, progress: bool = True,
+                 vllm_kwargs: dict | None = None) -> list[dict]:
     """Sample ``n`` answers per prompt of ``dataset`` (DataFrame or path with prompt/question/answer) under full
     attention and score them; rows go to ``OUT/distill.jsonl`` as they finish. Returns one row per prompt:
     ``id, prompt, question, answer, task, prompt_tokens, responses, scores``.
 
-    ``batch_size`` prompts are sampled together (left padding). Scores are the rule metric ``contains`` (for
+    ``engine``: "hf" (``model.generate``) or "vllm" (one vLLM engine on the model's folder, started only if a
+    prompt is left to sample; ``vllm_kwargs`` go to it). ``batch_size`` prompts are sampled together. Scores are the rule metric ``contains`` (for
     multiple-choice rows, the chosen letter), or ``judge_score`` when ``judge`` is given. Prompts longer than
     ``max_prompt_tokens`` (chat template included) are skipped and counted.
     """
@@ -77,8 +112,7 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
     from .integrations.transformers import apply_swaa, get_swaa_config
     from .results import ResultStore
 
-    if n < 1:
-        raise ValueError(f"n={n}: self-distillation needs at least one sample per prompt")
+    _check_sampling(engine, n, temperature)
     df = dataset if isinstance(dataset, pd.DataFrame) else load_dataset(dataset)
     df = validate_dataset(df, "the self-distillation dataset")
     if "id" not in df.columns:
@@ -99,15 +133,19 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
     keys = {i: f"{df['id'].iloc[i]}|{fp}" for i in keep}
     # batches are fixed by the data, not by what is left, so a resumed run samples exactly what a full run would
     batches = [keep[s:s + batch_size] for s in range(0, len(keep), batch_size)]
+    llm = None
     try:
         from tqdm.auto import tqdm
         for batch in tqdm(batches, desc="self-distill", disable=not progress):
             todo = [i for i in batch if keys[i] not in store]
             if not todo:
                 continue
+            if engine == "vllm" and llm is None:
+                llm = teacher_llm(model, max(n_tok[i] for i in keep) + max_new_tokens + 16, seed=seed,
+                                  **(vllm_kwargs or {}))
             samples = generate_samples(model, tok, [chats[i] for i in batch], engine=engine, n=n,
                                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                       seed=_seed_for(seed, keys[batch[0]]))
+                                       seed=_seed_for(seed, keys[batch[0]]), llm=llm)
             for i, responses in zip(batch, samples):
                 if i in todo:
                     row = df.iloc[i]

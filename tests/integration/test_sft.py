@@ -97,8 +97,12 @@ def test_bad_inputs_name_the_value_and_the_fix(tok, tmp_path):
     with pytest.raises(ValueError, match="SFTConfig.batch_size=0 must be >= 1"):
         SFTConfig(batch_size=0)
     from swaa.distill import generate_samples, select_distilled
-    with pytest.raises(ValueError, match="engine='vllm' needs the vLLM engine of swaa.eval"):
+    with pytest.raises(ValueError, match="engine='vllm' needs the teacher's vLLM engine"):
         generate_samples(None, None, ["x"], engine="vllm")
+    with pytest.raises(ValueError, match=r"temperature=0 with n=4: .*temperature=0 \(greedy\) with n=1"):
+        generate_samples(None, None, ["x"], temperature=0, n=4)
+    with pytest.raises(ValueError, match="engine='vlm' is not one of"):
+        generate_samples(None, None, ["x"], engine="vlm")
     with pytest.raises(ValueError, match="no self-distilled rows"):
         select_distilled([])
 
