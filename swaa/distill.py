@@ -72,16 +72,13 @@ def generate_samples(model, tok, chat_texts: list[str], *, engine: str = "hf", n
 def teacher_llm(model, max_model_len: int, seed: int = 0, **vllm_kwargs):
     """The vLLM engine for self-distillation: the model's weights on disk (``model.name_or_path``) under full
     attention (no SWAA config), fp32 on CPU as the HF model there."""
-    from .integrations.vllm.offline import make_llm, prepare_cpu_env
+    from .integrations.vllm.offline import engine_for
     path = str(getattr(model, "name_or_path", "") or "")
     if not path or not Path(path).exists():
         raise ValueError(f"engine='vllm' loads the teacher from disk, but the model's name_or_path {path!r} is not a "
                          "local folder: save the model (model.save_pretrained(DIR)) and load it from DIR, or use "
                          "engine='hf'")
-    prepare_cpu_env()
-    kwargs = dict(dtype="float32" if model.device.type == "cpu" else "auto", seed=seed, max_model_len=max_model_len)
-    kwargs.update(vllm_kwargs)
-    return make_llm(path, None, **kwargs)
+    return engine_for(path, None, device=model.device.type, max_model_len=max_model_len, seed=seed, **vllm_kwargs)
 
 
 def _score(response: str, row, judge) -> float:

@@ -212,14 +212,12 @@ def _hf_generator(model, tok, chat, opts: EvalOptions):
 
 def _vllm_generator(model_id, cfg: SWAAConfig, chat_ids, opts: EvalOptions):
     """Greedy generation with vLLM and the SWAA plugin: one engine for this setting, fed by batches."""
-    from .integrations.vllm.offline import make_llm, prepare_cpu_env
+    from .integrations.vllm.offline import engine_for
     from .models import default_model_path
 
-    prepare_cpu_env()
-    kwargs = dict(dtype="float32" if opts.device == "cpu" else "auto", seed=0,
-                  max_model_len=max(len(c) for c in chat_ids) + opts.max_new_tokens + 16)
-    kwargs.update(opts.vllm_kwargs or {})
-    llm = make_llm(str(default_model_path() if model_id is None else model_id), cfg, **kwargs)
+    llm = engine_for(str(default_model_path() if model_id is None else model_id), cfg, device=opts.device,
+                     max_model_len=max(len(c) for c in chat_ids) + opts.max_new_tokens + 16,
+                     **(opts.vllm_kwargs or {}))
     from vllm import SamplingParams
     sp = SamplingParams(max_tokens=opts.max_new_tokens, temperature=0.0)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._fwd import _block_start, _dot, _key_runs, _rule_mask, _seq_bounds, _tma_origin
+from ._fwd import _block_start, _dot, _key_runs, _query_program, _rule_mask, _seq_bounds, _tma_origin
 
 
 @triton.jit
@@ -116,14 +116,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
                    Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False):
-    # grid (query blocks x GROUPS, sequences x KV heads), as the forward's
-    pid_mg = tl.program_id(0)
-    pid_bk = tl.program_id(1)
-    pid_m = pid_mg // GROUPS
-    hkv_n = H // GROUPS
-    b = pid_bk // hkv_n
-    kvh = pid_bk % hkv_n
-    h = kvh * GROUPS + pid_mg % GROUPS
+    pid_m, b, h, kvh = _query_program(H, GROUPS)                  # the forward's grid
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
     m_start = pid_m * BLOCK_M
     if m_start >= Lq:

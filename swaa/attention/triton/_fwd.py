@@ -51,6 +51,18 @@ def _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN: tl.constexpr):
 
 
 @triton.jit
+def _query_program(H, GROUPS):
+    """(query block, sequence, query head, KV head) of a program in the grid (query blocks x GROUPS, sequences x KV
+    heads) that the forward and dQ kernels share: the query heads sharing a KV head run side by side on the same
+    query block, so their K/V tiles are read from HBM once and then served by L2."""
+    pid_mg = tl.program_id(0)
+    pid_bk = tl.program_id(1)
+    hkv_n = H // GROUPS
+    kvh = pid_bk % hkv_n
+    return pid_mg // GROUPS, pid_bk // hkv_n, kvh * GROUPS + pid_mg % GROUPS, kvh
+
+
+@triton.jit
 def _key_runs(m_start, Lq, Lk, W, S, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Key-run bounds of the query block starting at ``m_start``: sinks [0, sink_hi), window [ws, hi) whose
     [int_lo, int_hi) part is visible to every row (no mask); p_max < 0 means the block sees no key."""
@@ -136,15 +148,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
                 LAZY: tl.constexpr = False):
     """Q/K/V are pointers, or with TMA descriptors over their storage as rows of stride_qm/kn/vn elements
     (the wrapper checks the layout allows it; D == BLOCK_D there)."""
-    # grid (query blocks x GROUPS, sequences x KV heads): the query heads sharing a KV head run side by side on
-    # the same query block, so their K/V tiles are read from HBM once and then served by L2
-    pid_mg = tl.program_id(0)
-    pid_bk = tl.program_id(1)
-    pid_m = pid_mg // GROUPS
-    hkv_n = H // GROUPS
-    b = pid_bk // hkv_n
-    kvh = pid_bk % hkv_n
-    h = kvh * GROUPS + pid_mg % GROUPS
+    pid_m, b, h, kvh = _query_program(H, GROUPS)
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
     m_start = pid_m * BLOCK_M
     if m_start >= Lq:

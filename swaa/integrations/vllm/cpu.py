@@ -18,22 +18,10 @@ class SWAACPUMetadataBuilder(CPUAttentionMetadataBuilder):
 
 
 class SWAACPUImpl(SWAAImplMixin, CPUAttentionBackendImpl):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_swaa()
-
     def do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping) -> None:
         if self._plan(layer) is None:
             return super().do_kv_cache_update(layer, key, value, kv_cache, slot_mapping)
         rules.write_kv(kv_cache, key, value, slot_mapping)
-
-    def forward(self, layer, query, key, value, kv_cache, attn_metadata, output, output_scale=None,
-                output_block_scale=None):
-        plan = self._plan(layer)
-        if plan is None or attn_metadata is None:
-            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, output_scale,
-                                   output_block_scale)
-        return self._swaa_forward(plan, query, kv_cache, attn_metadata, output, output_scale, output_block_scale)
 
 
 class SWAACPUBackend(CPUAttentionBackend):

@@ -31,18 +31,6 @@ class SWAAFlashMetadataBuilder(FlashAttentionMetadataBuilder):
 class SWAAFlashImpl(SWAAImplMixin, FlashAttentionImpl):
     _dense_fn = staticmethod(_dense)
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_swaa()
-
-    def forward(self, layer, query, key, value, kv_cache, attn_metadata, output, output_scale=None,
-                output_block_scale=None):
-        plan = self._plan(layer)
-        if plan is None or attn_metadata is None:
-            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, output_scale,
-                                   output_block_scale)
-        return self._swaa_forward(plan, query, kv_cache, attn_metadata, output, output_scale, output_block_scale)
-
 
 class SWAAFlashBackend(FlashAttentionBackend):
     @staticmethod

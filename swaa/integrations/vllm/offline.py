@@ -11,7 +11,7 @@ import os
 
 from ...config import SWAAConfig
 
-__all__ = ["make_llm", "generate", "kv_blocks_trace", "prepare_cpu_env"]
+__all__ = ["make_llm", "engine_for", "generate", "kv_blocks_trace", "prepare_cpu_env"]
 
 
 def prepare_cpu_env(kv_cache_gib: int = 1) -> None:
@@ -29,6 +29,16 @@ def make_llm(model: str, cfg: SWAAConfig | dict | None, **kwargs):
     if cfg is not None:
         overrides["swaa_config"] = SWAAConfig.from_dict(cfg).to_dict()
     return LLM(model, hf_overrides=overrides or None, **kwargs)
+
+
+def engine_for(model: str, cfg: SWAAConfig | dict | None, *, device: str, max_model_len: int, seed: int = 0,
+               **vllm_kwargs):
+    """The engine the eval and self-distillation runs use: the CPU environment prepared, fp32 on CPU (as the HF
+    model there) or the checkpoint's dtype elsewhere, ``vllm_kwargs`` on top."""
+    prepare_cpu_env()
+    kwargs = dict(dtype="float32" if str(device) == "cpu" else "auto", seed=seed, max_model_len=max_model_len)
+    kwargs.update(vllm_kwargs)
+    return make_llm(model, cfg, **kwargs)
 
 
 def generate(llm, prompts_ids: list[list[int]], max_tokens: int = 16, prompt_logprobs: bool = True,

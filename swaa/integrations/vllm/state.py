@@ -41,13 +41,22 @@ def attach_rows(md, common_attn_metadata):
 
 
 class SWAAImplMixin:
-    """Mixed into a vLLM attention impl class (before it): ``_init_swaa()`` in ``__init__``, then ``_plan(layer)``
-    says whether a layer runs the SWAA rule and ``_swaa_forward`` runs it over the paged cache."""
+    """Mixed into a vLLM attention impl class (before it): ``_plan(layer)`` says whether a layer runs the SWAA rule;
+    ``forward`` runs it over the paged cache (``_swaa_forward``) there, and the base impl's kernel elsewhere."""
     _dense_fn = None          # a fused kernel for gap-free requests (see rules.swaa_paged_attention)
 
-    def _init_swaa(self) -> None:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.swaa = active_config()              # raises here, at start-up, on an invalid config
         self._plans: dict[str, object] = {}
+
+    def forward(self, layer, query, key, value, kv_cache, attn_metadata, output, output_scale=None,
+                output_block_scale=None):
+        plan = self._plan(layer)
+        if plan is None or attn_metadata is None:
+            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, output_scale,
+                                   output_block_scale)
+        return self._swaa_forward(plan, query, kv_cache, attn_metadata, output, output_scale, output_block_scale)
 
     def _plan(self, layer):
         """The layer's plan, or None where vLLM's own kernel does the same thing (full attention throughout)."""
