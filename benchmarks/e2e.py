@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))        # run from anywhere in the checkout
 
 from swaa.costmodel import Rates, get_shape, predict_decode, predict_prefill      # noqa: E402
+from swaa.integrations.transformers import compile_blocks                           # noqa: E402
 from swaa.results import ResultStore                                                # noqa: E402
 from swaa.speed import (build_random_model, measure_rates, random_prompt_ids, speed_settings,  # noqa: E402
                         time_setting)
@@ -89,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=None, help="skip rows that would end after this (GPU: 510)")
     ap.add_argument("--models", default=None, help="comma list of shapes to keep from the plan")
     ap.add_argument("--decode-steps", type=int, default=None)
+    ap.add_argument("--eager", action="store_true",
+                    help="leave the norms and MLPs eager (default on CUDA: swaa compile_blocks, same for every row)")
     a = ap.parse_args(argv)
     t_start = time.time()
     dev = torch.device(a.device)
@@ -104,19 +107,22 @@ def main(argv=None) -> int:
     budget = a.budget_s if a.budget_s is not None else (510.0 if gpu else 1e9)
     windows, sinks = ((2048, 4096), 100) if gpu else ((16, 32), 4)
     steps = a.decode_steps or (16 if gpu else 4)
-    tag = device_tag(dev)
+    compiled = gpu and not a.eager
+    tag = device_tag(dev) + ("_eager" if gpu and not compiled else "")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out / f"e2e_{tag}.rows.jsonl")
     json_path = out / f"e2e_{tag}.json"
     header = dict(benchmark="e2e", device=torch.cuda.get_device_name(dev) if gpu else (platform.processor() or
                   platform.machine()), **_versions(), dtype="bfloat16" if gpu else "float32", batch=1,
-                  decode_steps=steps, windows=list(windows), sinks=sinks,
+                  decode_steps=steps, windows=list(windows), sinks=sinks, compile_blocks=compiled,
                   plan=[dict(model=m, lengths=ls, grid=g) for m, ls, g in plan],
                   note="random-weight models; prefill = median over reps of a forward with logits_to_keep=1 into a "
                        "fresh DynamicCache (SinkWindowCache eviction installed by apply_swaa); decode = median of "
                        "greedy steps after 2 warm-up steps; torch.cuda.synchronize around every timed region; "
-                       "pred_* from swaa.costmodel with the rates measured first on this machine")
+                       "pred_* from swaa.costmodel with the rates measured first on this machine; compile_blocks: norms, "
+                       "MLPs and rotary table under torch.compile (swaa.integrations.transformers.compile_blocks), "
+                       "attention eager through the registry, in every row alike")
     print(f"e2e on {header['device']} ({tag}); torch {header['torch']}, transformers {header['transformers']}, "
           f"triton {header['triton']}; budget {budget:.0f} s; rows -> {store.path}", flush=True)
 
@@ -137,6 +143,8 @@ def main(argv=None) -> int:
         model = None
         try:
             model = build_random_model(shape, dev)
+            if compiled:
+                compile_blocks(model)
             print(f"{name}: built in {time.time() - t0:.1f} s ({shape.params / 1e9:.2f} B params)", flush=True)
             if f"rates|{name}" in store:
                 rates = Rates.from_dict(store[f"rates|{name}"]["rates"])

@@ -94,6 +94,10 @@ def _cmd_speed(a) -> int:
         from .models import load_model
         model, _ = load_model(None if a.model == "default" else a.model, device=a.device)
         name = "default" if a.model == "default" else Path(a.model).name
+    if a.compile_blocks:
+        from .integrations.transformers import compile_blocks
+        compile_blocks(model)
+        name += "_compiled"
     settings = speed_settings(model.config.num_hidden_layers, windows, a.sinks, reduced=a.reduced)
     rates = None
     if a.predict:
@@ -371,6 +375,8 @@ def main(argv=None) -> int:
     sp.add_argument("--reps", type=int, default=2)
     sp.add_argument("--decode-steps", type=int, default=8)
     sp.add_argument("--predict", action="store_true", help="measure the cost model's rates first; rows get pred_*")
+    sp.add_argument("--compile-blocks", action="store_true", help="torch.compile the norms, MLPs and rotary table "
+                    "(attention stays eager): what a lean model adds around the kernels (results file *_compiled)")
     sp.add_argument("--out", default="out/speed")
     sp.set_defaults(fn=_cmd_speed)
     ad = sub.add_parser("advise", help="the best settings for a speed or accuracy target")

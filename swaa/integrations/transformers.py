@@ -20,8 +20,8 @@ from ..attention import swaa_attention
 from ..attention.masks import visible
 from ..config import SWAAConfig, config_of
 
-__all__ = ["apply_swaa", "get_swaa_config", "swaa_attention_forward", "swaa_mask", "prompt_length_from_labels",
-           "VERIFIED_MODEL_TYPES"]
+__all__ = ["apply_swaa", "compile_blocks", "get_swaa_config", "swaa_attention_forward", "swaa_mask",
+           "prompt_length_from_labels", "VERIFIED_MODEL_TYPES"]
 
 ATTN_NAME = "swaa"
 _CAPTURE: list | None = None        # set by swaa.analysis.capture_qk while it records queries and keys
@@ -224,6 +224,37 @@ def apply_swaa(model, cfg: SWAAConfig | dict | None, *, replace_native_window: b
         model._swaa_hooks = (model.register_forward_pre_hook(_pre_forward_hook, with_kwargs=True),
                              model.register_forward_hook(_post_forward_hook, with_kwargs=True, always_call=True))
     return model
+
+
+# the pieces of a decoder layer that hold no attention and no data-dependent control flow: norms, dense MLPs, the
+# rotary table (a MoE block's expert routing is left eager; its dense expert/shared MLPs are compiled)
+_COMPILED_SUFFIXES = ("RMSNorm", "MLP", "RotaryEmbedding")
+
+
+def compile_blocks(model, enabled: bool = True, *, dynamic: bool | None = None) -> list[str]:
+    """Compile the model's norms, dense MLPs and rotary table with ``torch.compile``, leaving attention eager.
+
+    HF runs RMSNorm (six kernels through fp32), SiLU-and-multiply and the residual path unfused; at 32k tokens
+    on an H200 that is ~40% of a Qwen3-4B prefill under SWA, which caps what a faster attention can show.
+    Each module is compiled in place (``nn.Module.compile``): no class is patched, attention still goes through
+    the registry, and the layers share their compiled graphs (one per module type and shape class). The first
+    forward at a new shape compiles (seconds); a second length makes the graphs shape-generic
+    (``dynamic=None``). ``enabled=False`` returns the modules to eager. Returns the compiled modules' names.
+    """
+    names = []
+    for name, mod in model.named_modules():
+        if not type(mod).__name__.endswith(_COMPILED_SUFFIXES):
+            continue
+        if enabled:
+            mod.compile(dynamic=dynamic)
+        else:
+            mod._compiled_call_impl = None
+        names.append(name)
+    if not names:
+        raise ValueError(f"{type(model).__name__}: no module named *RMSNorm, *MLP or *RotaryEmbedding to compile; "
+                         "compile_blocks knows the Llama/Qwen/Mistral decoder layouts")
+    model._swaa_compiled_blocks = bool(enabled)
+    return names
 
 
 AttentionInterface.register(ATTN_NAME, swaa_attention_forward)

@@ -91,6 +91,35 @@ def _block_start(it, n_sink, ws, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _load_k(k_src, kr, kc, start_n, cols, stride_kn, d_ok, Lk, TMA: tl.constexpr):
+    if TMA:
+        return k_src.load([kr + start_n, kc]).T                              # (D, BN)
+    else:
+        return tl.load(k_src + start_n * stride_kn, mask=(cols < Lk)[None, :] & d_ok[:, None], other=0.0)
+
+
+@triton.jit
+def _load_v(v_src, vr, vc, start_n, cols, stride_vn, d_ok, Lk, TMA: tl.constexpr):
+    if TMA:
+        return v_src.load([vr + start_n, vc])                                # (BN, D)
+    else:
+        return tl.load(v_src + start_n * stride_vn, mask=(cols < Lk)[:, None] & d_ok[None, :], other=0.0)
+
+
+@triton.jit
+def _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, int_lo, int_hi, Lk, W, S, qk_scale):
+    """Online-softmax update with one block's scores: the rule applied on sink and edge blocks only; returns the
+    probabilities (fp32) and the rescaled accumulator, sum and maximum."""
+    if (start_n < int_lo) | (start_n >= int_hi):                             # sink or edge block
+        qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
+    m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+    m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)                     # rows that saw nothing yet
+    p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
+    return p, acc * alpha[:, None], l_i * alpha + tl.sum(p, 1), m_ij
+
+
+@triton.jit
 def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, int_lo, int_hi,
               n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
               TMA: tl.constexpr, WS: tl.constexpr, LAZY: tl.constexpr):
@@ -101,15 +130,12 @@ def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_
         start_n = _block_start(it, n_sink, ws, BLOCK_N)
         start_n = tl.multiple_of(start_n, BLOCK_N)
         cols = start_n + offs_n                                              # (BLOCK_N,)
-        if TMA:
-            k = k_src.load([kr + start_n, kc]).T                             # (D, BN)
-        else:
-            k = tl.load(k_src + start_n * stride_kn, mask=(cols < Lk)[None, :] & d_ok[:, None], other=0.0)
+        k = _load_k(k_src, kr, kc, start_n, cols, stride_kn, d_ok, Lk, TMA)
         qk = _dot(q, k, None, DOT)
-        if (start_n < int_lo) | (start_n >= int_hi):                         # sink or edge block
-            qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
-        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         if LAZY:
+            if (start_n < int_lo) | (start_n >= int_hi):
+                qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
+            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             # rescale only when some row's maximum grew by more than 2^8 (probabilities stay <= 256 otherwise,
             # exact since l and acc share the reference); rows that saw nothing yet compare NaN and never ask
             if tl.max(tl.where(m_ij - m_i > 8.0, 1, 0), 0) > 0:
@@ -121,19 +147,32 @@ def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_
             m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)
             p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
             l_i = l_i + tl.sum(p, 1)
-            m_ij = m_i
         else:
-            m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)             # rows that saw nothing yet
-            p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
-            alpha = tl.math.exp2(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None]
-        if TMA:
-            v = v_src.load([vr + start_n, vc])                               # (BN, D)
-        else:
-            v = tl.load(v_src + start_n * stride_vn, mask=(cols < Lk)[:, None] & d_ok[None, :], other=0.0)
+            p, acc, l_i, m_i = _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, int_lo, int_hi, Lk, W, S,
+                                             qk_scale)
+        v = _load_v(v_src, vr, vc, start_n, cols, stride_vn, d_ok, Lk, TMA)
         acc = _dot(p.to(v.dtype), v, acc, DOT)
-        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_loop_prefetch(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, int_lo,
+                       int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr,
+                       DOT: tl.constexpr, TMA: tl.constexpr):
+    # The same visit, with the next block's scores issued before this block's softmax (FA3's intra-warpgroup
+    # overlap): the tensor cores compute Q K_{j+1}^T while the warps run exp2 and the rescale on block j. The last
+    # iteration recomputes its own block's scores (unused) rather than branching.
+    start_n = tl.multiple_of(_block_start(0, n_sink, ws, BLOCK_N), BLOCK_N)
+    qk = _dot(q, _load_k(k_src, kr, kc, start_n, start_n + offs_n, stride_kn, d_ok, Lk, TMA), None, DOT)
+    for it in tl.range(0, n_iter):
+        start_n = tl.multiple_of(_block_start(it, n_sink, ws, BLOCK_N), BLOCK_N)
+        cols = start_n + offs_n
+        nxt = tl.multiple_of(_block_start(tl.minimum(it + 1, n_iter - 1), n_sink, ws, BLOCK_N), BLOCK_N)
+        qk_next = _dot(q, _load_k(k_src, kr, kc, nxt, nxt + offs_n, stride_kn, d_ok, Lk, TMA), None, DOT)
+        p, acc, l_i, m_i = _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, int_lo, int_hi, Lk, W, S, qk_scale)
+        v = _load_v(v_src, vr, vc, start_n, cols, stride_vn, d_ok, Lk, TMA)
+        acc = _dot(p.to(v.dtype), v, acc, DOT)
+        qk = qk_next
     return acc, l_i, m_i
 
 
@@ -145,7 +184,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
                 Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                 D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False, WS: tl.constexpr = False,
-                LAZY: tl.constexpr = False):
+                LAZY: tl.constexpr = False, PREFETCH: tl.constexpr = False):
     """Q/K/V are pointers, or with TMA descriptors over their storage as rows of stride_qm/kn/vn elements
     (the wrapper checks the layout allows it; D == BLOCK_D there)."""
     pid_m, b, h, kvh = _query_program(H, GROUPS)
@@ -187,9 +226,14 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
         # [int_lo, int_hi) holds keys every row of the block sees (j <= p_min and p_max - j < W)
         n_sink = tl.cdiv(sink_hi, BLOCK_N)
         n_iter = n_sink + tl.cdiv(hi - ws, BLOCK_N)
-        acc, l_i, m_i = _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws,
-                                  int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N, DOT, TMA,
-                                  WS, LAZY)
+        if PREFETCH:
+            acc, l_i, m_i = _fwd_loop_prefetch(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn,
+                                               n_sink, ws, int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S,
+                                               qk_scale, BLOCK_N, DOT, TMA)
+        else:
+            acc, l_i, m_i = _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink,
+                                      ws, int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N,
+                                      DOT, TMA, WS, LAZY)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
