@@ -1,6 +1,8 @@
 """Developer sweep (GPU), session 5: the forward loop that issues the next block's Q K^T before this block's softmax
 (SWAA_TRITON_PREFETCH) against the default loop and Flex over tile configs; then Qwen3-4B prefills with the norms
-and MLPs compiled (swaa compile_blocks) against eager. Writes $OUT/sweep_session5.json."""
+and MLPs compiled (swaa compile_blocks) against eager. Writes $OUT/sweep_session5.json.
+The prefetch loop was removed after this sweep (benchmarks/results/triton_sweep_session5_h200.json: 11-47% slower
+than the default loop in every tile config); rerun at commit "compile_blocks: ..." to reproduce it."""
 import json, os, sys, time
 import torch
 sys.path.insert(0, os.getcwd())

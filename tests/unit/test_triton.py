@@ -120,15 +120,13 @@ def test_auto_never_picks_the_interpreter():
     assert resolve_backend("auto", q, k, v, window=4).name == "sdpa"
 
 
-@pytest.mark.parametrize("variant", ["rescale-always", "rescale-lazy", "prefetch"])
+@pytest.mark.parametrize("variant", ["rescale-always", "rescale-lazy"])
 @pytest.mark.parametrize("w, s", [(None, 0), (40, 3)])
 def test_forward_when_row_maxima_keep_growing(variant, w, s, monkeypatch):
-    """Scores that grow along the keys (each block's max far above the last): the running rescale, the lazy
-    variant that skips it while no row max grew by more than 2^8, and the loop that issues the next block's scores
-    before this block's softmax all match the reference, LSE included."""
+    """Scores that grow along the keys (each block's max far above the last): the running rescale and the lazy
+    variant that skips it while no row max grew by more than 2^8 both match the reference, LSE included."""
     import swaa.attention.triton as T
     monkeypatch.setattr(T, "_LAZY_FWD", variant == "rescale-lazy")
-    monkeypatch.setattr(T, "_PREFETCH_FWD", variant == "prefetch")
     q, k, v = _qkv(150, 150, 2, torch.bfloat16)
     k = (k.float() * torch.linspace(0.1, 6.0, 150)[None, None, :, None]).to(torch.bfloat16)
     kw = dict(sliding_window_size=w, keep_first=s)
@@ -138,20 +136,3 @@ def test_forward_when_row_maxima_keep_growing(variant, w, s, monkeypatch):
     assert_close_to_ref(out, ref, attention_ref(q, k, v, upcast=False, **kw))
     assert (lse - ref_lse).abs().max() <= 5e-2
 
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("lq, lk, w, s, g", CASES[::3])
-def test_forward_prefetch_loop(lq, lk, w, s, g, dtype, monkeypatch):
-    """The prefetching loop (SWAA_TRITON_PREFETCH=1) over the odd-shape grid: one-block runs, sinks past the
-    window, decode alignment; its last iteration's spare score block must not leak into the output."""
-    import swaa.attention.triton as T
-    monkeypatch.setattr(T, "_PREFETCH_FWD", True)
-    q, k, v = _qkv(lq, lk, g, dtype)
-    kw = dict(sliding_window_size=w, keep_first=s)
-    with torch.no_grad():
-        out, lse = swaa_attention(q, k, v, backend="triton", return_lse=True, **kw)
-    ref, ref_lse = attention_ref(q, k, v, return_lse=True, **kw)
-    assert_close_to_ref(out, ref, attention_ref(q, k, v, upcast=False, **kw))
-    fin = torch.isfinite(ref_lse)
-    assert torch.equal(torch.isneginf(lse), torch.isneginf(ref_lse))
-    assert (lse[fin] - ref_lse[fin]).abs().max() <= (2e-2 if dtype == torch.bfloat16 else 1e-5)

@@ -22,7 +22,6 @@ _LOG2E = 1.4426950408889634
 _BIG_W = 1 << 30
 _WS_FWD = os.environ.get("SWAA_TRITON_WS", "0") == "1"     # warp-specialised key loop (sweeps)
 _LAZY_FWD = os.environ.get("SWAA_TRITON_LAZY", "0") == "1"  # rescale the accumulator only when a max grows > 2^8
-_PREFETCH_FWD = os.environ.get("SWAA_TRITON_PREFETCH", "0") == "1"  # next block's Q K^T issued before the softmax
 LAST_FWD_LAUNCH = None      # the compiled forward of the last call (registers, spills, shared memory: for sweeps)
 _MAXNREG = {"maxnreg": int(os.environ["SWAA_TRITON_MAXNREG"])} if os.environ.get("SWAA_TRITON_MAXNREG") else {}
 try:
@@ -170,7 +169,7 @@ def _forward(q, k, v, geo: _Geometry, w, s, scale):
     LAST_FWD_LAUNCH = _fwd_kernel[grid](*(descs if tma else (q, k, v)), o, lse, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
                       *geo.lse_strides(lse), geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E,
                       D=geo.d, BLOCK_D=geo.block_d, BLOCK_M=bm, BLOCK_N=bn, VARLEN=geo.varlen, DOT=geo.dot,
-                      TMA=tma, WS=tma and _WS_FWD, LAZY=_LAZY_FWD, PREFETCH=_PREFETCH_FWD and not _LAZY_FWD, num_warps=warps, num_stages=stages, **_MAXNREG)
+                      TMA=tma, WS=tma and _WS_FWD, LAZY=_LAZY_FWD, num_warps=warps, num_stages=stages, **_MAXNREG)
     return o, lse
 
 

@@ -156,27 +156,6 @@ def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_
 
 
 @triton.jit
-def _fwd_loop_prefetch(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, int_lo,
-                       int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr,
-                       DOT: tl.constexpr, TMA: tl.constexpr):
-    # The same visit, with the next block's scores issued before this block's softmax (FA3's intra-warpgroup
-    # overlap): the tensor cores compute Q K_{j+1}^T while the warps run exp2 and the rescale on block j. The last
-    # iteration recomputes its own block's scores (unused) rather than branching.
-    start_n = tl.multiple_of(_block_start(0, n_sink, ws, BLOCK_N), BLOCK_N)
-    qk = _dot(q, _load_k(k_src, kr, kc, start_n, start_n + offs_n, stride_kn, d_ok, Lk, TMA), None, DOT)
-    for it in tl.range(0, n_iter):
-        start_n = tl.multiple_of(_block_start(it, n_sink, ws, BLOCK_N), BLOCK_N)
-        cols = start_n + offs_n
-        nxt = tl.multiple_of(_block_start(tl.minimum(it + 1, n_iter - 1), n_sink, ws, BLOCK_N), BLOCK_N)
-        qk_next = _dot(q, _load_k(k_src, kr, kc, nxt, nxt + offs_n, stride_kn, d_ok, Lk, TMA), None, DOT)
-        p, acc, l_i, m_i = _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, int_lo, int_hi, Lk, W, S, qk_scale)
-        v = _load_v(v_src, vr, vc, start_n, cols, stride_vn, d_ok, Lk, TMA)
-        acc = _dot(p.to(v.dtype), v, acc, DOT)
-        qk = qk_next
-    return acc, l_i, m_i
-
-
-@triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
                 stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                 stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
@@ -184,7 +163,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
                 Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                 D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False, WS: tl.constexpr = False,
-                LAZY: tl.constexpr = False, PREFETCH: tl.constexpr = False):
+                LAZY: tl.constexpr = False):
     """Q/K/V are pointers, or with TMA descriptors over their storage as rows of stride_qm/kn/vn elements
     (the wrapper checks the layout allows it; D == BLOCK_D there)."""
     pid_m, b, h, kvh = _query_program(H, GROUPS)
@@ -226,14 +205,9 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
         # [int_lo, int_hi) holds keys every row of the block sees (j <= p_min and p_max - j < W)
         n_sink = tl.cdiv(sink_hi, BLOCK_N)
         n_iter = n_sink + tl.cdiv(hi - ws, BLOCK_N)
-        if PREFETCH:
-            acc, l_i, m_i = _fwd_loop_prefetch(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn,
-                                               n_sink, ws, int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S,
-                                               qk_scale, BLOCK_N, DOT, TMA)
-        else:
-            acc, l_i, m_i = _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink,
-                                      ws, int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N,
-                                      DOT, TMA, WS, LAZY)
+        acc, l_i, m_i = _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws,
+                                  int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N, DOT, TMA,
+                                  WS, LAZY)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
