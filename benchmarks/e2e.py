@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=None, help="skip rows that would end after this (GPU: 510)")
     ap.add_argument("--models", default=None, help="comma list of shapes to keep from the plan")
     ap.add_argument("--decode-steps", type=int, default=None)
+    ap.add_argument("--no-graphs", action="store_true",
+                    help="decode with HF's eager steps (default on CUDA: GraphDecoder, one CUDA graph per step)")
     ap.add_argument("--eager", action="store_true",
                     help="leave the norms and MLPs eager (default on CUDA: swaa compile_blocks, same for every row)")
     a = ap.parse_args(argv)
@@ -108,7 +110,8 @@ def main(argv=None) -> int:
     windows, sinks = ((2048, 4096), 100) if gpu else ((16, 32), 4)
     steps = a.decode_steps or (16 if gpu else 4)
     compiled = gpu and not a.eager
-    tag = device_tag(dev) + ("_eager" if gpu and not compiled else "")
+    graphs = gpu and not a.no_graphs
+    tag = device_tag(dev) + ("_eager" if gpu and not compiled else "") + ("_hostdecode" if gpu and not graphs else "")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out / f"e2e_{tag}.rows.jsonl")
@@ -116,13 +119,15 @@ def main(argv=None) -> int:
     header = dict(benchmark="e2e", device=torch.cuda.get_device_name(dev) if gpu else (platform.processor() or
                   platform.machine()), **_versions(), dtype="bfloat16" if gpu else "float32", batch=1,
                   decode_steps=steps, windows=list(windows), sinks=sinks, compile_blocks=compiled,
+                  decode_graphs=graphs,
                   plan=[dict(model=m, lengths=ls, grid=g) for m, ls, g in plan],
                   note="random-weight models; prefill = median over reps of a forward with logits_to_keep=1 into a "
                        "fresh DynamicCache (SinkWindowCache eviction installed by apply_swaa); decode = median of "
                        "greedy steps after 2 warm-up steps; torch.cuda.synchronize around every timed region; "
                        "pred_* from swaa.costmodel with the rates measured first on this machine; compile_blocks: norms, "
                        "MLPs and rotary table under torch.compile (swaa.integrations.transformers.compile_blocks), "
-                       "attention eager through the registry, in every row alike")
+                       "attention eager through the registry, in every row alike; decode_graphs: each decode step "
+                       "one CUDA graph replay over a static sink+window cache (swaa.integrations.graphs.GraphDecoder)")
     print(f"e2e on {header['device']} ({tag}); torch {header['torch']}, transformers {header['transformers']}, "
           f"triton {header['triton']}; budget {budget:.0f} s; rows -> {store.path}", flush=True)
 
@@ -153,7 +158,8 @@ def main(argv=None) -> int:
                                                  if c.sliding_window_size is not None})
                 rates = measure_rates(model, shape, dev, lengths, patterns, linear_n=8192 if gpu else 64,
                                       decode_n=1024 if gpu else 48, evict_window=256 if gpu else 8,
-                                      calib_steps=8 if gpu else 2, log=lambda s: print(s, flush=True))
+                                      calib_steps=8 if gpu else 2, log=lambda s: print(s, flush=True),
+                                      graphs=graphs)
                 store.add(dict(key=f"rates|{name}", kind="rates", model=name, rates=rates.to_dict()))
                 write_json(json_path, header, store)
         except Exception as e:          # keep going with the next model; the JSON says what failed
@@ -183,7 +189,7 @@ def main(argv=None) -> int:
                         warmed = True
                         t1 = time.time()
                     row = time_setting(model, shape, cfg, ids, reps=reps, decode_steps=steps,
-                                       warmup_n=4096 if gpu else 32, rates=rates)
+                                       warmup_n=4096 if gpu else 32, rates=rates, graphs=graphs)
                 except Exception as e:       # out of memory, a kernel that does not compile: note it, go on
                     _failed(store, json_path, header, key, e)
                     _free(gpu)

@@ -174,6 +174,7 @@ class Rates:
     linear_s_per_token: float | None = None
     decode_overhead_s: dict = field(default_factory=lambda: {"keep": 0.0, "evict": 0.0})
     overlap: bool = False        # CUDA: the host's per-layer work and the device's byte traffic overlap (max, not sum)
+    decode_graphs: bool = False  # decode steps replayed as CUDA graphs over a static cache (GraphDecoder)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -181,7 +182,8 @@ class Rates:
     @classmethod
     def from_dict(cls, d: dict) -> "Rates":
         return cls(**{k: d[k] for k in ("device", "matmul_tflops", "bandwidth_gbps", "attention",
-                                         "linear_s_per_token", "decode_overhead_s", "overlap") if k in d})
+                                         "linear_s_per_token", "decode_overhead_s", "overlap", "decode_graphs")
+                      if k in d})
 
     def attention_tflops(self, n: int, window: int | None, keep_first: int = 0) -> float:
         """The measured rate of the closest pattern: same kind (full / window), nearest window, then length."""
@@ -213,13 +215,16 @@ def predict_decode(shape: ModelShape, cfg: SWAAConfig | None, n: int, rates: Rat
     bytes are the weights, the keys read and HF's per-step cache copy (read + write of the stored slots).
 
     On CPU the two add up; on CUDA (``rates.overlap``) kernels are queued while the host works on the next layer,
-    so a step takes the longer of the two (batch-1 HF decode is host-bound until the bytes catch up)."""
+    so a step takes the longer of the two (batch-1 HF decode is host-bound until the bytes catch up). Under CUDA
+    graphs (``rates.decode_graphs``: a static cache, no per-step cache copy) the host is out of the step: the
+    device's fixed per-layer kernel time and the bytes add up."""
     rows = layer_costs(shape, cfg, n, bytes_per=bytes_per, kv_eviction=kv_eviction)
     bw = rates.bandwidth_gbps * 1e9
     over = sum(rates.decode_overhead_s["evict" if r["evicts"] else "keep"] for r in rows)
-    moved = sum(r["weight_bytes"] + r["kv_read_bytes"] + 2 * r["kv_stored_bytes"] for r in rows)
+    copy = 0 if rates.decode_graphs else 2
+    moved = sum(r["weight_bytes"] + r["kv_read_bytes"] + copy * r["kv_stored_bytes"] for r in rows)
     moved += shape.vocab * shape.hidden * bytes_per
-    secs = max(over, moved / bw) if rates.overlap else over + moved / bw
+    secs = max(over, moved / bw) if rates.overlap and not rates.decode_graphs else over + moved / bw
     return dict(seconds=secs, overhead_s=over, bytes_s=moved / bw, bytes=moved, kv_stored_bytes=sum(
         r["kv_stored_bytes"] for r in rows))
 

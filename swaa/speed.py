@@ -108,9 +108,14 @@ def time_prefill(model, ids, reps: int = 3, warmup: int = 1) -> dict:
 
 
 @torch.no_grad()
-def time_decode(model, cache, token, steps: int = 16, warmup: int = 2) -> dict:
-    """Median seconds of one greedy decode step on ``cache`` (``warmup`` steps first, not timed)."""
+def time_decode(model, cache, token, steps: int = 16, warmup: int = 2, graphs: bool = False) -> dict:
+    """Median seconds of one greedy decode step on ``cache`` (``warmup`` steps first, not timed).
+
+    ``graphs``: decode through :class:`swaa.integrations.graphs.GraphDecoder` (the cache copied into static
+    buffers; each step one CUDA graph replay on CUDA, the same static step eagerly elsewhere)."""
     dev = token.device
+    if graphs:
+        return _time_graph_decode(model, cache, token, steps, warmup)
     times = []
     kv_max = 0
     for i in range(warmup + steps):
@@ -125,6 +130,26 @@ def time_decode(model, cache, token, steps: int = 16, warmup: int = 2) -> dict:
     step = statistics.median(times) if times else float("nan")
     return dict(decode_step_ms=step * 1e3, decode_tok_s=1.0 / step if times else None, decode_steps=steps,
                 kv_bytes_decode=kv_max, tokens_seen=cache.get_seq_length())
+
+
+def _time_graph_decode(model, cache, token, steps: int, warmup: int) -> dict:
+    from .integrations.graphs import GraphDecoder
+    dev = token.device
+    dec = GraphDecoder(model, cache, token, max_new_tokens=warmup + steps + 1, warmup=warmup)
+    times = []
+    for i in range(steps + max(0, warmup - dec.done)):
+        _sync(dev)
+        t0 = time.perf_counter()
+        dec.step()
+        _sync(dev)
+        if dec.done > warmup:
+            times.append(time.perf_counter() - t0)
+    step = statistics.median(times) if times else float("nan")
+    row = dict(decode_step_ms=step * 1e3, decode_tok_s=1.0 / step if times else None, decode_steps=len(times),
+               kv_bytes_decode=dec.cache.nbytes, tokens_seen=dec.cache.seen, decode_graphed=dec.graph is not None,
+               decode_graph_note=dec.reason)
+    del dec
+    return row
 
 
 def _timeit(fn, device, warmup=2, reps=5) -> float:
@@ -148,7 +173,8 @@ def random_prompt_ids(n, vocab, device, seed=0):
 
 @torch.no_grad()
 def measure_rates(model, shape: ModelShape, device, lengths, patterns, *, linear_n: int = 8192,
-                  decode_n: int = 1024, evict_window: int = 256, calib_steps: int = 8, log=print) -> Rates:
+                  decode_n: int = 1024, evict_window: int = 256, calib_steps: int = 8, log=print,
+                  graphs: bool = False) -> Rates:
     """Measure what :mod:`swaa.costmodel` needs for ``model`` on ``device`` (a few seconds on an H200).
 
     ``patterns``: (window, keep_first) pairs to time attention for, at every length in ``lengths``
@@ -173,7 +199,7 @@ def measure_rates(model, shape: ModelShape, device, lengths, patterns, *, linear
     bw = 2 * x.numel() * 2 / _timeit(lambda: y.copy_(x), dev) / 1e9
     del a, b, x, y
     log(f"rates {shape.name}: matmul {mm:.1f} TFLOP/s, copy {bw:.0f} GB/s")
-    rates = Rates(device=name, matmul_tflops=mm, bandwidth_gbps=bw, overlap=dev.type == "cuda")
+    rates = Rates(device=name, matmul_tflops=mm, bandwidth_gbps=bw, overlap=dev.type == "cuda", decode_graphs=graphs)
     for n in sorted(set(lengths) | {linear_n}):
         q = torch.randn(1, shape.heads, n, shape.head_dim, device=dev, dtype=dtype)
         k = torch.randn(1, shape.kv_heads, n, shape.head_dim, device=dev, dtype=dtype)
@@ -199,10 +225,13 @@ def measure_rates(model, shape: ModelShape, device, lengths, patterns, *, linear
     for kind, cfg in (("keep", SWAAConfig()), ("evict", SWAAConfig(sliding_window_size=evict_window))):
         apply_swaa(model, cfg, kv_eviction=True)
         cache, tok = _prefill(model, random_prompt_ids(decode_n, shape.vocab, dev))
-        step = time_decode(model, cache, tok, steps=calib_steps, warmup=2)["decode_step_ms"] / 1e3
-        moved = predict_decode(shape, cfg, decode_n + 5, Rates(name, mm, bw), bytes_per=bp)["seconds"]  # bytes only
-        # CUDA: the step is host-bound at a short cache (the measured step is the host's time); CPU: what is not bytes
-        rates.decode_overhead_s[kind] = (step if rates.overlap else max(step - moved, 0.0)) / shape.layers
+        step = time_decode(model, cache, tok, steps=calib_steps, warmup=2, graphs=graphs)["decode_step_ms"] / 1e3
+        moved = predict_decode(shape, cfg, decode_n + 5, Rates(name, mm, bw, decode_graphs=graphs),
+                               bytes_per=bp)["seconds"]                                          # bytes only
+        # CUDA without graphs: the step is host-bound at a short cache (the measured step is the host's time);
+        # CPU, or CUDA graphs: what is not bytes (graphs: the kernels' fixed time per layer)
+        host_bound = rates.overlap and not graphs
+        rates.decode_overhead_s[kind] = (step if host_bound else max(step - moved, 0.0)) / shape.layers
         del cache
     if rates.decode_overhead_s["evict"] < rates.decode_overhead_s["keep"]:
         rates.decode_overhead_s["evict"] = rates.decode_overhead_s["keep"]
@@ -215,7 +244,7 @@ def measure_rates(model, shape: ModelShape, device, lengths, patterns, *, linear
 
 
 def time_setting(model, shape: ModelShape, cfg: SWAAConfig, ids, *, reps=3, decode_steps=16,
-                 warmup_n: int | None = 4096, rates: Rates | None = None) -> dict:
+                 warmup_n: int | None = 4096, rates: Rates | None = None, graphs: bool = False) -> dict:
     """Prefill and decode of ``ids`` under ``cfg`` (warm-up at ``warmup_n`` tokens compiles the kernels), with the
     cost model's prediction and relative error when ``rates`` are given. Returns one result row (no tensors)."""
     from .integrations.transformers import apply_swaa
@@ -227,7 +256,7 @@ def time_setting(model, shape: ModelShape, cfg: SWAAConfig, ids, *, reps=3, deco
         del c
     p = time_prefill(model, ids, reps=reps, warmup=0)
     cache, tok = p.pop("cache"), p.pop("token")
-    d = time_decode(model, cache, tok, steps=decode_steps, warmup=2)
+    d = time_decode(model, cache, tok, steps=decode_steps, warmup=2, graphs=graphs and decode_steps > 0)
     del cache
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -251,7 +280,7 @@ def time_setting(model, shape: ModelShape, cfg: SWAAConfig, ids, *, reps=3, deco
 
 def run_speed_grid(model, settings, lengths, results, *, model_name: str = "default", reps: int = 2,
                    decode_steps: int = 8, rates: Rates | None = None, warmup_n: int | None = 256,
-                   progress: bool = True) -> list[dict]:
+                   progress: bool = True, graphs: bool = False) -> list[dict]:
     """:func:`time_setting` for every (length, setting), resumable in ``results`` (JSONL): a rerun skips finished
     rows. ``model`` is a loaded model (the default model on CPU in ``swaa speed`` and notebook 04)."""
     from .results import run_resumable
@@ -265,7 +294,7 @@ def run_speed_grid(model, settings, lengths, results, *, model_name: str = "defa
         n, cfg = item
         ids = random_prompt_ids(n, shape.vocab, dev)
         row = time_setting(model, shape, cfg, ids, reps=reps, decode_steps=decode_steps,
-                           warmup_n=warmup_n and min(warmup_n, n), rates=rates)
+                           warmup_n=warmup_n and min(warmup_n, n), rates=rates, graphs=graphs)
         return dict(kind="row", model=model_name, device=str(dev), **row)
 
     return run_resumable(results, items, key=lambda it: f"{model_name}|{it[0]}|{it[1].mark}", compute=compute,

@@ -54,6 +54,9 @@ def swaa_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_off
 def swaa_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                            sliding_window=None, **kwargs):
     """The "swaa" attention function: query (B, Hq, q, D), key/value (B, Hkv, kv, D) -> ((B, q, Hq, D), None)."""
+    if getattr(_ACTIVE_CACHE, "static_decode", False):      # a graph-decode step: the static layer knows its keys
+        out = _ACTIVE_CACHE.layers[module.layer_idx].attend(query, scaling)
+        return out.transpose(1, 2).contiguous(), None
     cfg = get_swaa_config(module.config)
     plan = cfg.layer(module.layer_idx) if cfg is not None else None
     window = plan.window if plan is not None else None
@@ -137,7 +140,9 @@ def _pre_forward_hook(module, args, kwargs):
         if cfg is not None and cfg.sliding_window_size is not None and cfg.force_fa_decode:
             kwargs["prompt_length"] = prompt_length_from_labels(kwargs["labels"], kwargs.get("attention_mask"))
     cache = kwargs.get("past_key_values")
-    if cache is not None:
+    if getattr(cache, "static_decode", False):               # swaa.integrations.graphs.StaticDecodeCache
+        _ACTIVE_CACHE = cache
+    elif cache is not None:
         from .cache import install_sink_window, prepare_positions
         if getattr(module, "_swaa_kv_eviction", False):
             install_sink_window(cache, module.config)

@@ -283,13 +283,23 @@ def _decode_ranges(lq, lk, window, keep_first, chunk):
     return out or [(0, 0)]
 
 
-def triton_decode(q, k, v, *, window=None, keep_first=0, scale=None, return_lse=False, chunk=None, _base2=False):
+def triton_decode(q, k, v, *, window=None, keep_first=0, scale=None, return_lse=False, chunk=None, _base2=False,
+                  kv_len: torch.Tensor | None = None):
     """Split-KV decode: q (B, Hq, Lq<=16, D) against k/v (B, Hkv, Lk, D). Returns out [, lse].
 
     Two launches: the split kernel (each program derives its key chunk from the spans, no index tensor) and the
-    merge kernel (LSE-weighted sum of the partial outputs)."""
+    merge kernel (LSE-weighted sum of the partial outputs). ``kv_len``: a one-element integer tensor on q's device
+    holding how many leading key slots are valid (full attention over a static buffer that a CUDA graph replays:
+    no host sync, the launch depends only on the buffer's size); the queries are the last ``Lq`` of those."""
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
+    if kv_len is not None:
+        if window is not None or keep_first:
+            raise ValueError(f"triton_decode(kv_len=...) is full attention over a static buffer; got window={window}, "
+                             f"keep_first={keep_first} (a windowed static layer attends to all of its slots instead)")
+        if kv_len.numel() != 1 or kv_len.dtype not in (torch.int32, torch.int64) or kv_len.device != q.device:
+            raise ValueError(f"kv_len must be a one-element int32/int64 tensor on {q.device}; got "
+                             f"{tuple(kv_len.shape)} {kv_len.dtype} on {kv_len.device}")
     groups = hq // hkv
     sc = _scale(q, scale)
     w, s = _window(window, keep_first)
@@ -316,8 +326,8 @@ def triton_decode(q, k, v, *, window=None, keep_first=0, scale=None, return_lse=
         q, k, v, po, pl, *_strides_dense(q), *_strides_dense(k), *_strides_dense(v),
         po.stride(0), po.stride(1), po.stride(2), po.stride(3), pl.stride(0), pl.stride(1), pl.stride(2),
         lq, lk, hkv, groups, w, s, sc * _LOG2E, sink_end, lo_w, chunk, n_sink_chunks,
-        D=d, BLOCK_D=block_d, BLOCK_R=block_r, BLOCK_N=bn, DOT=_dot_mode(q.dtype),
-        num_warps=warps, num_stages=stages)
+        kv_len if kv_len is not None else q, D=d, BLOCK_D=block_d, BLOCK_R=block_r, BLOCK_N=bn,
+        DOT=_dot_mode(q.dtype), DEV_LK=kv_len is not None, num_warps=warps, num_stages=stages)
     out = torch.empty_like(q)
     lse2 = torch.empty(b, hq, lq, device=q.device, dtype=torch.float32)
     _decode_merge_kernel[(b * hq * lq,)](po, pl, out, lse2, ns, b * hq * lq, *_strides_dense(out),

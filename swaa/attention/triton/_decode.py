@@ -4,7 +4,9 @@ The keys a decode query can see (sinks, then the window; or everything under ful
 chunks; one program per (chunk, sequence, KV head) handles all query rows of the GQA group at once (rows =
 group heads x queries), so each K/V byte is read once per chunk. Partial outputs and base-2 LSEs are merged by
 the wrapper. With a window the chunks cover S + W keys whatever the cache length.
-Layout: q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D) with any strides; partials (splits, B, Hq, Lq, D) fp32.
+Layout: q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D) with any strides; partials (splits, B, Hq, Lq, D) fp32. With
+``DEV_LK`` the keys are a static buffer whose first ``*LK_PTR`` slots are valid (full attention only): the grid
+covers the buffer and each program clips its chunk to the length it reads on the device.
 """
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ def _decode_kernel(Q, K, V, PO, PL,
                    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                    stride_vb, stride_vh, stride_vn,
                    stride_ps, stride_pb, stride_ph, stride_pm, stride_ls, stride_lb, stride_lh,
-                   Lq, Lk, HKV, GROUPS, W, S, qk_scale, sink_end, lo_w, chunk, n_sink_chunks,
+                   Lq, Lk, HKV, GROUPS, W, S, qk_scale, sink_end, lo_w, chunk, n_sink_chunks, LK_PTR,
                    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
-                   DOT: tl.constexpr):
+                   DOT: tl.constexpr, DEV_LK: tl.constexpr = False):
     pid_s = tl.program_id(0)
+    if DEV_LK:      # the valid length is on the device (a static cache under a CUDA graph): chunks past it are empty
+        Lk = tl.load(LK_PTR).to(tl.int32)
     pid_bh = tl.program_id(1)
     b = pid_bh // HKV
     kvh = pid_bh % HKV
