@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Developer script for one lent-GPU call (session 6). PHASE=a: the GraphDecoder / compile_blocks GPU tests, then the
+# end-to-end grid (benchmarks/e2e.py: compiled blocks, graph decode) into benchmarks/results, resuming rows already
+# there; every result is copied to $OUT as it lands. PHASE=b: the kernel diagnostic (scripts/dev/sweep_session6.py), then
+# the whole GPU test tier (junit XML to $OUT). PHASE=c: the GPU tier, then the backward sweep
+# (scripts/dev/sweep_session6_bwd.py). Each step has its own timeout so the call returns inside the 600 s limit.
+set -u
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+T0=$(date +%s)
+left() { echo $(( ${LIMIT:-585} - ($(date +%s) - T0) )); }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
+python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
+e2e() {
+    local t=$(( $(left) - 15 ))
+    [ "$t" -gt 60 ] || { echo "e2e: no time left"; return; }
+    timeout "$t" python3 benchmarks/e2e.py --device cuda --out benchmarks/results --budget-s $(( t - 45 )) 2>&1 | tee -a "$OUT/e2e.log"
+    cp benchmarks/results/e2e_gpu_h200.json benchmarks/results/e2e_gpu_h200.rows.jsonl "$OUT/" 2>/dev/null
+}
+case "${PHASE:-a}" in
+a)
+    timeout 170 python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu/test_graph_decode_gpu.py 2>&1 | tee "$OUT/gpu_tests_graph.log" | tail -15
+    e2e ;;
+b)
+    timeout ${SWEEP_S:-150} python3 scripts/dev/sweep_session6.py 2>&1 | tee "$OUT/sweep.log" | tail -14
+    timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu --junitxml="$OUT/gpu_tests.xml" \
+        2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
+c)
+    timeout 300 python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu --junitxml="$OUT/gpu_tests.xml" \
+        2>&1 | tee "$OUT/gpu_tests.log" | tail -12
+    SWEEP_BUDGET_S=$(( $(left) - 40 )) timeout $(( $(left) - 10 )) python3 scripts/dev/sweep_session6_bwd.py 2>&1 \
+        | tee "$OUT/sweep_bwd.log" | grep -v Warning | tail -20 ;;
+esac
+echo "call took $(( $(date +%s) - T0 )) s"
