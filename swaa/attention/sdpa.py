@@ -25,8 +25,9 @@ def sdpa_attention(q, k, v, *, window, keep_first, scale, return_lse, mask, fa_f
     allowed = dense_mask(lq, lk, window, keep_first, base=mask, fa_from=fa_from, device=q.device)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale,
                                          enable_gqa=q.shape[1] != k.shape[1])
-    # a query that sees no key (left of the first key when Lq > Lk, or a padded query) -> zeros, not NaN
-    empty = ~allowed.any(-1, keepdim=True)                                           # (B|1, 1, Lq, 1)
-    if bool(empty.any()):
-        out = out.masked_fill(empty, 0.0)
+    # a query that sees no key (left of the first key when Lq > Lk, or a padded query) -> zeros, not NaN. Without a
+    # base mask and with Lq <= Lk every query sees its own position, so no row is empty. No host sync either way
+    # (a CUDA graph can capture this).
+    if mask is not None or lq > lk:
+        out = out.masked_fill(~allowed.any(-1, keepdim=True), 0.0)                  # (B|1, 1, Lq, 1)
     return out

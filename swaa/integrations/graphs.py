@@ -171,8 +171,10 @@ class GraphDecoder:
     ``cache``/``next_token``: a prefilled cache and the token to feed next (the prefill's argmax), as
     ``swaa.speed`` or ``model(ids, past_key_values=DynamicCache(...), use_cache=True)`` give them. The cache is
     copied into a :class:`StaticDecodeCache` (the original can be dropped). ``graph``: None = on CUDA, True =
-    required (an error names what broke the capture), False = the same static step run eagerly. Two warm-up steps
-    run eagerly before the capture (kernels compiled, allocator warm) and count as decoded tokens.
+    required (an error names what broke the capture), False = the same static step run eagerly. ``warmup`` steps
+    (at least one) run eagerly before the capture (kernels compiled, allocator warm) and count as decoded tokens;
+    the last runs with torch's sync debugging set to raise, so a step that waits on the host is never captured
+    (a failed capture would leave the process's CUDA RNG unusable): it stays eager, with the cause in ``.reason``.
     ``.step()`` decodes one token; ``.tokens()`` returns those decoded so far (B, n).
     """
 
@@ -221,13 +223,50 @@ class GraphDecoder:
         self.done += 1
         self.cache.seen += 1
 
+    def _probe_step(self) -> str | None:
+        """One eager step with torch's sync debugging set to raise: a step that waits on the host (``.item()``,
+        ``bool(tensor)``, ``nonzero``) cannot be captured, and a capture that fails half-way leaves the process's
+        CUDA RNG unusable, so such a step must never reach the capture. Returns what synchronised, or None. A step
+        stopped half-way is rerun as a whole: it rewrites the same cache slots with the same values (the position
+        and the fed token advance only at its end)."""
+        previous = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            self._eager_step()
+            return None
+        except RuntimeError as e:
+            if "synchroniz" not in str(e).lower():
+                raise
+            return str(e).splitlines()[0][:200]
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+
     def _capture(self, warmup: int, required: bool):
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
+        synced = None
+        n = min(max(warmup, 1), self.max_new_tokens - 1)      # at least the probe step, and room for one replay
+        if n < 1:
+            self.reason = f"eager steps: max_new_tokens={self.max_new_tokens} leaves no step to replay"
+            if required:
+                raise ValueError(f"graph=True needs max_new_tokens >= 2 (one eager warm-up step, then replays); got "
+                                 f"{self.max_new_tokens}")
+            return
         with torch.cuda.stream(stream):
-            for _ in range(min(warmup, self.max_new_tokens - 1)):
-                self._eager_step()
+            for i in range(n):
+                if i == n - 1:
+                    synced = self._probe_step()
+                    if synced is not None:
+                        self._eager_step()
+                else:
+                    self._eager_step()
         torch.cuda.current_stream().wait_stream(stream)
+        if synced is not None:
+            if required:
+                raise RuntimeError(f"the decode step synchronises with the host, so it cannot be captured as a CUDA "
+                                   f"graph ({synced}); decode with graph=False, or model.generate")
+            self.reason = f"eager steps: the step synchronises with the host ({synced})"
+            return
         g = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(g):

@@ -48,9 +48,41 @@ def test_graph_replay_decodes_what_generate_does(arch, cfg, compiled):
         tok = out.logits[:, -1:].argmax(-1)
         dec = GraphDecoder(model, out.past_key_values, tok, 10, graph=True)
         assert dec.graph is not None
+        warm = dec.done                       # the eager warm-up steps before the capture count as decoded tokens
+        assert 0 < warm < 10
         logits = []
-        for _ in range(10):
+        while dec.done < 10:                  # the rest are graph replays
             dec.step()
             logits.append(dec.logits.clone())
         assert torch.equal(torch.cat([tok, dec.tokens()], 1), ref.sequences[:, n:])
-        torch.testing.assert_close(torch.stack(logits), torch.stack(ref.logits[1:]), atol=2e-4, rtol=2e-4)
+        # ref.logits[j] chose token j of the 11 (0: the prefill's); replay i made token warm + 1 + i
+        torch.testing.assert_close(torch.stack(logits), torch.stack(ref.logits[warm + 1:]), atol=2e-4, rtol=2e-4)
+
+
+def test_a_step_that_syncs_is_never_captured(monkeypatch):
+    """A step that waits on the host is caught by the probe step before any capture (a failed capture would leave
+    the CUDA RNG unusable): graph=None decodes eagerly with the reason, graph=True names it, and CUDA still works."""
+    from swaa.integrations.graphs import StaticDecodeLayer
+    model = make_model("llama").eval().cuda()
+    apply_swaa(model, SWAAConfig(sliding_window_size=8, keep_first=3))
+    ids = torch.randint(3, VOCAB, (1, 30), generator=torch.Generator().manual_seed(0)).cuda()
+    with torch.no_grad():
+        ref = model.generate(ids, max_new_tokens=6, do_sample=False)
+    attend = StaticDecodeLayer.attend
+    monkeypatch.setattr(StaticDecodeLayer, "attend", lambda self, q, scale: attend(self, q, scale) * bool(q.sum() != 0))
+
+    def prefill():
+        with torch.no_grad():
+            out = model(ids, past_key_values=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
+        return out.past_key_values, out.logits[:, -1:].argmax(-1)
+
+    cache, tok = prefill()
+    dec = GraphDecoder(model, cache, tok, 5)
+    assert dec.graph is None and "synchronises with the host" in dec.reason
+    while dec.done < 5:
+        dec.step()
+    assert torch.equal(torch.cat([tok, dec.tokens()], 1), ref[:, 30:])
+    cache, tok = prefill()
+    with pytest.raises(RuntimeError, match="synchronises with the host"):
+        GraphDecoder(model, cache, tok, 5, graph=True)
+    torch.randn(4, device="cuda").sum().item()           # the RNG and the stream are still usable
