@@ -32,7 +32,9 @@ def test_forward_full_and_odd_sizes(lq, lk, hq, hkv, d, w, s):
 
 
 BWD = [(2048, 2048, 32, 8, 128, 256, 100), (1023, 1023, 9, 3, 64, 1, 0), (777, 777, 12, 4, 128, 16, 40),
-       (1500, 1500, 8, 8, 64, None, 0), (600, 1100, 6, 2, 128, 128, 4)]
+       (1500, 1500, 8, 8, 64, None, 0), (600, 1100, 6, 2, 128, 128, 4),
+       # the dK/dV kernel's sink split with many chunks; sinks over five key blocks and larger than the window
+       (4096, 4096, 9, 3, 64, 512, 100), (3000, 3000, 8, 2, 128, 64, 300)]
 
 
 @pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s", BWD)
@@ -75,3 +77,24 @@ def test_varlen_on_gpu():
         ref = attention_ref(tr(q), tr(k), tr(v), **kw)[0].transpose(0, 1)
         pt = attention_ref(tr(q), tr(k), tr(v), upcast=False, **kw)[0].transpose(0, 1)
         assert_close_to_ref(out[a:b], ref, pt)
+
+
+def test_varlen_backward_on_gpu():
+    """Packed sequences of other lengths than their neighbours, sinks split over programs in each."""
+    from swaa.attention.triton import swaa_attention_varlen
+    lens = [1000, 37, 4096]
+    cu = torch.tensor([0, 1000, 1037, 5133], dtype=torch.int32, device="cuda")
+    mk = lambda h: torch.randn(5133, h, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = mk(12), mk(4), mk(4)
+    kw = dict(sliding_window_size=256, keep_first=70)
+    out = swaa_attention_varlen(q, k, v, cu, cu, 4096, 4096, **kw)
+    do = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, k, v), do)
+    for i, n in enumerate(lens):
+        a, b = int(cu[i]), int(cu[i + 1])
+        leaf = [t[a:b].detach().transpose(0, 1)[None].requires_grad_(True) for t in (q, k, v)]
+        g = do[a:b].transpose(0, 1)[None]
+        ref = torch.autograd.grad(attention_ref(*leaf, **kw), leaf, g)
+        pt = torch.autograd.grad(attention_ref(*leaf, upcast=False, **kw), leaf, g)
+        for name, x, r, p in zip(("dq", "dk", "dv"), got, ref, pt):
+            assert_close_to_ref(x[a:b], r[0].transpose(0, 1), p[0].transpose(0, 1), floor=1e-3, name=f"{name}[{i}]")

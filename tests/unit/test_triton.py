@@ -50,6 +50,45 @@ def test_backward(lq, lk, w, s, g, dtype):
         assert_close_to_ref(a, r, p, floor=1e-4, name=name)
 
 
+# the dK/dV kernel's split of the sink blocks' later queries over extra programs (interpreter tiles are 32 x 32):
+# several sink blocks (S > BLOCK_N, S not a multiple of it), S > W, W = 1, many chunks, queries aligned to the end
+# of longer keys (chunked prefill) and more queries than keys
+SPLIT_CASES = [(150, 150, 8, 40, 3), (150, 150, 1, 70, 1), (97, 160, 16, 33, 2), (160, 97, 4, 5, 4),
+               (129, 129, 64, 100, 1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("lq, lk, w, s, g", SPLIT_CASES)
+def test_backward_with_sink_blocks_split(lq, lk, w, s, g, dtype, monkeypatch):
+    import swaa.attention.triton as T
+    from swaa.attention.triton import _Geometry, _blocks, _sink_split
+    q, k, v = _qkv(lq, lk, g, dtype, grad=True)
+    bm, bn = _blocks(32, "dkdv")[:2]
+    nsb, chunk, parts = _sink_split(_Geometry(q, k), w, s, bm, bn)
+    assert nsb == -(-min(s, lk) // bn) and parts > 2                  # the split runs, with several chunks
+    do = torch.randn(q.shape, dtype=dtype)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    grads = lambda fn: torch.autograd.grad(fn(), (q, k, v), do)
+    got = grads(lambda: swaa_attention(q, k, v, backend="triton", **kw))
+    ref = grads(lambda: attention_ref(q, k, v, **kw))
+    pt = grads(lambda: attention_ref(q, k, v, upcast=False, **kw))
+    for name, a, r, p in zip(("dq", "dk", "dv"), got, ref, pt):
+        assert_close_to_ref(a, r, p, floor=1e-4, name=name)
+    monkeypatch.setattr(T, "_SINK_SPLIT", False)                      # the one-program-per-block path agrees
+    unsplit = grads(lambda: swaa_attention(q, k, v, backend="triton", **kw))
+    for a, b in zip(got, unsplit):
+        torch.testing.assert_close(a, b, atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=1e-4)
+
+
+def test_sink_split_sizes():
+    from swaa.attention.triton import _Geometry, _sink_split
+    mk = lambda lq, lk: _Geometry(torch.empty(1, 32, lq, 128), torch.empty(1, 8, lk, 128))
+    assert _sink_split(mk(32768, 32768), 2048, 100, 64, 64) == (2, 33, 17)        # chunks of a window's work
+    assert _sink_split(mk(131072, 131072), 1, 4, 64, 64) == (1, 32, 65)           # at most ~64 chunks
+    assert _sink_split(mk(32768, 32768), 2048, 0, 64, 64) is None                 # no sinks
+    assert _sink_split(mk(4096, 4096), 4096, 100, 64, 64) is None                 # the window covers every key
+
+
 def _pack(seqs):
     cu = torch.tensor([0] + list(itertools.accumulate(t.shape[0] for t in seqs)), dtype=torch.int32)
     return torch.cat(seqs, 0), cu

@@ -22,6 +22,7 @@ _LOG2E = 1.4426950408889634
 _BIG_W = 1 << 30
 _WS_FWD = os.environ.get("SWAA_TRITON_WS", "0") == "1"     # warp-specialised key loop (sweeps)
 _LAZY_FWD = os.environ.get("SWAA_TRITON_LAZY", "0") == "1"  # rescale the accumulator only when a max grows > 2^8
+_SINK_SPLIT = os.environ.get("SWAA_TRITON_SINK_SPLIT", "1") == "1"   # dK/dV: sink blocks' far queries over programs
 LAST_FWD_LAUNCH = None      # the compiled forward of the last call (registers, spills, shared memory: for sweeps)
 _MAXNREG = {"maxnreg": int(os.environ["SWAA_TRITON_MAXNREG"])} if os.environ.get("SWAA_TRITON_MAXNREG") else {}
 try:
@@ -31,7 +32,7 @@ try:
     except ImportError:  # pragma: no cover - Triton without TMA descriptors
         TensorDescriptor = None
 
-    from ._bwd import _bwd_dkdv_kernel, _bwd_dq_kernel
+    from ._bwd import _bwd_dkdv_kernel, _bwd_dq_kernel, _bwd_sink_sum_kernel
     from ._decode import _decode_kernel, _decode_merge_kernel
     from ._fwd import _fwd_kernel
     _IMPORT_ERROR = None
@@ -173,6 +174,18 @@ def _forward(q, k, v, geo: _Geometry, w, s, scale):
     return o, lse
 
 
+def _sink_split(geo: _Geometry, w, s, bm, bn):
+    """(sink blocks, query blocks per chunk, partial slots) when the dK/dV kernel should split the sink blocks'
+    later queries over extra programs, else None: with sinks and a window shorter than the keys (so that queries
+    exist that see only the sinks), unless SWAA_TRITON_SINK_SPLIT=0. A chunk holds about as many query blocks as a
+    window block's program visits, and there are at most ~64 chunks."""
+    if not _SINK_SPLIT or s <= 0 or w >= geo.lk:
+        return None
+    nqb = triton.cdiv(geo.lq, bm)
+    chunk = max(triton.cdiv(w + bn, bm), triton.cdiv(nqb, 64))
+    return triton.cdiv(min(s, geo.lk), bn), chunk, 1 + triton.cdiv(nqb, chunk)
+
+
 def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
     do = do if do.stride() == o.stride() else torch.empty_like(o).copy_(do)
     if geo.varlen:
@@ -193,10 +206,23 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
 
     bm, bn, warps, stages = _blocks(geo.d, "dkdv")
     (q_, k_, v_, do_), tma = operands(bm, bn)
-    _bwd_dkdv_kernel[(triton.cdiv(geo.lk, bn), geo.nseq * geo.hkv)](
+    nkb, heads = triton.cdiv(geo.lk, bn), geo.nseq * geo.hkv
+    split = _sink_split(geo, w, s, bm, bn)
+    if split:
+        # the sink blocks' later queries (which see only the sinks) in chunks of about one window's work each
+        nsb, chunk, parts = split
+        partial = torch.zeros((2, parts, heads, nsb * bn, geo.block_d), device=q.device, dtype=torch.float32)
+        dkp, dvp = partial[0], partial[1]
+    else:
+        nsb, chunk, parts, dkp, dvp = 1, 1, 1, dk, dv
+    _bwd_dkdv_kernel[(nkb + nsb * (parts - 1) if split else nkb, heads)](
         q_, k_, v_, do_, lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
         *geo.lse_strides(lse_b), geo.lq, geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E,
-        BLOCK_M=bm, BLOCK_N=bn, TMA=tma, num_warps=warps, num_stages=stages, **common)
+        dkp, dvp, nkb, nsb, chunk,
+        BLOCK_M=bm, BLOCK_N=bn, TMA=tma, SPLIT=bool(split), num_warps=warps, num_stages=stages, **common)
+    if split:
+        _bwd_sink_sum_kernel[(nsb, heads)](dkp, dvp, dk, dv, geo.cu_k, *geo.sk, *sv, geo.lk, geo.hkv, nsb, parts,
+                                           D=geo.d, BLOCK_D=geo.block_d, BLOCK_N=bn, VARLEN=geo.varlen)
     bm, bn, warps, stages = _blocks(geo.d, "dq")
     (q_, k_, v_, do_), tma = operands(bm, bn)
     _bwd_dq_kernel[(triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)](

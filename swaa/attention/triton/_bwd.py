@@ -2,7 +2,10 @@
 
 dK/dV: one program per (key block, sequence, KV head) runs one software-pipelined loop over the GQA group's query
 heads and the query blocks that can see its keys: positions ``[n0, n1 - 1 + W)`` for window keys, and every later
-query for a block holding sink keys (``n0 < S``). Only blocks on the diagonal, the window's end or the sequence's
+query for a block holding sink keys (``n0 < S``). Those later queries see only the sinks, and there are up to L of
+them against W for any other block: one program for them would run L / W times longer than the rest and end the
+launch alone (session 6: +30% backward time at 32k for 100 sinks). So they are split into chunks of about a
+window's work, each its own program writing fp32 partial dK/dV for the sink block, summed by the wrapper. Only blocks on the diagonal, the window's end or the sequence's
 end apply the rule; the others (every pair visible) skip the mask. dQ: one program per (query block, sequence,
 query head), the forward's single loop over sink and window key blocks, with the query heads of one KV head side
 by side in the grid. Scores are recomputed from the saved base-2 LSE; ``delta = rowsum(dO * O)`` comes from the
@@ -34,14 +37,25 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
                      stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
                      stride_lb, stride_lh, stride_lm,
                      Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale,
+                     DKP, DVP, NKB, NSB, CHUNK,
                      D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False):
+                     VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False,
+                     SPLIT: tl.constexpr = False):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // HKV
     kvh = pid_bh % HKV
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
-    n_start = pid_n * BLOCK_N
+    # SPLIT: programs [0, NKB) are one per key block; a block holding sink keys takes only the queries up to the
+    # end of its window there, and programs NKB + c * NSB + sb take chunk c (CHUNK query blocks) of the later
+    # queries, which see only sinks, for sink block sb. Sink blocks write fp32 partials to DKP/DVP
+    # (1 + chunks, sequences x KV heads, NSB * BLOCK_N, BLOCK_D) that the wrapper sums.
+    if SPLIT:
+        far = pid_n >= NKB
+    else:
+        far = pid_n < 0
+    j = tl.maximum(pid_n - NKB, 0)
+    n_start = tl.where(far, (j % NSB) * BLOCK_N, pid_n * BLOCK_N)
     if n_start >= Lk:
         return
     off = Lk - Lq
@@ -66,10 +80,20 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
     # query positions that may see a key of this block
     n_last = tl.minimum(n_start + BLOCK_N, Lk) - 1
     all_sinks = n_start + BLOCK_N <= S
-    p_hi = tl.where(n_start < S, Lk, tl.minimum(Lk, n_last + W))                  # exclusive
+    has_sink = n_start < S
     m_lo = (tl.maximum(n_start - off, 0) // BLOCK_M) * BLOCK_M
+    # query rows up to the window's end (positions < n_last + W); with sinks and no split, every later row too
+    if SPLIT:
+        split_here = has_sink
+        p_hi = tl.minimum(Lk, n_last + W)
+    else:
+        split_here = n_start < 0
+        p_hi = tl.where(has_sink, Lk, tl.minimum(Lk, n_last + W))
     m_hi = tl.minimum(p_hi - off, Lq)
     n_m = tl.maximum(tl.cdiv(m_hi - m_lo, BLOCK_M), 0)
+    if far:                         # chunk c of the query blocks after the window's (whole blocks: no overlap)
+        m_lo = m_lo + (n_m + (j // NSB) * CHUNK) * BLOCK_M
+        n_m = tl.maximum(tl.minimum(tl.cdiv(Lq - m_lo, BLOCK_M), CHUNK), 0)
     # one loop over (query head of the group, query block)
     for it in tl.range(0, GROUPS * n_m):
         g = it // n_m
@@ -102,6 +126,41 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
         dsT = pT * (dpT - delta[None, :])
         dk = _dot(dsT.to(q.dtype), q, dk, DOT)
     dk = dk * (qk_scale * 0.6931471805599453)                                       # back to natural-log scale
+    if split_here:                  # fp32 partial of a sink block: slot 0 (window rows) or 1 + chunk
+        slot = tl.where(far, 1 + j // NSB, 0)
+        rows_p = ((slot * tl.num_programs(1) + pid_bh).to(tl.int64) * (NSB * BLOCK_N) + offs_n) * BLOCK_D
+        tl.store(DKP + rows_p[:, None] + offs_d[None, :], dk)
+        tl.store(DVP + rows_p[:, None] + offs_d[None, :], dv)
+    else:
+        tl.store(DK + b * stride_kb + kvh * stride_kh + (k0 + offs_n)[:, None] * stride_kn + offs_d[None, :],
+                 dk.to(DK.dtype.element_ty), mask=kv_mask)
+        tl.store(DV + b * stride_vb + kvh * stride_vh + (k0 + offs_n)[:, None] * stride_vn + offs_d[None, :],
+                 dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _bwd_sink_sum_kernel(DKP, DVP, DK, DV, cu_k, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+                         Lk_fixed, HKV, NSB, PARTS, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                         VARLEN: tl.constexpr):
+    """dK/dV of the sink blocks: the sum of the split dK/dV kernel's fp32 partials, in a fixed order
+    (deterministic), stored like the main kernel stores the other blocks."""
+    sb = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // HKV
+    kvh = pid_bh % HKV
+    _q0, _lq, k0, Lk = _seq_bounds(cu_k, cu_k, b, Lk_fixed, Lk_fixed, VARLEN)
+    n_start = sb * BLOCK_N
+    if n_start >= Lk:
+        return
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    for part in range(0, PARTS):
+        rows_p = ((part * tl.num_programs(1) + pid_bh).to(tl.int64) * (NSB * BLOCK_N) + offs_n) * BLOCK_D
+        dk += tl.load(DKP + rows_p[:, None] + offs_d[None, :])
+        dv += tl.load(DVP + rows_p[:, None] + offs_d[None, :])
+    kv_mask = (offs_n < Lk)[:, None] & (offs_d < D)[None, :]
     tl.store(DK + b * stride_kb + kvh * stride_kh + (k0 + offs_n)[:, None] * stride_kn + offs_d[None, :],
              dk.to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + b * stride_vb + kvh * stride_vh + (k0 + offs_n)[:, None] * stride_vn + offs_d[None, :],
