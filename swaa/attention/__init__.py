@@ -37,10 +37,12 @@ class Backend:
     available: Callable[[], str | None] = lambda: None
     unsupported: Callable[..., str | None] = lambda *a, **k: None
     devices: tuple[str, ...] = ("cpu", "cuda")
-    priority: "int | Callable[..., int]" = 50      # or fn(q, k, *, window, mask) -> int
+    priority: "int | Callable[..., int]" = 50      # or fn(q, k, *, window, mask, keep_first) -> int
 
-    def rank(self, q, k, window, mask) -> int:
-        return self.priority(q, k, window=window, mask=mask) if callable(self.priority) else self.priority
+    def rank(self, q, k, window, mask, keep_first=0) -> int:
+        if callable(self.priority):
+            return self.priority(q, k, window=window, mask=mask, keep_first=keep_first)
+        return self.priority
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -78,7 +80,8 @@ def _get(name: str) -> Backend:
     return _REGISTRY[name]
 
 
-def resolve_backend(name: str, q, k, v, *, window=None, return_lse=False, mask=None, fa_from=None) -> Backend:
+def resolve_backend(name: str, q, k, v, *, window=None, return_lse=False, mask=None, fa_from=None,
+                    keep_first: int = 0) -> Backend:
     """The backend that will run these inputs, or an error naming why the requested one cannot."""
     if name == "auto":
         forced = _OVERRIDE[-1] if _OVERRIDE else os.environ.get("SWAA_ATTENTION_BACKEND") or None
@@ -91,7 +94,7 @@ def resolve_backend(name: str, q, k, v, *, window=None, return_lse=False, mask=N
             raise RuntimeError(f"attention backend {name!r} cannot run these inputs: {why}")
         return b
     tried = []
-    for b in sorted(_REGISTRY.values(), key=lambda b: b.rank(q, k, window, mask)):
+    for b in sorted(_REGISTRY.values(), key=lambda b: b.rank(q, k, window, mask, keep_first)):
         if q.device.type not in b.devices:
             continue
         why = b.available() or b.unsupported(q, k, v, return_lse=return_lse, mask=mask, fa_from=fa_from)
@@ -143,7 +146,7 @@ def swaa_attention(
     if sliding_window_size is None:
         keep_first, fa_from = 0, None          # full attention: sinks and FA decode change nothing
     b = resolve_backend(backend, q, k, v, window=sliding_window_size, return_lse=return_lse, mask=mask,
-                        fa_from=fa_from)
+                        fa_from=fa_from, keep_first=keep_first)
     return b.fn(q, k, v, window=sliding_window_size, keep_first=keep_first, scale=scale,
                 return_lse=return_lse, mask=mask, fa_from=fa_from)
 
@@ -157,7 +160,7 @@ register_backend(Backend("sdpa", sdpa_attention, unsupported=sdpa_unsupported, p
 # On CUDA flex wins for windows (H200, 32 x 128 heads, W=2048 S=100: 3.2 ms vs 69 ms for SDPA with a mask at 32k) and
 # SDPA's fused causal kernel wins for full attention (14.7 vs 21.2 ms): benchmarks/results/backends_cuda_h200.json
 register_backend(Backend("flex", flex_swaa_attention, available=flex_available, unsupported=flex_unsupported,
-                         devices=("cuda",), priority=lambda q, k, window, mask: 30 if window is None else 10))
+                         devices=("cuda",), priority=lambda q, k, window, mask, **_: 30 if window is None else 10))
 def _triton_module():
     from . import triton as t    # imported on first use: TRITON_INTERPRET is read when the kernels are defined
     return t
@@ -168,14 +171,16 @@ def _triton_fn(q, k, v, **kw):
 
 
 register_backend(Backend("reference", _reference_fn, priority=90))
-def _triton_rank(q, k, window, mask) -> int:
+def _triton_rank(q, k, window, mask, keep_first=0) -> int:
     # H200, bf16 (benchmarks/results/attention_gpu_h200.json, session 4): our forward beats flex by 15-27% on windows
     # at head_dim 128 and by 13-20% at head_dim 64 from 32k on (flex is ~12% faster at 8k there); our split-KV
-    # decode beats flex and SDPA; forward+backward is within -8%..+14% of flex (ours ahead with sinks), so training
-    # stays on flex; SDPA wins full-attention prefill
+    # decode beats flex and SDPA; SDPA wins full-attention prefill. Forward+backward (session 6,
+    # triton_sweep_session6_h200.json, 32k W=2048 S=100): ours 1.28x flex at 32 x 128 heads, 1.92x at 9 x 64 since
+    # the dK/dV kernel splits the sink blocks' work; without sinks flex is ~5% ahead, so training takes ours only
+    # with sinks
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k))
     if needs_grad:
-        return 45
+        return 5 if window is not None and keep_first > 0 else 45
     if q.shape[-2] <= 16:
         return 5                                   # decode: split-KV kernel
     if window is not None:

@@ -159,6 +159,21 @@ def test_auto_never_picks_the_interpreter():
     assert resolve_backend("auto", q, k, v, window=4).name == "sdpa"
 
 
+def test_triton_rank_follows_the_h200_measurements():
+    # the ordering `auto` uses on CUDA, checked on CPU tensors (the rank is pure host logic)
+    from swaa.attention import _triton_rank
+    q128, q64 = torch.empty(1, 8, 4096, 128), torch.empty(1, 8, 4096, 64)
+    assert _triton_rank(q128, q128, 2048, None) == 5                       # inference window, head_dim 128: ours
+    assert _triton_rank(q64, q64, 2048, None) == 15                        # head_dim 64, short: after flex (10)
+    assert _triton_rank(torch.empty(1, 8, 16384, 64), q64, 2048, None) == 5
+    assert _triton_rank(q64[:, :, :1], q64, None, None) == 5               # decode
+    assert _triton_rank(q128, q128, None, None) == 35                      # full prefill: after SDPA (20)
+    qg = q64.clone().requires_grad_(True)
+    assert _triton_rank(qg, q64, 2048, None, keep_first=0) == 45           # training without sinks: flex
+    assert _triton_rank(qg, q64, 2048, None, keep_first=100) == 5          # with sinks: ours (split dK/dV)
+    assert _triton_rank(qg, q64, None, None, keep_first=0) == 45
+
+
 @pytest.mark.parametrize("variant", ["rescale-always", "rescale-lazy"])
 @pytest.mark.parametrize("w, s", [(None, 0), (40, 3)])
 def test_forward_when_row_maxima_keep_growing(variant, w, s, monkeypatch):
