@@ -30,3 +30,16 @@ def assert_close_to_ref(out, out_ref, out_pt, *, floor=2e-5, name="out"):
         # one rounding step of the output itself, for the cases where PyTorch's error happens to be 0
         floor += torch.finfo(out.dtype).eps * out_ref.float().abs().max().item()
     assert err <= 2 * pt_err + floor, f"{name}: error {err:.3g} > 2 x PyTorch's {pt_err:.3g} + {floor:.3g}"
+
+
+def assert_grads_close_to_ref(q, k, v, do, *, floor, backend="triton", **kw):
+    """dq, dk, dv of ``swaa_attention(backend=...)`` against attention_ref's (fp32, and in the input dtype for
+    PyTorch's own error), each by :func:`assert_close_to_ref`. Returns the backend's gradients."""
+    from swaa.attention import attention_ref, swaa_attention
+    grads = lambda fn: torch.autograd.grad(fn(), (q, k, v), do)
+    got = grads(lambda: swaa_attention(q, k, v, backend=backend, **kw))
+    ref = grads(lambda: attention_ref(q, k, v, **kw))
+    pt = grads(lambda: attention_ref(q, k, v, upcast=False, **kw))
+    for name, a, r, p in zip(("dq", "dk", "dv"), got, ref, pt):
+        assert_close_to_ref(a, r, p, floor=floor, name=name)
+    return got

@@ -4,7 +4,6 @@ Layout: q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D) -> (B, Hq, Lq, D). GQA through ``e
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from .masks import dense_mask

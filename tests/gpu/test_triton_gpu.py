@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from swaa.attention import attention_ref, swaa_attention
-from tests.conftest import assert_close_to_ref
+from tests.conftest import assert_close_to_ref, assert_grads_close_to_ref
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs CUDA; GPU results are committed under benchmarks/results/")
@@ -41,14 +41,7 @@ BWD = [(2048, 2048, 32, 8, 128, 256, 100), (1023, 1023, 9, 3, 64, 1, 0), (777, 7
 def test_backward(lq, lk, hq, hkv, d, w, s):
     mk = lambda h, n: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     q, k, v = mk(hq, lq), mk(hkv, lk), mk(hkv, lk)
-    do = torch.randn_like(q)
-    kw = dict(sliding_window_size=w, keep_first=s)
-    grads = lambda fn: torch.autograd.grad(fn(), (q, k, v), do)
-    got = grads(lambda: swaa_attention(q, k, v, backend="triton", **kw))
-    ref = grads(lambda: attention_ref(q, k, v, **kw))
-    pt = grads(lambda: attention_ref(q, k, v, upcast=False, **kw))
-    for name, a, r, p in zip(("dq", "dk", "dv"), got, ref, pt):
-        assert_close_to_ref(a, r, p, floor=1e-3, name=name)
+    assert_grads_close_to_ref(q, k, v, torch.randn_like(q), floor=1e-3, sliding_window_size=w, keep_first=s)
 
 
 @pytest.mark.parametrize("n, w, s", [(131072, None, 0), (131072, 2048, 100), (32768, 4096, 0)])

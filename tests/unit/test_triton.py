@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from swaa.attention import attention_ref, available_backends, resolve_backend, swaa_attention
-from tests.conftest import assert_close_to_ref
+from tests.conftest import assert_close_to_ref, assert_grads_close_to_ref
 
 pytestmark = pytest.mark.skipif(available_backends()["triton"] is not None,
                                 reason=f"triton backend unavailable: {available_backends()['triton']}")
@@ -40,14 +40,8 @@ def test_forward_and_lse(lq, lk, w, s, g, dtype):
 @pytest.mark.parametrize("lq, lk, w, s, g", [c for c in CASES if c[0] > 1][::2])
 def test_backward(lq, lk, w, s, g, dtype):
     q, k, v = _qkv(lq, lk, g, dtype, grad=True)
-    do = torch.randn(q.shape, dtype=dtype)
-    kw = dict(sliding_window_size=w, keep_first=s)
-    grads = lambda fn: torch.autograd.grad(fn(), (q, k, v), do)
-    got = grads(lambda: swaa_attention(q, k, v, backend="triton", **kw))
-    ref = grads(lambda: attention_ref(q, k, v, **kw))
-    pt = grads(lambda: attention_ref(q, k, v, upcast=False, **kw))
-    for name, a, r, p in zip(("dq", "dk", "dv"), got, ref, pt):
-        assert_close_to_ref(a, r, p, floor=1e-4, name=name)
+    assert_grads_close_to_ref(q, k, v, torch.randn(q.shape, dtype=dtype), floor=1e-4, sliding_window_size=w,
+                              keep_first=s)
 
 
 # the dK/dV kernel's split of the sink blocks' later queries over extra programs (interpreter tiles are 32 x 32):
@@ -68,14 +62,9 @@ def test_backward_with_sink_blocks_split(lq, lk, w, s, g, dtype, monkeypatch):
     assert nsb == -(-min(s, lk) // bn) and parts > 2                  # the split runs, with several chunks
     do = torch.randn(q.shape, dtype=dtype)
     kw = dict(sliding_window_size=w, keep_first=s)
-    grads = lambda fn: torch.autograd.grad(fn(), (q, k, v), do)
-    got = grads(lambda: swaa_attention(q, k, v, backend="triton", **kw))
-    ref = grads(lambda: attention_ref(q, k, v, **kw))
-    pt = grads(lambda: attention_ref(q, k, v, upcast=False, **kw))
-    for name, a, r, p in zip(("dq", "dk", "dv"), got, ref, pt):
-        assert_close_to_ref(a, r, p, floor=1e-4, name=name)
+    got = assert_grads_close_to_ref(q, k, v, do, floor=1e-4, **kw)
     monkeypatch.setattr(T, "_SINK_SPLIT", False)                      # the one-program-per-block path agrees
-    unsplit = grads(lambda: swaa_attention(q, k, v, backend="triton", **kw))
+    unsplit = torch.autograd.grad(swaa_attention(q, k, v, backend="triton", **kw), (q, k, v), do)
     for a, b in zip(got, unsplit):
         torch.testing.assert_close(a, b, atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=1e-4)
 
