@@ -4,8 +4,9 @@ dK/dV: one program per (key block, sequence, KV head) runs one software-pipeline
 heads and the query blocks that can see its keys: positions ``[n0, n1 - 1 + W)`` for window keys, and every later
 query for a block holding sink keys (``n0 < S``). Those later queries see only the sinks, and there are up to L of
 them against W for any other block: one program for them would run L / W times longer than the rest and end the
-launch alone (session 6: +30% backward time at 32k for 100 sinks). So they are split into chunks of about a
-window's work, each its own program writing fp32 partial dK/dV for the sink block, summed by the wrapper. Only blocks on the diagonal, the window's end or the sequence's
+launch alone (session 6, H200: +32% forward+backward time at 32k for 100 sinks). So they are split into chunks of
+about a window's work, each its own program writing fp32 partial dK/dV for the sink block, which
+``_bwd_sink_sum_kernel`` sums in a fixed order. Only blocks on the diagonal, the window's end or the sequence's
 end apply the rule; the others (every pair visible) skip the mask. dQ: one program per (query block, sequence,
 query head), the forward's single loop over sink and window key blocks, with the query heads of one KV head side
 by side in the grid. Scores are recomputed from the saved base-2 LSE; ``delta = rowsum(dO * O)`` comes from the
@@ -49,7 +50,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
     # SPLIT: programs [0, NKB) are one per key block; a block holding sink keys takes only the queries up to the
     # end of its window there, and programs NKB + c * NSB + sb take chunk c (CHUNK query blocks) of the later
     # queries, which see only sinks, for sink block sb. Sink blocks write fp32 partials to DKP/DVP
-    # (1 + chunks, sequences x KV heads, NSB * BLOCK_N, BLOCK_D) that the wrapper sums.
+    # (1 + chunks, sequences x KV heads, NSB * BLOCK_N, BLOCK_D) that _bwd_sink_sum_kernel sums.
     if SPLIT:
         far = pid_n >= NKB
     else:
