@@ -244,7 +244,6 @@ class GraphDecoder:
     def _capture(self, warmup: int, required: bool):
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        synced = None
         n = min(max(warmup, 1), self.max_new_tokens - 1)      # at least the probe step, and room for one replay
         if n < 1:
             self.reason = f"eager steps: max_new_tokens={self.max_new_tokens} leaves no step to replay"
@@ -253,13 +252,11 @@ class GraphDecoder:
                                  f"{self.max_new_tokens}")
             return
         with torch.cuda.stream(stream):
-            for i in range(n):
-                if i == n - 1:
-                    synced = self._probe_step()
-                    if synced is not None:
-                        self._eager_step()
-                else:
-                    self._eager_step()
+            for _ in range(n - 1):
+                self._eager_step()
+            synced = self._probe_step()              # the last warm-up step
+            if synced is not None:
+                self._eager_step()                   # rerun whole (the probe may have stopped half-way)
         torch.cuda.current_stream().wait_stream(stream)
         if synced is not None:
             if required:

@@ -215,7 +215,7 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
         dkp, dvp = partial[0], partial[1]
     else:
         nsb, chunk, parts, dkp, dvp = 1, 1, 1, dk, dv
-    _bwd_dkdv_kernel[(nkb + nsb * (parts - 1) if split else nkb, heads)](
+    _bwd_dkdv_kernel[(nkb + nsb * (parts - 1), heads)](                 # no split: parts == 1, one per block
         q_, k_, v_, do_, lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
         *geo.lse_strides(lse_b), geo.lq, geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E,
         dkp, dvp, nkb, nsb, chunk,
