@@ -224,3 +224,28 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
     dq = dq * (qk_scale * 0.6931471805599453)
     tl.store(DQ + b * stride_qb + h * stride_qh + (q0 + offs_m)[:, None] * stride_qm + offs_d[None, :],
              dq.to(DQ.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _bwd_delta_kernel(O, DO, LSE, DELTA, LSE_B, R, H, stride_ob, stride_oh, stride_om, stride_lb, stride_lh,
+                      stride_lm, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr):
+    """The backward's preamble in one pass: ``delta = rowsum(dO * O)`` in fp32, and the LSE with rows that saw no
+    key (-inf) set to +inf so that their recomputed probabilities are 0. One program per BLOCK_R rows of one
+    (sequence, head); dense rows are a sequence's queries, packed rows all tokens (stride_ob = stride_lb = 0). dO has
+    O's strides (the wrapper makes it so)."""
+    pid_r = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    offs_d = tl.arange(0, BLOCK_D)
+    ok = rows < R
+    base = b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    ptrs = base + rows.to(tl.int64)[:, None] * stride_om + offs_d[None, :]
+    mask = ok[:, None] & (offs_d < D)[None, :]
+    o = tl.load(O + ptrs, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + ptrs, mask=mask, other=0.0).to(tl.float32)
+    lrow = b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + rows.to(tl.int64) * stride_lm
+    lse = tl.load(LSE + lrow, mask=ok, other=0.0)
+    tl.store(DELTA + lrow, tl.sum(o * do, 1), mask=ok)
+    tl.store(LSE_B + lrow, tl.where(lse == float("-inf"), float("inf"), lse), mask=ok)
