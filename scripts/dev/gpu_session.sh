@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Developer script for one lent-GPU call (session 6). PHASE=a: the GraphDecoder / compile_blocks GPU tests, then the
+# Developer script for one lent-GPU call (sessions 6-7). PHASE=a: the GraphDecoder / compile_blocks GPU tests, then the
 # end-to-end grid (benchmarks/e2e.py: compiled blocks, graph decode) into benchmarks/results, resuming rows already
 # there; every result is copied to $OUT as it lands. PHASE=b: the kernel diagnostic (scripts/dev/sweep_session6.py), then
 # the whole GPU test tier (junit XML to $OUT). PHASE=c: the GPU tier, then the backward sweep
-# (scripts/dev/sweep_session6_bwd.py). Each step has its own timeout so the call returns inside the 600 s limit.
+# (scripts/dev/sweep_session6_bwd.py). PHASE=d (session 7): the forward/backward sweep (scripts/dev/sweep_session7.py),
+# then the Triton GPU tests with the deferred forward loop. PHASE=e: the whole GPU tier, then the attention benchmark
+# into benchmarks/results/attention_gpu_h200.json. Each step has its own timeout so the call returns inside the 600 s limit.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s)
@@ -29,5 +31,15 @@ c)
         2>&1 | tee "$OUT/gpu_tests.log" | tail -12
     SWEEP_BUDGET_S=$(( $(left) - 40 )) timeout $(( $(left) - 10 )) python3 scripts/dev/sweep_session6_bwd.py 2>&1 \
         | tee "$OUT/sweep_bwd.log" | grep -v Warning | tail -20 ;;
+d)
+    SWEEP_BUDGET_S=${SWEEP_S:-250} timeout $(( ${SWEEP_S:-250} + 60 )) python3 scripts/dev/sweep_session7.py 2>&1 \
+        | tee "$OUT/sweep.log" | grep -v Warning | tail -40
+    SWAA_TRITON_DEFER=1 timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu/test_triton_gpu.py \
+        --junitxml="$OUT/gpu_tests_defer.xml" 2>&1 | tee "$OUT/gpu_tests_defer.log" | tail -12 ;;
+e)
+    timeout 300 python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu --junitxml="$OUT/gpu_tests.xml" \
+        2>&1 | tee "$OUT/gpu_tests.log" | tail -12
+    timeout $(( $(left) - 10 )) python3 benchmarks/attention.py --out "$OUT/attention_gpu_h200.json" 2>&1 \
+        | tee "$OUT/attention.log" | grep -v Warning | tail -30 ;;
 esac
 echo "call took $(( $(date +%s) - T0 )) s"

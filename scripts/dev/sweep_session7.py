@@ -1,0 +1,107 @@
+"""Developer sweep (GPU), session 7: the forward loop that defers P V by one block (SWAA_TRITON_DEFER) against the
+default loop and Flex over tile configs, with the one-compare mask in both; full causal; forward+backward with the
+one-kernel delta preamble (and the deferred forward), with the backward's per-kernel times from the profiler.
+Writes $OUT/sweep_session7.json as it goes. Not a test."""
+import json, os, sys, time
+import torch
+sys.path.insert(0, os.getcwd())
+from benchmarks.attention import timeit
+from swaa.attention import swaa_attention
+from swaa.attention.masks import visible_pairs
+import swaa.attention.triton as T
+
+out = os.environ.get("OUT", ".")
+res = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=__import__("triton").__version__,
+           note="median ms (benchmarks.attention.timeit); fwd tflops = 4*pairs*D*H/t, fwdbwd 10*pairs*D*H/t "
+                "(visible pairs only); err = max abs difference from the default loop's output", rows=[])
+save = lambda: json.dump(res, open(os.path.join(out, "sweep_session7.json"), "w"), indent=1)
+t_end = time.time() + float(os.environ.get("SWEEP_BUDGET_S", "240"))
+
+
+def rec(**r):
+    res["rows"].append(r); print(r, flush=True); save()
+
+
+def launch_info():
+    L = T.LAST_FWD_LAUNCH
+    return dict(regs=getattr(L, "n_regs", None), spills=getattr(L, "n_spills", None),
+                smem=getattr(getattr(L, "metadata", None), "shared", None))
+
+
+def fwd_variants(name, n, hq, hkv, d, w, s, variants):
+    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)
+    q, k, v = mk(hq), mk(hkv), mk(hkv)
+    pairs = visible_pairs(n, n, w, s)
+    tf = lambda ms: round(4 * pairs * d * hq / ms / 1e9, 1)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    if w is not None:
+        ms = timeit(lambda: swaa_attention(q, k, v, backend="flex", **kw))
+        rec(kind="fwd", shape=name, n=n, window=w, keep_first=s, backend="flex", ms=round(ms, 3), tflops=tf(ms))
+    base = None
+    for defer, cfg in variants:
+        if time.time() > t_end:
+            break
+        T._DEFER_FWD = bool(defer)
+        if cfg == "default":
+            os.environ.pop("SWAA_TRITON_FWD", None)
+        else:
+            os.environ["SWAA_TRITON_FWD"] = cfg
+        try:
+            o = swaa_attention(q, k, v, backend="triton", **kw)
+            err = 0.0 if base is None else (o.float() - base.float()).abs().max().item()
+            base = o if base is None else base
+            ms = timeit(lambda: swaa_attention(q, k, v, backend="triton", **kw))
+            rec(kind="fwd", shape=name, n=n, window=w, keep_first=s, defer=defer, cfg=cfg, ms=round(ms, 3),
+                tflops=tf(ms), err=err, **launch_info())
+        except Exception as e:
+            rec(kind="fwd", shape=name, n=n, window=w, keep_first=s, defer=defer, cfg=cfg, error=str(e)[-300:])
+    os.environ.pop("SWAA_TRITON_FWD", None)
+    T._DEFER_FWD = False
+    torch.cuda.empty_cache()
+
+
+def fwdbwd(name, n, hq, hkv, d, w, s, backends, profile_it=False):
+    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = mk(hq), mk(hkv), mk(hkv)
+    do = torch.randn_like(q)
+    pairs = visible_pairs(n, n, w, s)
+    for be, defer in backends:
+        if time.time() > t_end:
+            break
+        T._DEFER_FWD = bool(defer)
+        fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend=be),
+                                         (q, k, v), do)
+        try:
+            ms = timeit(fn)
+            r = dict(kind="fwdbwd", shape=name, n=n, window=w, keep_first=s, backend=be, defer=defer,
+                     ms=round(ms, 3), tflops=round(10 * pairs * d * hq / ms / 1e9, 1))
+            if profile_it and be == "triton":
+                from torch.profiler import ProfilerActivity, profile
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    for _ in range(5):
+                        fn()
+                    torch.cuda.synchronize()
+                ker = {}
+                for e in prof.key_averages():
+                    t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+                    if t:
+                        ker[e.key[:60]] = round(t / 5 / 1e3, 4)
+                r["kernels_ms"] = dict(sorted(ker.items(), key=lambda x: -x[1])[:8])
+            rec(**r)
+        except Exception as e:
+            rec(kind="fwdbwd", shape=name, n=n, window=w, keep_first=s, backend=be, defer=defer, error=str(e)[-300:])
+    T._DEFER_FWD = False
+    torch.cuda.empty_cache()
+
+
+big = [(0, "default"), (1, "default"), (1, "64,64,4,2"), (1, "128,64,8,3"), (1, "128,64,8,2"), (1, "64,32,4,3"),
+       (0, "default")]
+fwd_variants("qwen3-4b", 32768, 32, 8, 128, 2048, 100, big)
+fwdbwd("qwen3-4b", 32768, 32, 8, 128, 2048, 100, [("flex", 0), ("triton", 0), ("triton", 1)], profile_it=True)
+fwd_variants("qwen3-4b", 131072, 32, 8, 128, 2048, 100, [(0, "default"), (1, "default"), (1, "64,64,4,2")])
+fwd_variants("smollm2", 32768, 9, 3, 64, 2048, 100, [(0, "default"), (1, "default"), (1, "64,64,4,3"),
+                                                      (1, "128,64,4,2")])
+fwd_variants("qwen3-4b", 32768, 32, 8, 128, None, 0, [(0, "default"), (1, "default")])
+fwdbwd("qwen3-4b", 32768, 32, 8, 128, 2048, 0, [("flex", 0), ("triton", 0), ("triton", 1)])
+fwdbwd("smollm2", 32768, 9, 3, 64, 2048, 100, [("flex", 0), ("triton", 0), ("triton", 1)])
+save()
