@@ -176,11 +176,12 @@ def _triton_rank(q, k, window, mask, keep_first=0) -> int:
     # at head_dim 128 and by 13-20% at head_dim 64 from 32k on (flex is ~12% faster at 8k there); our split-KV
     # decode beats flex and SDPA; SDPA wins full-attention prefill. Forward+backward (session 6,
     # triton_sweep_session6_h200.json, 32k W=2048 S=100): ours 1.28x flex at 32 x 128 heads, 1.92x at 9 x 64 since
-    # the dK/dV kernel splits the sink blocks' work; without sinks flex is ~5% ahead, so training takes ours only
-    # with sinks
+    # the dK/dV kernel splits the sink blocks' work. Session 7 (triton_sweep_session7_h200.json, one-kernel delta
+    # preamble): 1.44x with sinks and 1.09x without at 32 x 128, 1.98x at 9 x 64 with sinks; head_dim 64 without
+    # sinks was not measured again (flex ~5% ahead in session 4), so it keeps flex
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k))
     if needs_grad:
-        return 5 if window is not None and keep_first > 0 else 45
+        return 5 if window is not None and (keep_first > 0 or q.shape[-1] > 64) else 45
     if q.shape[-2] <= 16:
         return 5                                   # decode: split-KV kernel
     if window is not None:

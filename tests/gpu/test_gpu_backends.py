@@ -63,6 +63,8 @@ def test_auto_follows_the_benchmark_on_cuda():
     qg, kg, vg = _inputs(256, 256, 1, 64, torch.bfloat16, grad=True)
     assert resolve_backend("auto", qg, kg, vg, window=128).name == "flex"    # training without sinks: flex ~5% ahead
     assert resolve_backend("auto", qg, kg, vg, window=128, keep_first=4).name == "triton"   # with sinks: ours
+    qg, kg, vg = _inputs(256, 256, 1, 128, torch.bfloat16, grad=True)
+    assert resolve_backend("auto", qg, kg, vg, window=128).name == "triton"  # head_dim 128, no sinks: ours 1.09x
     mask = torch.ones(2, 1, 256, 256, dtype=torch.bool, device="cuda").tril()
     assert resolve_backend("auto", q, k, v, window=128, mask=mask).name == "sdpa"
 

@@ -22,9 +22,17 @@ def _qkv(lq, lk, g, dtype, d=32, hkv=2, b=2, grad=False):
     return mk(hkv * g, lq), mk(hkv, lk), mk(hkv, lk)
 
 
+@pytest.fixture(params=["loop", "deferred-pv"])
+def fwd_loop(request, monkeypatch):
+    """Both forward loops (the deferred P V one is the default at 64 < head_dim <= 128, these tests use 32)."""
+    import swaa.attention.triton as T
+    monkeypatch.setattr(T, "_DEFER_FWD", request.param == "deferred-pv")
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("lq, lk, w, s, g", CASES)
-def test_forward_and_lse(lq, lk, w, s, g, dtype):
+def test_forward_and_lse(lq, lk, w, s, g, dtype, fwd_loop):
     q, k, v = _qkv(lq, lk, g, dtype)
     kw = dict(sliding_window_size=w, keep_first=s)
     with torch.no_grad():
@@ -84,7 +92,7 @@ def _pack(seqs):
 
 
 @pytest.mark.parametrize("w, s", [(8, 2), (1, 3), (None, 0), (40, 0)])
-def test_varlen_several_sequences_forward_and_backward(w, s):
+def test_varlen_several_sequences_forward_and_backward(w, s, fwd_loop):
     from swaa.attention.triton import swaa_attention_varlen
     lens_q, lens_k, hkv, g, d = [17, 64, 5, 1], [17, 80, 5, 33], 1, 3, 32      # last two: decode alignment
     qs = [torch.randn(n, hkv * g, d, requires_grad=True) for n in lens_q]
@@ -158,18 +166,22 @@ def test_triton_rank_follows_the_h200_measurements():
     assert _triton_rank(q64[:, :, :1], q64, None, None) == 5               # decode
     assert _triton_rank(q128, q128, None, None) == 35                      # full prefill: after SDPA (20)
     qg = q64.clone().requires_grad_(True)
-    assert _triton_rank(qg, q64, 2048, None, keep_first=0) == 45           # training without sinks: flex
+    assert _triton_rank(qg, q64, 2048, None, keep_first=0) == 45           # training without sinks, 64: flex
     assert _triton_rank(qg, q64, 2048, None, keep_first=100) == 5          # with sinks: ours (split dK/dV)
     assert _triton_rank(qg, q64, None, None, keep_first=0) == 45
+    qg128 = q128.clone().requires_grad_(True)
+    assert _triton_rank(qg128, q128, 2048, None, keep_first=0) == 5        # without sinks at 128: ours
+    assert _triton_rank(qg128, q128, None, None, keep_first=0) == 45
 
 
-@pytest.mark.parametrize("variant", ["rescale-always", "rescale-lazy"])
+@pytest.mark.parametrize("variant", ["rescale-always", "rescale-lazy", "deferred-pv"])
 @pytest.mark.parametrize("w, s", [(None, 0), (40, 3)])
 def test_forward_when_row_maxima_keep_growing(variant, w, s, monkeypatch):
     """Scores that grow along the keys (each block's max far above the last): the running rescale and the lazy
     variant that skips it while no row max grew by more than 2^8 both match the reference, LSE included."""
     import swaa.attention.triton as T
     monkeypatch.setattr(T, "_LAZY_FWD", variant == "rescale-lazy")
+    monkeypatch.setattr(T, "_DEFER_FWD", variant == "deferred-pv")
     q, k, v = _qkv(150, 150, 2, torch.bfloat16)
     k = (k.float() * torch.linspace(0.1, 6.0, 150)[None, None, :, None]).to(torch.bfloat16)
     kw = dict(sliding_window_size=w, keep_first=s)

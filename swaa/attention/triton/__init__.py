@@ -22,7 +22,7 @@ _LOG2E = 1.4426950408889634
 _BIG_W = 1 << 30
 _WS_FWD = os.environ.get("SWAA_TRITON_WS", "0") == "1"     # warp-specialised key loop (sweeps)
 _LAZY_FWD = os.environ.get("SWAA_TRITON_LAZY", "0") == "1"  # rescale the accumulator only when a max grows > 2^8
-_DEFER_FWD = os.environ.get("SWAA_TRITON_DEFER", "0") == "1"  # P V deferred one block: overlaps the softmax
+_DEFER_FWD = {"0": False, "1": True}.get(os.environ.get("SWAA_TRITON_DEFER", ""))  # None: by head_dim (_defer)
 _SINK_SPLIT = os.environ.get("SWAA_TRITON_SINK_SPLIT", "1") == "1"   # dK/dV: sink blocks' far queries over programs
 LAST_FWD_LAUNCH = None      # the compiled forward of the last call (registers, spills, shared memory: for sweeps)
 _MAXNREG = {"maxnreg": int(os.environ["SWAA_TRITON_MAXNREG"])} if os.environ.get("SWAA_TRITON_MAXNREG") else {}
@@ -168,11 +168,20 @@ def _forward(q, k, v, geo: _Geometry, w, s, scale):
              _tma_desc(v, sv, geo.hkv, bn, geo.block_d))
     tma = all(x is not None for x in descs)
     global LAST_FWD_LAUNCH
-    LAST_FWD_LAUNCH = _fwd_kernel[grid](*(descs if tma else (q, k, v)), o, lse, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
-                      *geo.lse_strides(lse), geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E,
-                      D=geo.d, BLOCK_D=geo.block_d, BLOCK_M=bm, BLOCK_N=bn, VARLEN=geo.varlen, DOT=geo.dot,
-                      TMA=tma, WS=tma and _WS_FWD, LAZY=_LAZY_FWD, DEFER=_DEFER_FWD, num_warps=warps, num_stages=stages, **_MAXNREG)
+    LAST_FWD_LAUNCH = _fwd_kernel[grid](
+        *(descs if tma else (q, k, v)), o, lse, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse),
+        geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E, D=geo.d, BLOCK_D=geo.block_d, BLOCK_M=bm, BLOCK_N=bn,
+        VARLEN=geo.varlen, DOT=geo.dot, TMA=tma, WS=tma and _WS_FWD, LAZY=_LAZY_FWD, DEFER=_defer(geo.d),
+        num_warps=warps, num_stages=stages, **_MAXNREG)
     return o, lse
+
+
+def _defer(d: int) -> bool:
+    """Whether the forward defers P V by one block (``_fwd_loop_deferred``). H200 sweep, session 7
+    (benchmarks/results/triton_sweep_session7_h200.json, W=2048 S=100): 2.8% faster at 32k and 2.3% at 128k for
+    32/8 heads x 128, 3.4% on full causal; 14% slower at head_dim 64, where the default loop runs four programs per
+    SM. SWAA_TRITON_DEFER=0/1 forces it."""
+    return (64 < d <= 128) if _DEFER_FWD is None else _DEFER_FWD
 
 
 def _sink_split(geo: _Geometry, w, s, bm, bn):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._fwd import _block_start, _dot, _key_runs, _query_program, _rule_mask, _seq_bounds, _tma_origin
+from ._fwd import _block_start, _dot, _key_runs, _needs_mask, _query_program, _rule_mask, _seq_bounds, _tma_origin
 
 
 @triton.jit
@@ -205,7 +205,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
     v_base = b * stride_vb + kvh * stride_vh
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    p_max, sink_hi, ws, int_lo, int_hi, hi = _key_runs(m_start, Lq, Lk, W, S, BLOCK_M, BLOCK_N)
+    p_max, sink_hi, ws, int_lo, int_hi, hi, sink_full = _key_runs(m_start, Lq, Lk, W, S, BLOCK_M, BLOCK_N)
     if p_max >= 0:
         n_sink = tl.cdiv(sink_hi, BLOCK_N)
         for it in tl.range(0, n_sink + tl.cdiv(hi - ws, BLOCK_N)):
@@ -217,7 +217,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
             qk = _dot(q, tl.trans(k), None, DOT)                                      # (BM, BN)
             dp = _dot(do, tl.trans(v), None, DOT)
             p = tl.math.exp2(qk * qk_scale - lse[:, None])
-            if (start_n < int_lo) | (start_n >= int_hi):                             # sink or edge block
+            if _needs_mask(start_n, sink_full, int_lo, int_hi):                      # sink or edge block
                 p = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), p, 0.0)
             ds = p * (dp - delta[:, None])
             dq = _dot(ds.to(k.dtype), k, dq, DOT)

@@ -69,7 +69,8 @@ def _query_program(H, GROUPS):
 @triton.jit
 def _key_runs(m_start, Lq, Lk, W, S, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Key-run bounds of the query block starting at ``m_start``: sinks [0, sink_hi), window [ws, hi) whose
-    [int_lo, int_hi) part is visible to every row (no mask); p_max < 0 means the block sees no key."""
+    [int_lo, int_hi) part is visible to every row (no mask), as is [0, sink_full); p_max < 0 means the block sees
+    no key."""
     off = Lk - Lq
     p_min = m_start + off
     p_max = tl.minimum(m_start + BLOCK_M, Lq) - 1 + off
@@ -78,7 +79,16 @@ def _key_runs(m_start, Lq, Lk, W, S, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexp
     sink_hi = tl.minimum(S, ws)
     int_lo = tl.maximum(((tl.maximum(p_max - W + 1, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, ws)
     int_hi = ((p_min + 1) // BLOCK_N) * BLOCK_N
-    return p_max, sink_hi, ws, int_lo, int_hi, hi
+    # sink blocks below sink_full hold only sinks that every row sees (j < S and j <= p_min): no mask either
+    sink_full = tl.maximum(tl.minimum(S // BLOCK_N, (p_min + 1) // BLOCK_N), 0) * BLOCK_N
+    return p_max, sink_hi, ws, int_lo, int_hi, hi, sink_full
+
+
+@triton.jit
+def _needs_mask(start_n, sink_full, int_lo, int_hi):
+    """Whether the key block at ``start_n`` needs the rule: sink blocks with keys past the sinks or not yet causal
+    for every row, the window's start, the diagonal."""
+    return ((start_n < int_lo) & (start_n >= sink_full)) | (start_n >= int_hi)
 
 
 @triton.jit
@@ -111,10 +121,10 @@ def _load_v(v_src, vr, vc, start_n, cols, stride_vn, d_ok, Lk, TMA: tl.constexpr
 
 
 @triton.jit
-def _softmax_probs(qk, l_i, m_i, start_n, cols, pos, int_lo, int_hi, Lk, W, S, qk_scale):
+def _softmax_probs(qk, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk, W, S, qk_scale):
     """Online-softmax update with one block's scores: the rule applied on sink and edge blocks only; returns the
     probabilities (fp32), the factor alpha that rescales what was accumulated before, and the new sum and max."""
-    if (start_n < int_lo) | (start_n >= int_hi):                             # sink or edge block
+    if _needs_mask(start_n, sink_full, int_lo, int_hi):                      # sink or edge block
         qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
     m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
     m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)                     # rows that saw nothing yet
@@ -124,10 +134,10 @@ def _softmax_probs(qk, l_i, m_i, start_n, cols, pos, int_lo, int_hi, Lk, W, S, q
 
 
 @triton.jit
-def _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, int_lo, int_hi, Lk, W, S, qk_scale):
+def _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk, W, S, qk_scale):
     """Online-softmax update with one block's scores: the rule applied on sink and edge blocks only; returns the
     probabilities (fp32) and the rescaled accumulator, sum and maximum."""
-    if (start_n < int_lo) | (start_n >= int_hi):                             # sink or edge block
+    if _needs_mask(start_n, sink_full, int_lo, int_hi):                      # sink or edge block
         qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
     m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
     m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)                     # rows that saw nothing yet
@@ -137,8 +147,8 @@ def _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, int_lo, int_hi, Lk, W, 
 
 
 @triton.jit
-def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, int_lo, int_hi,
-              n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, sink_full, int_lo,
+              int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
               TMA: tl.constexpr, WS: tl.constexpr, LAZY: tl.constexpr):
     # One software-pipelined loop over every visited key block (one pipeline fill per program instead of one per
     # run, and one set of stage buffers). Blocks in [int_lo, int_hi) run unmasked; sink and edge blocks apply the
@@ -150,7 +160,7 @@ def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_
         k = _load_k(k_src, kr, kc, start_n, cols, stride_kn, d_ok, Lk, TMA)
         qk = _dot(q, k, None, DOT)
         if LAZY:
-            if (start_n < int_lo) | (start_n >= int_hi):
+            if _needs_mask(start_n, sink_full, int_lo, int_hi):
                 qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
             m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             # rescale only when some row's maximum grew by more than 2^8 (probabilities stay <= 256 otherwise,
@@ -165,16 +175,16 @@ def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_
             p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
             l_i = l_i + tl.sum(p, 1)
         else:
-            p, acc, l_i, m_i = _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, int_lo, int_hi, Lk, W, S,
-                                             qk_scale)
+            p, acc, l_i, m_i = _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk,
+                                             W, S, qk_scale)
         v = _load_v(v_src, vr, vc, start_n, cols, stride_vn, d_ok, Lk, TMA)
         acc = _dot(p.to(v.dtype), v, acc, DOT)
     return acc, l_i, m_i
 
 
 @triton.jit
-def _fwd_loop_deferred(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, int_lo,
-                       int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr,
+def _fwd_loop_deferred(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, sink_full,
+                       int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr,
                        DOT: tl.constexpr, TMA: tl.constexpr):
     # The same loop with P V deferred by one block: iteration j issues Q K_j^T, then P_{j-1} V_{j-1} onto the
     # accumulator rescaled by alpha_{j-1}, then runs the softmax of block j, so the tensor cores compute
@@ -190,8 +200,8 @@ def _fwd_loop_deferred(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn
         qk = _dot(q, k, None, DOT)
         v = _load_v(v_src, vr, vc, prev_n, prev_n + offs_n, stride_vn, d_ok, Lk, TMA)
         acc = _dot(p_prev.to(q.dtype), v, acc * a_prev[:, None], DOT)
-        p_prev, a_prev, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, cols, pos, int_lo, int_hi, Lk, W, S,
-                                                  qk_scale)
+        p_prev, a_prev, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk,
+                                                  W, S, qk_scale)
     last_n = tl.multiple_of(_block_start(n_iter - 1, n_sink, ws, BLOCK_N), BLOCK_N)
     v = _load_v(v_src, vr, vc, last_n, last_n + offs_n, stride_vn, d_ok, Lk, TMA)
     return _dot(p_prev.to(q.dtype), v, acc * a_prev[:, None], DOT), l_i, m_i
@@ -241,7 +251,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    p_max, sink_hi, ws, int_lo, int_hi, hi = _key_runs(m_start, Lq, Lk, W, S, BLOCK_M, BLOCK_N)
+    p_max, sink_hi, ws, int_lo, int_hi, hi, sink_full = _key_runs(m_start, Lq, Lk, W, S, BLOCK_M, BLOCK_N)
     if p_max >= 0:
         # sink blocks [0, sink_hi) before the window's first block, then the window [ws, hi); the interior
         # [int_lo, int_hi) holds keys every row of the block sees (j <= p_min and p_max - j < W)
@@ -249,12 +259,12 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
         n_iter = n_sink + tl.cdiv(hi - ws, BLOCK_N)
         if DEFER:
             acc, l_i, m_i = _fwd_loop_deferred(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn,
-                                               n_sink, ws, int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S,
-                                               qk_scale, BLOCK_N, DOT, TMA)
+                                               n_sink, ws, sink_full, int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk,
+                                               W, S, qk_scale, BLOCK_N, DOT, TMA)
         else:
             acc, l_i, m_i = _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink,
-                                      ws, int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N, DOT,
-                                      TMA, WS, LAZY)
+                                      ws, sink_full, int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale,
+                                      BLOCK_N, DOT, TMA, WS, LAZY)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
