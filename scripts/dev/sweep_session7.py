@@ -11,10 +11,11 @@ from swaa.attention.masks import visible_pairs
 import swaa.attention.triton as T
 
 out = os.environ.get("OUT", ".")
-res = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=__import__("triton").__version__,
+PART = os.environ.get("PART", "")
+res = dict(part=PART, device=torch.cuda.get_device_name(), torch=torch.__version__, triton=__import__("triton").__version__,
            note="median ms (benchmarks.attention.timeit); fwd tflops = 4*pairs*D*H/t, fwdbwd 10*pairs*D*H/t "
                 "(visible pairs only); err = max abs difference from the default loop's output", rows=[])
-save = lambda: json.dump(res, open(os.path.join(out, "sweep_session7.json"), "w"), indent=1)
+save = lambda: json.dump(res, open(os.path.join(out, f"sweep_session7{PART and '_' + PART}.json"), "w"), indent=1)
 t_end = time.time() + float(os.environ.get("SWEEP_BUDGET_S", "240"))
 
 
@@ -41,7 +42,8 @@ def fwd_variants(name, n, hq, hkv, d, w, s, variants):
     for defer, cfg in variants:
         if time.time() > t_end:
             break
-        T._DEFER_FWD = bool(defer)
+        T._DEFER_FWD = defer == 1                     # 0: the default loop, 1: deferred P V, "ws": warp-specialised
+        T._WS_FWD = defer == "ws"
         if cfg == "default":
             os.environ.pop("SWAA_TRITON_FWD", None)
         else:
@@ -56,7 +58,7 @@ def fwd_variants(name, n, hq, hkv, d, w, s, variants):
         except Exception as e:
             rec(kind="fwd", shape=name, n=n, window=w, keep_first=s, defer=defer, cfg=cfg, error=str(e)[-300:])
     os.environ.pop("SWAA_TRITON_FWD", None)
-    T._DEFER_FWD = False
+    T._DEFER_FWD, T._WS_FWD = None, False
     torch.cuda.empty_cache()
 
 
@@ -94,6 +96,19 @@ def fwdbwd(name, n, hq, hkv, d, w, s, backends, profile_it=False):
     torch.cuda.empty_cache()
 
 
+if os.environ.get("PART") == "ws":
+    # session 7, second call: Triton's Hopper warp specialisation (a TMA producer and two 64-row consumer
+    # warpgroups), which engages once the loop is branch-free and not under an scf.if
+    ws = [(1, "default"), ("ws", "128,64,4,3"), ("ws", "128,64,4,2"), ("ws", "128,128,4,2"), ("ws", "64,64,4,3"),
+          ("ws", "128,64,4,4"), (1, "default")]
+    fwd_variants("qwen3-4b", 32768, 32, 8, 128, 2048, 100, ws)
+    fwd_variants("qwen3-4b", 131072, 32, 8, 128, 2048, 100, ws[:3] + ws[-1:])
+    fwd_variants("qwen3-4b", 32768, 32, 8, 128, 2048, 0, ws[:3])
+    fwd_variants("smollm2", 32768, 9, 3, 64, 2048, 100, [(0, "default"), ("ws", "128,64,4,3"), ("ws", "128,64,4,2"),
+                                                          ("ws", "128,128,4,2"), ("ws", "64,64,4,2")])
+    fwd_variants("qwen3-4b", 32768, 32, 8, 128, None, 0, [(1, "default"), ("ws", "128,64,4,3"), ("ws", "128,128,4,2")])
+    save()
+    sys.exit(0)
 big = [(0, "default"), (1, "default"), (1, "64,64,4,2"), (1, "128,64,8,3"), (1, "128,64,8,2"), (1, "64,32,4,3"),
        (0, "default")]
 fwd_variants("qwen3-4b", 32768, 32, 8, 128, 2048, 100, big)
