@@ -1,5 +1,7 @@
 """Developer probe (GPU), session 7: does the warp-specialised forward (SWAA_TRITON_WS=1) compile, run and match the
-default loop? One case per call (argv: n cfg S), meant to run under `timeout`; prints a line per stage."""
+default loop? One case per call (argv: n cfg S), meant to run under `timeout`; prints a line per stage. The WS loop
+was removed after this probe (it deadlocked with sinks and gave NaN without:
+benchmarks/results/triton_ws_probe_session7_h200.json); run at commit eab3aa6 to reproduce."""
 import os, sys, time
 import torch
 sys.path.insert(0, os.getcwd())

@@ -1,7 +1,8 @@
 """Developer sweep (GPU), session 7: the forward loop that defers P V by one block (SWAA_TRITON_DEFER) against the
 default loop and Flex over tile configs, with the one-compare mask in both; full causal; forward+backward with the
 one-kernel delta preamble (and the deferred forward), with the backward's per-kernel times from the profiler.
-Writes $OUT/sweep_session7.json as it goes. Not a test."""
+Writes $OUT/sweep_session7.json as it goes. Not a test. PART=ws (the warp-specialised loop) needs commit eab3aa6, where
+it existed; it hung on the H200 (benchmarks/results/triton_ws_probe_session7_h200.json)."""
 import json, os, sys, time
 import torch
 sys.path.insert(0, os.getcwd())

@@ -20,7 +20,6 @@ __all__ = ["triton_available", "triton_unsupported", "triton_attention", "swaa_a
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _LOG2E = 1.4426950408889634
 _BIG_W = 1 << 30
-_WS_FWD = os.environ.get("SWAA_TRITON_WS", "0") == "1"     # warp-specialised key loop (sweeps)
 _LAZY_FWD = os.environ.get("SWAA_TRITON_LAZY", "0") == "1"  # rescale the accumulator only when a max grows > 2^8
 _DEFER_FWD = {"0": False, "1": True}.get(os.environ.get("SWAA_TRITON_DEFER", ""))  # None: by head_dim (_defer)
 _SINK_SPLIT = os.environ.get("SWAA_TRITON_SINK_SPLIT", "1") == "1"   # dK/dV: sink blocks' far queries over programs
@@ -171,7 +170,7 @@ def _forward(q, k, v, geo: _Geometry, w, s, scale):
     LAST_FWD_LAUNCH = _fwd_kernel[grid](
         *(descs if tma else (q, k, v)), o, lse, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse),
         geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E, D=geo.d, BLOCK_D=geo.block_d, BLOCK_M=bm, BLOCK_N=bn,
-        VARLEN=geo.varlen, DOT=geo.dot, TMA=tma, WS=tma and _WS_FWD, LAZY=_LAZY_FWD, DEFER=_defer(geo.d),
+        VARLEN=geo.varlen, DOT=geo.dot, TMA=tma, LAZY=_LAZY_FWD, DEFER=_defer(geo.d),
         num_warps=warps, num_stages=stages, **_MAXNREG)
     return o, lse
 

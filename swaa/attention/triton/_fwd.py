@@ -149,27 +149,17 @@ def _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_
 @triton.jit
 def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, sink_full, int_lo,
               int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
-              TMA: tl.constexpr, WS: tl.constexpr, LAZY: tl.constexpr):
+              TMA: tl.constexpr, LAZY: tl.constexpr):
     # One software-pipelined loop over every visited key block (one pipeline fill per program instead of one per
     # run, and one set of stage buffers). Blocks in [int_lo, int_hi) run unmasked; sink and edge blocks apply the
     # rule. k_src/v_src: TMA descriptors (key j at row kr + j / vr + j, columns kc / vc) or pointer tiles at key 0.
-    for it in tl.range(0, n_iter, warp_specialize=WS):
+    for it in tl.range(0, n_iter):
         start_n = _block_start(it, n_sink, ws, BLOCK_N)
         start_n = tl.multiple_of(start_n, BLOCK_N)
         cols = start_n + offs_n                                              # (BLOCK_N,)
         k = _load_k(k_src, kr, kc, start_n, cols, stride_kn, d_ok, Lk, TMA)
         qk = _dot(q, k, None, DOT)
-        if WS:
-            # branch-free (Triton's Hopper warp specialization takes no scf.if in the loop): the rule on every block
-            qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
-            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)
-            p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
-            alpha = tl.math.exp2(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None]
-            m_i = m_ij
-        elif LAZY:
+        if LAZY:
             if _needs_mask(start_n, sink_full, int_lo, int_hi):
                 qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
             m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
@@ -212,8 +202,7 @@ def _fwd_loop_deferred(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn
         acc = _dot(p_prev.to(q.dtype), v, acc * a_prev[:, None], DOT)
         p_prev, a_prev, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk,
                                                   W, S, qk_scale)
-    last_n = tl.multiple_of(_block_start(tl.maximum(n_iter - 1, 0), n_sink, ws, BLOCK_N), BLOCK_N)  # (P is 0
-    # when the block saw no key: any loaded V adds nothing)
+    last_n = tl.multiple_of(_block_start(n_iter - 1, n_sink, ws, BLOCK_N), BLOCK_N)
     v = _load_v(v_src, vr, vc, last_n, last_n + offs_n, stride_vn, d_ok, Lk, TMA)
     return _dot(p_prev.to(q.dtype), v, acc * a_prev[:, None], DOT), l_i, m_i
 
@@ -225,15 +214,15 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
                 stride_lb, stride_lh, stride_lm,
                 Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                 D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False, WS: tl.constexpr = False,
+                VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False,
                 LAZY: tl.constexpr = False, DEFER: tl.constexpr = False):
     """Q/K/V are pointers, or with TMA descriptors over their storage as rows of stride_qm/kn/vn elements
     (the wrapper checks the layout allows it; D == BLOCK_D there)."""
     pid_m, b, h, kvh = _query_program(H, GROUPS)
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
     m_start = pid_m * BLOCK_M
-    # no early return for a block past a packed sequence's end (it would put the loop under an scf.if, which
-    # Triton's Hopper warp specialization does not take): it visits no key and stores nothing
+    if m_start >= Lq:
+        return
     off = Lk - Lq                                          # queries align to the end of the keys
     offs_m = m_start + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -263,11 +252,11 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     p_max, sink_hi, ws, int_lo, int_hi, hi, sink_full = _key_runs(m_start, Lq, Lk, W, S, BLOCK_M, BLOCK_N)
-    # sink blocks [0, sink_hi) before the window's first block, then the window [ws, hi); the interior
-    # [int_lo, int_hi) holds keys every row of the block sees (j <= p_min and p_max - j < W); none when p_max < 0
-    n_sink = tl.cdiv(sink_hi, BLOCK_N)
-    n_iter = tl.where((p_max >= 0) & (m_start < Lq), n_sink + tl.cdiv(hi - ws, BLOCK_N), 0)
-    if True:
+    if p_max >= 0:
+        # sink blocks [0, sink_hi) before the window's first block, then the window [ws, hi); the interior
+        # [int_lo, int_hi) holds keys every row of the block sees (j <= p_min and p_max - j < W)
+        n_sink = tl.cdiv(sink_hi, BLOCK_N)
+        n_iter = n_sink + tl.cdiv(hi - ws, BLOCK_N)
         if DEFER:
             acc, l_i, m_i = _fwd_loop_deferred(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn,
                                                n_sink, ws, sink_full, int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk,
@@ -275,7 +264,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
         else:
             acc, l_i, m_i = _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink,
                                       ws, sink_full, int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale,
-                                      BLOCK_N, DOT, TMA, WS, LAZY)
+                                      BLOCK_N, DOT, TMA, LAZY)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
