@@ -97,6 +97,38 @@ def fwdbwd(name, n, hq, hkv, d, w, s, backends, profile_it=False):
     torch.cuda.empty_cache()
 
 
+if os.environ.get("PART") == "dkdv":
+    # session 7, last call: dK/dV tiles without the 64x64 tile's register spills (ptxas, scripts/dev/aot_sm90.py:
+    # 64x64 spills ~108 bytes at 255 registers, 32x64 and 64x32 none); gradients compared with the default's
+    n, hq, hkv, d = 32768, 32, 8, 128
+    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = mk(hq), mk(hkv), mk(hkv)
+    do = torch.randn_like(q)
+    for s_ in (100, 0):
+        pairs = visible_pairs(n, n, 2048, s_)
+        base = None
+        for cfg in ["default", "32,64,4,2", "32,64,4,3", "64,32,4,2", "default"]:
+            if time.time() > t_end:
+                break
+            if cfg == "default":
+                os.environ.pop("SWAA_TRITON_DKDV", None)
+            else:
+                os.environ["SWAA_TRITON_DKDV"] = cfg
+            fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=2048, keep_first=s_,
+                                                            backend="triton"), (q, k, v), do)
+            try:
+                g = fn()
+                err = None if base is None else max(((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+                                                    for a, b in zip(g, base))
+                base = g if base is None else base
+                ms = timeit(fn)
+                rec(kind="fwdbwd", shape="qwen3-4b", n=n, window=2048, keep_first=s_, dkdv_cfg=cfg, ms=round(ms, 3),
+                    tflops=round(10 * pairs * d * hq / ms / 1e9, 1), rel_diff_vs_default=err)
+            except Exception as e:
+                rec(kind="fwdbwd", shape="qwen3-4b", n=n, window=2048, keep_first=s_, dkdv_cfg=cfg, error=str(e)[-300:])
+    os.environ.pop("SWAA_TRITON_DKDV", None)
+    save()
+    sys.exit(0)
 if os.environ.get("PART") == "ws":
     # session 7, second call: Triton's Hopper warp specialisation (a TMA producer and two 64-row consumer
     # warpgroups), which engages once the loop is branch-free and not under an scf.if
