@@ -134,19 +134,6 @@ def _softmax_probs(qk, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, 
 
 
 @triton.jit
-def _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk, W, S, qk_scale):
-    """Online-softmax update with one block's scores: the rule applied on sink and edge blocks only; returns the
-    probabilities (fp32) and the rescaled accumulator, sum and maximum."""
-    if _needs_mask(start_n, sink_full, int_lo, int_hi):                      # sink or edge block
-        qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
-    m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-    m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)                     # rows that saw nothing yet
-    p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
-    alpha = tl.math.exp2(m_i - m_safe)
-    return p, acc * alpha[:, None], l_i * alpha + tl.sum(p, 1), m_ij
-
-
-@triton.jit
 def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, sink_full, int_lo,
               int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
               TMA: tl.constexpr, LAZY: tl.constexpr):
@@ -175,8 +162,9 @@ def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_
             p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
             l_i = l_i + tl.sum(p, 1)
         else:
-            p, acc, l_i, m_i = _softmax_step(qk, acc, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk,
-                                             W, S, qk_scale)
+            p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk, W,
+                                                S, qk_scale)
+            acc = acc * alpha[:, None]
         v = _load_v(v_src, vr, vc, start_n, cols, stride_vn, d_ok, Lk, TMA)
         acc = _dot(p.to(v.dtype), v, acc, DOT)
     return acc, l_i, m_i
