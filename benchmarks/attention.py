@@ -64,6 +64,22 @@ def timeit(fn, warmup=3, reps=10, inner=None):
     return statistics.median(times)
 
 
+def kernel_times(fn, reps=5, top=8):
+    """Milliseconds per call of each CUDA kernel ``fn`` launches (the profiler over ``reps`` calls), the ``top``
+    longest first; for the sweeps' per-kernel breakdowns."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    ker = {}
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if t:
+            ker[e.key[:60]] = round(t / reps / 1e3, 4)
+    return dict(sorted(ker.items(), key=lambda x: -x[1])[:top])
+
+
 def copy_bandwidth(nbytes=2 << 30):
     x = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda")
     y = torch.empty_like(x)

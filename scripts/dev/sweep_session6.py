@@ -8,7 +8,7 @@ Writes $OUT/sweep_session6.json; prints a table. Not a test."""
 import json, os, sys
 import torch
 sys.path.insert(0, os.getcwd())
-from benchmarks.attention import timeit
+from benchmarks.attention import kernel_times, timeit
 from swaa.attention import swaa_attention
 from swaa.attention.masks import visible_pairs
 
@@ -43,16 +43,6 @@ for w, s in ((2048, 100), (4096, 100)):
     g = torch.randn_like(o)
     bwd = lambda: torch.autograd.grad(o, (qq, kk, vv), g, retain_graph=True)
     ms = timeit(bwd)
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            bwd()
-        torch.cuda.synchronize()
-    ker = {}
-    for e in prof.key_averages():
-        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
-        if t:
-            ker[e.key[:60]] = round(t / 5 / 1e3, 4)
-    r = dict(window=w, keep_first=s, backward_ms=round(ms, 3), kernels_ms=dict(sorted(ker.items(), key=lambda x: -x[1])[:8]))
+    r = dict(window=w, keep_first=s, backward_ms=round(ms, 3), kernels_ms=kernel_times(bwd))
     res["backward_kernels"].append(r); print(r, flush=True)
     save()

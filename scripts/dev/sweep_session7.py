@@ -6,7 +6,7 @@ it existed; it hung on the H200 (benchmarks/results/triton_ws_probe_session7_h20
 import json, os, sys, time
 import torch
 sys.path.insert(0, os.getcwd())
-from benchmarks.attention import timeit
+from benchmarks.attention import kernel_times, timeit
 from swaa.attention import swaa_attention
 from swaa.attention.masks import visible_pairs
 import swaa.attention.triton as T
@@ -79,17 +79,7 @@ def fwdbwd(name, n, hq, hkv, d, w, s, backends, profile_it=False):
             r = dict(kind="fwdbwd", shape=name, n=n, window=w, keep_first=s, backend=be, defer=defer,
                      ms=round(ms, 3), tflops=round(10 * pairs * d * hq / ms / 1e9, 1))
             if profile_it and be == "triton":
-                from torch.profiler import ProfilerActivity, profile
-                with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                    for _ in range(5):
-                        fn()
-                    torch.cuda.synchronize()
-                ker = {}
-                for e in prof.key_averages():
-                    t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
-                    if t:
-                        ker[e.key[:60]] = round(t / 5 / 1e3, 4)
-                r["kernels_ms"] = dict(sorted(ker.items(), key=lambda x: -x[1])[:8])
+                r["kernels_ms"] = kernel_times(fn)
             rec(**r)
         except Exception as e:
             rec(kind="fwdbwd", shape=name, n=n, window=w, keep_first=s, backend=be, defer=defer, error=str(e)[-300:])

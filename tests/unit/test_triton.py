@@ -177,8 +177,9 @@ def test_triton_rank_follows_the_h200_measurements():
 @pytest.mark.parametrize("variant", ["rescale-always", "rescale-lazy", "deferred-pv"])
 @pytest.mark.parametrize("w, s", [(None, 0), (40, 3)])
 def test_forward_when_row_maxima_keep_growing(variant, w, s, monkeypatch):
-    """Scores that grow along the keys (each block's max far above the last): the running rescale and the lazy
-    variant that skips it while no row max grew by more than 2^8 both match the reference, LSE included."""
+    """Scores that grow along the keys (each block's max far above the last): the running rescale, the lazy
+    variant that skips it while no row max grew by more than 2^8, and the deferred P V loop (which applies each
+    block's rescale one block late) all match the reference, LSE included."""
     import swaa.attention.triton as T
     monkeypatch.setattr(T, "_LAZY_FWD", variant == "rescale-lazy")
     monkeypatch.setattr(T, "_DEFER_FWD", variant == "deferred-pv")
