@@ -10,6 +10,7 @@ Needs a Triton of the GPU box's version and no torch (the kernels' modules impor
     python3 -m venv /tmp/t36 && /tmp/t36/bin/pip install triton==3.6.0
     /tmp/t36/bin/python scripts/dev/aot_sm90.py fwd 64,64,4,3 DEFER=1
     /tmp/t36/bin/python scripts/dev/aot_sm90.py dkdv 64,64,4,2
+    /tmp/t36/bin/python scripts/dev/aot_sm90.py gluon 128,128,4,1 K_STAGES=2 V_STAGES=2
     # dumps: $AOT_OUT (default /tmp/aot)/<kind>_<cfg>.{ttgir,ptx,sass}
 """
 import importlib.util
@@ -23,10 +24,12 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.compiler import CUDABackend
 from triton.compiler import ASTSource
+from triton.experimental.gluon._runtime import GluonASTSource
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "swaa", "attention", "triton")
 OUT = os.environ.get("AOT_OUT", "/tmp/aot")
 TARGET = GPUTarget("cuda", 90, 32)
+GLUON_MAXNREG = 168          # the wrapper's launch value for the Gluon forward (12 warps: 168 * 384 <= 65536)
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
@@ -52,8 +55,12 @@ def compile_report(fn, sig, const, values, warps, stages, tag):
         elif sig.get(n) == "i32" and v % 16 == 0:
             div.append(n)
     attrs = {(fn.arg_names.index(n),): backend.parse_attr("D") for n in div}
-    k = triton.compile(ASTSource(fn, sig, const, attrs), target=TARGET,
-                       options=dict(num_warps=warps, num_stages=stages))
+    gluon = getattr(fn, "is_gluon", lambda: False)()
+    src = (GluonASTSource if gluon else ASTSource)(fn, sig, const, attrs)
+    opts = dict(num_warps=warps, num_stages=stages)
+    if gluon:
+        opts["maxnreg"] = GLUON_MAXNREG
+    k = triton.compile(src, target=TARGET, options=opts)
     os.makedirs(OUT, exist_ok=True)
     base = os.path.join(OUT, tag)
     for key in ("ttgir", "ptx"):
@@ -73,7 +80,16 @@ def compile_report(fn, sig, const, values, warps, stages, tag):
 
 def build(kind, bm, bn, n=32768, hq=32, hkv=8, d=128, W=2048, S=100, **flags):
     """(kernel, signature, constexprs, argument values) for a dense bf16 TMA launch like the wrapper's."""
-    if kind == "fwd":
+    if kind == "gluon":                              # the warp-specialised Hopper forward (_fwd_gluon.py)
+        mod = load("_fwd_gluon")
+        fn = mod._fwd_gluon_kernel
+        const = dict(D=d, BLOCK_N=bn, K_STAGES=int(flags.pop("K_STAGES", 2)), V_STAGES=int(flags.pop("V_STAGES", 2)),
+                     VARLEN=False)
+        lay = lambda rows: mod.gl.NVMMASharedLayout.get_default_for([rows, d], mod.gl.bfloat16)
+        descs = dict(q_desc=(64, lay(64)), k_desc=(bn, lay(bn)), v_desc=(bn, lay(bn)))
+        ptrs = dict(O="*bf16", LSE="*fp32", cu_q="*i32", cu_k="*i32")
+        extra = dict(H=hq)
+    elif kind == "fwd":
         fn = load("_fwd")._fwd_kernel
         const = dict(D=d, BLOCK_D=d, BLOCK_M=bm, BLOCK_N=bn, VARLEN=False, DOT=0, TMA=True, LAZY=False, DEFER=False)
         descs = dict(Q=bm, K=bn, V=bn)
@@ -92,6 +108,8 @@ def build(kind, bm, bn, n=32768, hq=32, hkv=8, d=128, W=2048, S=100, **flags):
     for a in fn.arg_names:
         if a in const:
             sig[a] = "constexpr"
+        elif a in descs and isinstance(descs[a], tuple):
+            sig[a] = f"tensordesc<bf16[{descs[a][0]}, {d}],{descs[a][1]}>"
         elif a in descs:
             sig[a] = f"tensordesc<bf16[{descs[a]},{d}]>"
         else:

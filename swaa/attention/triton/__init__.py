@@ -38,6 +38,19 @@ try:
     _IMPORT_ERROR = None
 except Exception as e:  # pragma: no cover - no triton wheel
     _IMPORT_ERROR = f"triton is not importable ({e})"
+try:                        # the warp-specialised Hopper forward needs Gluon (Triton >= 3.5) with its Hopper ops
+    from triton.experimental.gluon import language as _gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as _GluonDescriptor
+
+    from ._fwd_gluon import CTA_ROWS as _GLUON_ROWS
+    from ._fwd_gluon import WG_ROWS as _GLUON_WG_ROWS
+    from ._fwd_gluon import _fwd_gluon_kernel
+    _GLUON_ERROR = None
+except Exception as e:  # pragma: no cover - depends on the Triton build
+    _GLUON_ERROR = f"Gluon's Hopper ops are not importable ({e})"
+# SWAA_TRITON_GLUON: "0" never, "1" wherever it can run (sm_90, TMA layout, head_dim 64/128), unset: by _gluon_auto
+_GLUON_FWD = {"0": False, "1": True}.get(os.environ.get("SWAA_TRITON_GLUON", ""))
+_GLUON_CFG = tuple(int(x) for x in os.environ.get("SWAA_TRITON_GLUON_CFG", "128,2,2").split(","))  # BLOCK_N, K/V stages
 
 
 def triton_available() -> str | None:
@@ -80,7 +93,7 @@ def _blocks(d: int, kind: str):
     raise ValueError(kind)
 
 
-def _tma_desc(t, strides, n_heads: int, block_rows: int, block_d: int):
+def _tma_desc(t, strides, n_heads: int, block_rows: int, block_d: int, gluon: bool = False):
     """A TMA descriptor over ``t``'s storage seen as rows of its token stride, or None when the layout does not
     allow one (the kernels then use pointer loads). ``strides`` = (batch, head, token) in elements.
 
@@ -103,6 +116,10 @@ def _tma_desc(t, strides, n_heads: int, block_rows: int, block_d: int):
     if sh % sl and ((n_heads - 1) * sh + d > sl or (sh * esz) % 16):
         return None
     rows = span // sl
+    if gluon:
+        dt = _gl.bfloat16 if t.dtype == torch.bfloat16 else _gl.float16
+        layout = _gl.NVMMASharedLayout.get_default_for([block_rows, d], dt)
+        return _GluonDescriptor(t, [rows, sl], [sl, 1], [block_rows, d], layout)
     return TensorDescriptor(t, [rows, sl], [sl, 1], [block_rows, d])
 
 
@@ -156,9 +173,51 @@ class _Geometry:
         return lse.stride(0), lse.stride(1), lse.stride(2)
 
 
+def _gluon_auto(geo: _Geometry) -> bool:
+    """Whether the forward takes the Gluon kernel when nothing forces either way."""
+    return False
+
+
+def _gluon_why_not(q, geo: _Geometry) -> str | None:
+    """Why the Gluon forward cannot run on these inputs (None: it can)."""
+    if _GLUON_ERROR:
+        return _GLUON_ERROR
+    if INTERPRET or q.device.type != "cuda":
+        return "Gluon kernels run on CUDA only (no interpreter)"
+    if torch.cuda.get_device_capability(q.device) != (9, 0):
+        return f"compute capability {torch.cuda.get_device_capability(q.device)}: the kernel uses Hopper's wgmma"
+    if geo.d not in (64, 128) or q.dtype not in (torch.float16, torch.bfloat16):
+        return f"head_dim {geo.d} / {q.dtype}: the kernel takes head_dim 64 or 128 in fp16/bf16"
+    return None
+
+
+def _forward_gluon(q, k, v, o, lse, geo: _Geometry, w, s, scale) -> bool:
+    """The warp-specialised Hopper forward into ``o``/``lse``; False when the layout has no TMA descriptors."""
+    bn, k_stages, v_stages = _GLUON_CFG
+    so = _strides_packed(o) if geo.varlen else _strides_dense(o)
+    sv = _strides_packed(v) if geo.varlen else _strides_dense(v)
+    descs = (_tma_desc(q, geo.sq, geo.hq, _GLUON_WG_ROWS, geo.block_d, gluon=True),
+             _tma_desc(k, geo.sk, geo.hkv, bn, geo.block_d, gluon=True),
+             _tma_desc(v, sv, geo.hkv, bn, geo.block_d, gluon=True))
+    if any(x is None for x in descs):
+        return False
+    grid = (triton.cdiv(geo.lq, _GLUON_ROWS) * geo.groups, geo.nseq * geo.hkv)
+    global LAST_FWD_LAUNCH
+    # 12 warps (two 4-warp consumers, two 1-warp loaders padded to a warpgroup): 168 x 384 threads fit the 64k
+    # registers, which setmaxnreg then moves to the consumers (240 each) from the loaders (24)
+    LAST_FWD_LAUNCH = _fwd_gluon_kernel[grid](
+        *descs, o, lse, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse),
+        geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E, D=geo.d, BLOCK_N=bn, K_STAGES=k_stages,
+        V_STAGES=v_stages, VARLEN=geo.varlen, num_warps=4, maxnreg=168)
+    return True
+
+
 def _forward(q, k, v, geo: _Geometry, w, s, scale):
     o = torch.empty_like(q)
     lse = torch.empty(geo.lse_shape, device=q.device, dtype=torch.float32)
+    use_gluon = _GLUON_FWD if _GLUON_FWD is not None else _gluon_auto(geo)
+    if use_gluon and _gluon_why_not(q, geo) is None and _forward_gluon(q, k, v, o, lse, geo, w, s, scale):
+        return o, lse
     bm, bn, warps, stages = _blocks(geo.d, "fwd")
     grid = (triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)
     so = _strides_packed(o) if geo.varlen else _strides_dense(o)

@@ -1,0 +1,159 @@
+"""Developer sweep (GPU), session 8: the warp-specialised Gluon forward (swaa/attention/triton/_fwd_gluon.py).
+
+PART=check: the Gluon forward (SWAA_TRITON_GLUON=1) against attention_ref over an edge-case grid (odd lengths, W=1,
+sinks past the window, GQA 3 and 4, Lq != Lk, fp16, head_dim 64, full causal, varlen), with the default Triton
+kernel's error beside it. PART=time: forward times of Gluon tile/stage configs against the Triton kernel and Flex,
+and forward+backward with either forward. Writes $OUT/sweep_session8_<part>.json as it goes. Not a test."""
+import faulthandler, json, os, sys, time
+import torch
+sys.path.insert(0, os.getcwd())
+faulthandler.dump_traceback_later(float(os.environ.get("HANG_S", "100")), exit=True)   # a hung kernel: say where
+from benchmarks.attention import kernel_times, timeit
+from swaa.attention import attention_ref, swaa_attention
+from swaa.attention.masks import visible_pairs
+import swaa.attention.triton as T
+
+out = os.environ.get("OUT", ".")
+PART = os.environ.get("PART", "check")
+res = dict(part=PART, device=torch.cuda.get_device_name(), torch=torch.__version__, triton=__import__("triton").__version__,
+           note="median ms (benchmarks.attention.timeit); fwd tflops = 4*pairs*D*H/t, fwdbwd 10*pairs*D*H/t "
+                "(visible pairs only)", rows=[])
+save = lambda: json.dump(res, open(os.path.join(out, f"sweep_session8_{PART}.json"), "w"), indent=1)
+t_end = time.time() + float(os.environ.get("SWEEP_BUDGET_S", "240"))
+
+
+def rec(**r):
+    res["rows"].append(r); print(r, flush=True); save()
+    faulthandler.cancel_dump_traceback_later()
+    faulthandler.dump_traceback_later(float(os.environ.get("HANG_S", "100")), exit=True)
+
+
+def use(gluon, cfg=None):
+    T._GLUON_FWD = gluon
+    T._GLUON_CFG = cfg or (128, 2, 2)
+
+
+def check(lq, lk, hq, hkv, d, w, s, dtype=torch.bfloat16, b=1):
+    q = torch.randn(b, hq, lq, d, device="cuda", dtype=dtype)
+    k = torch.randn(b, hkv, lk, d, device="cuda", dtype=dtype)
+    v = torch.randn(b, hkv, lk, d, device="cuda", dtype=dtype)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    ref, ref_lse = attention_ref(q, k, v, return_lse=True, **kw)
+    low = attention_ref(q, k, v, upcast=False, **kw)
+    r = dict(kind="check", lq=lq, lk=lk, hq=hq, hkv=hkv, d=d, window=w, keep_first=s, dtype=str(dtype)[6:], b=b,
+             torch_err=(low.float() - ref.float()).abs().max().item())
+    for name, g in (("triton", False), ("gluon", True)):
+        use(g)
+        with torch.no_grad():
+            o, lse = swaa_attention(q, k, v, backend="triton", return_lse=True, **kw)
+        torch.cuda.synchronize()
+        r[f"{name}_err"] = (o.float() - ref.float()).abs().max().item()
+        fin = torch.isfinite(ref_lse)
+        r[f"{name}_lse_err"] = (lse[fin] - ref_lse[fin]).abs().max().item() if fin.any() else 0.0
+        r[f"{name}_lse_inf_ok"] = bool((lse[~fin] == float("-inf")).all())
+        if g:
+            r["gluon_ran"] = "_fwd_gluon_kernel" in str(getattr(T.LAST_FWD_LAUNCH, "name", T.LAST_FWD_LAUNCH))
+    r["ok"] = (r["gluon_err"] <= 2 * max(r["torch_err"], r["triton_err"]) + 1e-3 and r["gluon_lse_err"] < 2e-2
+               and r["gluon_lse_inf_ok"])
+    rec(**r)
+
+
+def check_varlen(lens, hq, hkv, d, w, s):
+    from swaa.attention.triton import swaa_attention_varlen
+    tot = sum(lens)
+    q = torch.randn(tot, hq, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(tot, hkv, d, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(tot, hkv, d, device="cuda", dtype=torch.bfloat16)
+    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), device="cuda", dtype=torch.int32)
+    outs = {}
+    for name, g in (("triton", False), ("gluon", True)):
+        use(g)
+        with torch.no_grad():
+            outs[name] = swaa_attention_varlen(q, k, v, cu, cu, max(lens), max(lens), sliding_window_size=w,
+                                               keep_first=s)
+    err = {n: 0.0 for n in outs}
+    for i, n_ in enumerate(lens):
+        a, e = int(cu[i]), int(cu[i + 1])
+        ref = attention_ref(q[a:e].transpose(0, 1)[None], k[a:e].transpose(0, 1)[None], v[a:e].transpose(0, 1)[None],
+                            sliding_window_size=w, keep_first=s)[0].transpose(0, 1)
+        for n in outs:
+            err[n] = max(err[n], (outs[n][a:e].float() - ref.float()).abs().max().item())
+    rec(kind="check_varlen", lens=lens, hq=hq, hkv=hkv, d=d, window=w, keep_first=s, triton_err=err["triton"],
+        gluon_err=err["gluon"], ok=err["gluon"] <= 2 * err["triton"] + 2e-3)
+
+
+def fwd_time(name, n, hq, hkv, d, w, s, cfgs):
+    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)
+    q, k, v = mk(hq), mk(hkv), mk(hkv)
+    pairs = visible_pairs(n, n, w, s)
+    tf = lambda ms: round(4 * pairs * d * hq / ms / 1e9, 1)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    if w is not None:
+        ms = timeit(lambda: swaa_attention(q, k, v, backend="flex", **kw))
+        rec(kind="fwd", shape=name, n=n, window=w, keep_first=s, backend="flex", ms=round(ms, 3), tflops=tf(ms))
+    use(False)
+    base = swaa_attention(q, k, v, backend="triton", **kw)
+    for cfg in cfgs:
+        if time.time() > t_end:
+            break
+        use(cfg != "triton", None if cfg == "triton" else cfg)
+        try:
+            o = swaa_attention(q, k, v, backend="triton", **kw)
+            ms = timeit(lambda: swaa_attention(q, k, v, backend="triton", **kw))
+            rec(kind="fwd", shape=name, n=n, window=w, keep_first=s, cfg=str(cfg), ms=round(ms, 3), tflops=tf(ms),
+                err_vs_triton=(o.float() - base.float()).abs().max().item())
+        except Exception as e:
+            rec(kind="fwd", shape=name, n=n, window=w, keep_first=s, cfg=str(cfg), error=str(e)[-400:])
+    use(None)
+    torch.cuda.empty_cache()
+
+
+def fwdbwd_time(name, n, hq, hkv, d, w, s):
+    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = mk(hq), mk(hkv), mk(hkv)
+    do = torch.randn_like(q)
+    pairs = visible_pairs(n, n, w, s)
+    for be, g in (("flex", None), ("triton", False), ("triton", True)):
+        if time.time() > t_end:
+            break
+        use(g)
+        fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend=be),
+                                         (q, k, v), do)
+        try:
+            ms = timeit(fn)
+            r = dict(kind="fwdbwd", shape=name, n=n, window=w, keep_first=s, backend=be, gluon=g, ms=round(ms, 3),
+                     tflops=round(10 * pairs * d * hq / ms / 1e9, 1))
+            if be == "triton":
+                r["kernels_ms"] = kernel_times(fn)
+            rec(**r)
+        except Exception as e:
+            rec(kind="fwdbwd", shape=name, n=n, window=w, keep_first=s, backend=be, gluon=g, error=str(e)[-400:])
+    use(None)
+    torch.cuda.empty_cache()
+
+
+if PART == "check":
+    check(256, 256, 4, 4, 128, 64, 4)                      # first: small, one CTA row pair per head
+    for case in [(1000, 1000, 32, 8, 128, 2048, 100), (4099, 4099, 32, 8, 128, 1, 0), (1023, 1023, 9, 3, 64, 16, 40),
+                 (4096, 4096, 12, 4, 128, None, 0), (1, 4099, 32, 8, 128, 2048, 100), (127, 8192, 9, 3, 64, 512, 4),
+                 (2000, 2000, 8, 8, 128, 100, 300), (65, 65, 6, 2, 128, 1, 1), (129, 700, 6, 2, 64, 3, 200),
+                 (8192, 8192, 32, 8, 128, 2048, 100), (5, 300, 8, 8, 128, 16, 2), (3000, 3000, 9, 3, 64, 4096, 10)]:
+        check(*case)
+    check(777, 777, 8, 2, 128, 128, 4, dtype=torch.float16)
+    check(513, 513, 8, 2, 128, 64, 10, b=3)
+    check_varlen([1000, 37, 4096, 1], 32, 8, 128, 256, 100)
+    check_varlen([129, 64, 300], 9, 3, 64, 16, 4)
+    res["all_ok"] = all(r.get("ok") for r in res["rows"])
+    save()
+    print("ALL OK" if res["all_ok"] else "FAILURES", flush=True)
+else:
+    g = [(128, 2, 2), (128, 2, 3), (128, 3, 3), (64, 2, 2), (64, 3, 3)]
+    fwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 100, ["triton"] + g + ["triton"])
+    fwd_time("qwen3-4b", 131072, 32, 8, 128, 2048, 100, ["triton", (128, 2, 2), (128, 2, 3)])
+    fwdbwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 100)
+    fwd_time("qwen3-4b", 32768, 32, 8, 128, 4096, 100, ["triton", (128, 2, 2), (128, 2, 3)])
+    fwd_time("qwen3-4b", 32768, 32, 8, 128, None, 0, ["triton", (128, 2, 2), (128, 2, 3)])
+    fwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 0, ["triton", (128, 2, 2)])
+    fwd_time("smollm2", 32768, 9, 3, 64, 2048, 100, ["triton", (128, 2, 2), (128, 3, 3), (64, 2, 2)])
+    fwd_time("qwen3-4b", 8192, 32, 8, 128, 2048, 100, ["triton", (128, 2, 2)])
+    save()
