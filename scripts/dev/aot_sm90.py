@@ -88,7 +88,7 @@ def build(kind, bm, bn, n=32768, hq=32, hkv=8, d=128, W=2048, S=100, **flags):
         lay = lambda rows: mod.gl.NVMMASharedLayout.get_default_for([rows, d], mod.gl.bfloat16)
         descs = dict(q_desc=(64, lay(64)), k_desc=(bn, lay(bn)), v_desc=(bn, lay(bn)))
         ptrs = dict(O="*bf16", LSE="*fp32", cu_q="*i32", cu_k="*i32")
-        extra = dict(H=hq)
+        extra = dict(H=hq, n_tiles=(n // 128) * hq, n_mg=(n // 128) * (hq // hkv))
     elif kind == "fwd":
         fn = load("_fwd")._fwd_kernel
         const = dict(D=d, BLOCK_D=d, BLOCK_M=bm, BLOCK_N=bn, VARLEN=False, DOT=0, TMA=True, LAZY=False, DEFER=False)

@@ -201,13 +201,15 @@ def _forward_gluon(q, k, v, o, lse, geo: _Geometry, w, s, scale) -> bool:
              _tma_desc(v, sv, geo.hkv, bn, geo.block_d, gluon=True))
     if any(x is None for x in descs):
         return False
-    grid = (triton.cdiv(geo.lq, _GLUON_ROWS) * geo.groups, geo.nseq * geo.hkv)
+    n_mg = triton.cdiv(geo.lq, _GLUON_ROWS) * geo.groups
+    n_tiles = n_mg * geo.nseq * geo.hkv
+    grid = (min(n_tiles, _sm_count(q.device)),)                    # persistent: one CTA per SM
     global LAST_FWD_LAUNCH
     # 12 warps (two 4-warp consumers, two 1-warp loaders padded to a warpgroup): 168 x 384 threads fit the 64k
     # registers, which setmaxnreg then moves to the consumers (240 each) from the loaders (24)
     LAST_FWD_LAUNCH = _fwd_gluon_kernel[grid](
         *descs, o, lse, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse),
-        geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E, D=geo.d, BLOCK_N=bn, K_STAGES=k_stages,
+        geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E, n_tiles, n_mg, D=geo.d, BLOCK_N=bn, K_STAGES=k_stages,
         V_STAGES=v_stages, VARLEN=geo.varlen, num_warps=4, maxnreg=168)
     return True
 

@@ -59,8 +59,12 @@ def _query_program(H, GROUPS):
     """(query block, sequence, query head, KV head) of a program in the grid (query blocks x GROUPS, sequences x KV
     heads) that the forward and dQ kernels share: the query heads sharing a KV head run side by side on the same
     query block, so their K/V tiles are read from HBM once and then served by L2."""
-    pid_mg = tl.program_id(0)
-    pid_bk = tl.program_id(1)
+    return _query_tile(tl.program_id(0), tl.program_id(1), H, GROUPS)
+
+
+@triton.jit
+def _query_tile(pid_mg, pid_bk, H, GROUPS):
+    """``_query_program`` for grid coordinates given as numbers (the persistent Gluon forward walks them)."""
     hkv_n = H // GROUPS
     kvh = pid_bk % hkv_n
     return pid_mg // GROUPS, pid_bk // hkv_n, kvh * GROUPS + pid_mg % GROUPS, kvh

@@ -1,11 +1,16 @@
 """Hopper forward kernel in Gluon: the same rule and key runs as ``_fwd_kernel``, with warp specialisation written out.
 
-One CTA takes 128 queries of one (sequence, query head) and runs four partitions:
+Persistent: one CTA per SM walks the tiles (128 queries of one (sequence, query head), in the order of
+``_fwd_kernel``'s grid) c, c + G, c + 2G, ... with four partitions:
 
-    consumer 0  (4 warps, 240 registers)   queries [m0, m0 + 64)
+    consumer 0  (4 warps, 240 registers)   queries [m0, m0 + 64) of each tile
     consumer 1  (4 warps, 240 registers)   queries [m0 + 64, m0 + 128)
-    K loader    (1 warp, 24 registers)     TMA of key tiles into a ring of K_STAGES buffers
+    K loader    (1 warp, 24 registers)     TMA of both Q tiles, then the key tiles into a ring of K_STAGES buffers
     V loader    (1 warp, 24 registers)     TMA of value tiles into a ring of V_STAGES buffers
+
+The rings run on across tiles, so the loaders fetch the next tile's Q, K and V while the consumers finish the
+current one (one CTA per SM leaves no second program to hide a tile's start and end behind: session 8, H200, the
+non-persistent version was no faster than ``_fwd_kernel`` at 32k with W=2048, though 25% faster on full causal).
 
 Both consumers walk the same key tiles (the CTA's sink tiles, then its window [ws, hi)) and share each K/V buffer:
 a buffer is released when both have arrived on its "empty" barrier (count 2). Each consumer applies the rule for its
@@ -27,30 +32,62 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
-from ._fwd import _block_start, _key_runs, _needs_mask, _query_program, _seq_bounds, _softmax_probs, _tma_origin
+from ._fwd import _block_start, _key_runs, _query_tile, _seq_bounds, _softmax_probs, _tma_origin
 
 WG_ROWS = 64          # query rows per consumer warpgroup
 CTA_ROWS = 2 * WG_ROWS
 
 
 @gluon.jit
-def _gl_loader(desc, bufs, ready, empty, row, col, n_sink, ws, n_iter, BLOCK_N: gl.constexpr,
-               STAGES: gl.constexpr):
-    """Fill the ring ``bufs`` with the CTA's key tiles in visiting order (sinks, then the window)."""
-    for it in range(n_iter):
-        s = it % STAGES
-        mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)        # fresh barriers pass phase 1
-        start_n = _block_start(it, n_sink, ws, BLOCK_N)
-        mbarrier.expect(ready.index(s), desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(desc, [row + start_n, col], ready.index(s), bufs.index(s))
+def _gl_tile(t, n_mg, cu_q, cu_k, Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N: gl.constexpr, VARLEN: gl.constexpr):
+    """Tile ``t``'s coordinates and the CTA-level key runs every partition derives alike: (valid, b, h, kvh, q0, Lq,
+    k0, Lk, m0, n_sink, ws, n_iter). Tiles past their sequence's queries are not valid (varlen)."""
+    pid_m, b, h, kvh = _query_tile(t % n_mg, t // n_mg, H, GROUPS)
+    q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
+    m0 = pid_m * 128
+    # the union of both warpgroups' runs: sinks below the window, then the window
+    p_max, sink_hi, ws, int_lo, int_hi, hi, sink_full = _key_runs(m0, Lq, Lk, W, S, 128, BLOCK_N)
+    n_sink = (sink_hi + BLOCK_N - 1) // BLOCK_N
+    n_iter = gl.where(p_max >= 0, n_sink + gl.maximum((hi - ws + BLOCK_N - 1) // BLOCK_N, 0), 0)
+    return m0 < Lq, b, h, kvh, q0, Lq, k0, Lk, m0, n_sink, ws, n_iter
 
 
 @gluon.jit
-def _gl_consumer(q_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_smem, q_bar, O, LSE,
-                 b, h, q0, Lq, Lk, m0, qr, qc, n_sink, ws, n_iter, W, S, qk_scale,
+def _gl_loader(desc, bufs, ready, empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg,
+               stride_b, stride_h, stride_n, stride_qb, stride_qh, stride_qm, Lq_fixed, Lk_fixed, H, GROUPS, W, S,
+               BLOCK_N: gl.constexpr, STAGES: gl.constexpr, VARLEN: gl.constexpr, LOAD_Q: gl.constexpr):
+    """Fill the ring ``bufs`` with each tile's key (or value) tiles in visiting order (sinks, then the window);
+    with LOAD_Q, first the tile's two 64-row Q tiles (one buffer per consumer, freed after its last Q K^T)."""
+    kv_it = 0
+    tt = 0
+    for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+        valid, b, h, kvh, q0, Lq, k0, Lk, m0, n_sink, ws, n_iter = _gl_tile(t, n_mg, cu_q, cu_k, Lq_fixed, Lk_fixed,
+                                                                            H, GROUPS, W, S, BLOCK_N, VARLEN)
+        if valid:
+            if LOAD_Q:
+                qr, qc = _tma_origin(b, h, stride_qb, stride_qh, stride_qm)
+                for wg in gl.static_range(2):
+                    mbarrier.wait(q_empty.index(wg), (tt & 1) ^ 1)          # fresh barriers pass phase 1
+                    mbarrier.expect(q_ready.index(wg), q_desc.block_type.nbytes)
+                    tma.async_copy_global_to_shared(q_desc, [qr + q0 + m0 + wg * 64, qc], q_ready.index(wg),
+                                                    q_bufs.index(wg))
+            row, col = _tma_origin(b, kvh, stride_b, stride_h, stride_n)
+            for it in range(n_iter):
+                s = kv_it % STAGES
+                mbarrier.wait(empty.index(s), ((kv_it // STAGES) & 1) ^ 1)
+                start_n = _block_start(it, n_sink, ws, BLOCK_N)
+                mbarrier.expect(ready.index(s), desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(desc, [row + k0 + start_n, col], ready.index(s), bufs.index(s))
+                kv_it += 1
+            tt += 1
+
+
+@gluon.jit
+def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q, cu_k,
+                 n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                  stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
                  WG: gl.constexpr, D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr,
-                 V_STAGES: gl.constexpr):
+                 V_STAGES: gl.constexpr, VARLEN: gl.constexpr):
     BM: gl.constexpr = 64
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -60,75 +97,87 @@ def _gl_consumer(q_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_s
     col_s: gl.constexpr = gl.SliceLayout(0, s_layout)
     row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     col_o: gl.constexpr = gl.SliceLayout(0, o_layout)
-
-    m_start = m0 + WG * BM
-    off = Lk - Lq
-    pos = m_start + gl.arange(0, BM, row_s) + off
+    q_smem = q_bufs.index(WG)
     offs_n = gl.arange(0, BLOCK_N, col_s)
-    # this warpgroup's own bounds decide which of the CTA's tiles it masks
-    p_max, sink_hi, ws_own, int_lo, int_hi, hi, sink_full = _key_runs(m_start, Lq, Lk, W, S, BM, BLOCK_N)
-
-    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [qr + q0 + m_start, qc], q_bar, q_smem)
-    mbarrier.wait(q_bar, 0)
-
-    m_i = gl.full([BM], float("-inf"), gl.float32, row_s)
-    l_i = gl.zeros([BM], gl.float32, row_s)
-    acc = gl.zeros([BM, D], gl.float32, o_layout)
     zero = gl.zeros([BM, BLOCK_N], gl.float32, s_layout)
-    if n_iter > 0:
-        # tile 0: scores and softmax only
-        mbarrier.wait(k_ready.index(0), 0)
-        qk = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
-        qk = warpgroup_mma_wait(0, deps=(qk,))
-        mbarrier.arrive(k_empty.index(0), count=1)
-        start_n = _block_start(0, n_sink, ws, BLOCK_N)
-        p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, sink_full, int_lo,
-                                            int_hi, Lk, W, S, qk_scale)
-        for it in range(1, n_iter):
-            ks = it % K_STAGES
-            mbarrier.wait(k_ready.index(ks), (it // K_STAGES) & 1)
-            qk = warpgroup_mma(q_smem, k_bufs.index(ks).permute((1, 0)), zero, use_acc=False, is_async=True)
-            # P_{j-1} V_{j-1} onto the accumulator rescaled by alpha_{j-1}, in flight during this tile's softmax
-            vs = (it - 1) % V_STAGES
-            mbarrier.wait(v_ready.index(vs), ((it - 1) // V_STAGES) & 1)
-            acc = acc * gl.convert_layout(alpha, row_o)[:, None]
-            p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
-            acc = warpgroup_mma(p_op, v_bufs.index(vs), acc, is_async=True)
-            qk = warpgroup_mma_wait(1, deps=(qk,))                       # groups complete in order
-            mbarrier.arrive(k_empty.index(ks), count=1)
-            start_n = _block_start(it, n_sink, ws, BLOCK_N)
-            p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, sink_full, int_lo,
-                                                int_hi, Lk, W, S, qk_scale)
-            acc = warpgroup_mma_wait(0, deps=(acc,))
-            mbarrier.arrive(v_empty.index(vs), count=1)
-        vs = (n_iter - 1) % V_STAGES
-        mbarrier.wait(v_ready.index(vs), ((n_iter - 1) // V_STAGES) & 1)
-        acc = acc * gl.convert_layout(alpha, row_o)[:, None]
-        acc = warpgroup_mma(gl.convert_layout(p.to(q_smem.dtype), p_layout), v_bufs.index(vs), acc, is_async=True)
-        acc = warpgroup_mma_wait(0, deps=(acc,))
-        mbarrier.arrive(v_empty.index(vs), count=1)
+    kv_it = 0
+    tt = 0
+    for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+        valid, b, h, kvh, q0, Lq, k0, Lk, m0, n_sink, ws, n_iter = _gl_tile(t, n_mg, cu_q, cu_k, Lq_fixed, Lk_fixed,
+                                                                            H, GROUPS, W, S, BLOCK_N, VARLEN)
+        if valid:
+            m_start = m0 + WG * BM
+            pos = m_start + gl.arange(0, BM, row_s) + (Lk - Lq)
+            # this warpgroup's own bounds decide which of the tile's key tiles it masks
+            p_max, sink_hi, ws_own, int_lo, int_hi, hi, sink_full = _key_runs(m_start, Lq, Lk, W, S, BM, BLOCK_N)
+            m_i = gl.full([BM], float("-inf"), gl.float32, row_s)
+            l_i = gl.zeros([BM], gl.float32, row_s)
+            acc = gl.zeros([BM, D], gl.float32, o_layout)
+            mbarrier.wait(q_ready.index(WG), tt & 1)
+            if n_iter > 0:
+                # key tile 0: scores and softmax only
+                ks = kv_it % K_STAGES
+                mbarrier.wait(k_ready.index(ks), (kv_it // K_STAGES) & 1)
+                qk = warpgroup_mma(q_smem, k_bufs.index(ks).permute((1, 0)), zero, use_acc=False, is_async=True)
+                qk = warpgroup_mma_wait(0, deps=(qk,))
+                mbarrier.arrive(k_empty.index(ks), count=1)
+                start_n = _block_start(0, n_sink, ws, BLOCK_N)
+                p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, sink_full, int_lo,
+                                                    int_hi, Lk, W, S, qk_scale)
+                for it in range(1, n_iter):
+                    j = kv_it + it
+                    ks = j % K_STAGES
+                    mbarrier.wait(k_ready.index(ks), (j // K_STAGES) & 1)
+                    qk = warpgroup_mma(q_smem, k_bufs.index(ks).permute((1, 0)), zero, use_acc=False, is_async=True)
+                    # P_{j-1} V_{j-1} onto the accumulator rescaled by alpha_{j-1}, in flight during this softmax
+                    vs = (j - 1) % V_STAGES
+                    mbarrier.wait(v_ready.index(vs), ((j - 1) // V_STAGES) & 1)
+                    acc = acc * gl.convert_layout(alpha, row_o)[:, None]
+                    p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
+                    acc = warpgroup_mma(p_op, v_bufs.index(vs), acc, is_async=True)
+                    qk = warpgroup_mma_wait(1, deps=(qk,))                   # groups complete in order
+                    mbarrier.arrive(k_empty.index(ks), count=1)
+                    start_n = _block_start(it, n_sink, ws, BLOCK_N)
+                    p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, sink_full,
+                                                        int_lo, int_hi, Lk, W, S, qk_scale)
+                    acc = warpgroup_mma_wait(0, deps=(acc,))
+                    mbarrier.arrive(v_empty.index(vs), count=1)
+                mbarrier.arrive(q_empty.index(WG), count=1)                  # the loader may fetch the next Q
+                j = kv_it + n_iter - 1
+                vs = j % V_STAGES
+                mbarrier.wait(v_ready.index(vs), (j // V_STAGES) & 1)
+                acc = acc * gl.convert_layout(alpha, row_o)[:, None]
+                acc = warpgroup_mma(gl.convert_layout(p.to(q_smem.dtype), p_layout), v_bufs.index(vs), acc,
+                                    is_async=True)
+                acc = warpgroup_mma_wait(0, deps=(acc,))
+                mbarrier.arrive(v_empty.index(vs), count=1)
+            else:
+                mbarrier.arrive(q_empty.index(WG), count=1)
+            kv_it += n_iter
+            tt += 1
 
-    l_o = gl.convert_layout(l_i, row_o)
-    l_safe = gl.where(l_o == 0.0, 1.0, l_o)
-    out = acc / l_safe[:, None]
-    rows = m_start + gl.arange(0, BM, row_o)
-    cols = gl.arange(0, D, col_o)
-    row_ok = rows < Lq
-    o_ptrs = O + b * stride_ob + h * stride_oh + (q0 + rows)[:, None] * stride_om + cols[None, :]
-    gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & (cols < D)[None, :])
-    lse2 = gl.where(l_o == 0.0, float("-inf"), gl.convert_layout(m_i, row_o) + gl.log2(l_safe))
-    gl.store(LSE + b * stride_lb + h * stride_lh + (q0 + rows) * stride_lm, lse2, mask=row_ok)
+            l_o = gl.convert_layout(l_i, row_o)
+            l_safe = gl.where(l_o == 0.0, 1.0, l_o)
+            out = acc / l_safe[:, None]
+            rows = m_start + gl.arange(0, BM, row_o)
+            cols = gl.arange(0, D, col_o)
+            row_ok = rows < Lq
+            o_ptrs = O + b * stride_ob + h * stride_oh + (q0 + rows)[:, None] * stride_om + cols[None, :]
+            gl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & (cols < D)[None, :])
+            lse2 = gl.where(l_o == 0.0, float("-inf"), gl.convert_layout(m_i, row_o) + gl.log2(l_safe))
+            gl.store(LSE + b * stride_lb + h * stride_lh + (q0 + rows) * stride_lm, lse2, mask=row_ok)
 
 
 @gluon.jit
-def _gl_consumer1(q_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_smem, q_bar, O, LSE,
-                  b, h, q0, Lq, Lk, m0, qr, qc, n_sink, ws, n_iter, W, S, qk_scale,
+def _gl_consumer1(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q, cu_k,
+                  n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                   stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                  D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr):
-    _gl_consumer(q_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_smem, q_bar, O, LSE,
-                 b, h, q0, Lq, Lk, m0, qr, qc, n_sink, ws, n_iter, W, S, qk_scale,
-                 stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm, 1, D, BLOCK_N, K_STAGES, V_STAGES)
+                  D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
+                  VARLEN: gl.constexpr):
+    _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q, cu_k,
+                 n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                 stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm, 1, D, BLOCK_N, K_STAGES, V_STAGES,
+                 VARLEN)
 
 
 @gluon.jit
@@ -136,48 +185,42 @@ def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
                       stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                       stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
                       stride_lb, stride_lh, stride_lm,
-                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale, n_tiles, n_mg,
                       D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
                       VARLEN: gl.constexpr):
-    pid_m, b, h, kvh = _query_program(H, GROUPS)
-    q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
-    m0 = pid_m * 128
-    if m0 < Lq:
-        qr, qc = _tma_origin(b, h, stride_qb, stride_qh, stride_qm)
-        kr, kc = _tma_origin(b, kvh, stride_kb, stride_kh, stride_kn)
-        vr, vc = _tma_origin(b, kvh, stride_vb, stride_vh, stride_vn)
-        # the CTA's key runs: the union of both warpgroups' (sinks below the window, then the window)
-        p_max, sink_hi, ws, int_lo, int_hi, hi, sink_full = _key_runs(m0, Lq, Lk, W, S, 128, BLOCK_N)
-        n_sink = (sink_hi + BLOCK_N - 1) // BLOCK_N
-        n_iter = gl.where(p_max >= 0, n_sink + gl.maximum((hi - ws + BLOCK_N - 1) // BLOCK_N, 0), 0)
+    """Grid: (CTAs,) with ``n_tiles`` = query tiles x sequences x KV heads, ``n_mg`` = query tiles x GROUPS."""
+    k_bufs = gl.allocate_shared_memory(k_desc.dtype, [K_STAGES, BLOCK_N, D], k_desc.layout)
+    v_bufs = gl.allocate_shared_memory(v_desc.dtype, [V_STAGES, BLOCK_N, D], v_desc.layout)
+    q_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, 64, D], q_desc.layout)
+    k_ready = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(K_STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)                     # both consumers release a buffer
+    for i in gl.static_range(V_STAGES):
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(v_empty.index(i), count=2)
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=1)
 
-        k_bufs = gl.allocate_shared_memory(k_desc.dtype, [K_STAGES, BLOCK_N, D], k_desc.layout)
-        v_bufs = gl.allocate_shared_memory(v_desc.dtype, [V_STAGES, BLOCK_N, D], v_desc.layout)
-        q_smem0 = gl.allocate_shared_memory(q_desc.dtype, [64, D], q_desc.layout)
-        q_smem1 = gl.allocate_shared_memory(q_desc.dtype, [64, D], q_desc.layout)
-        k_ready = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
-        k_empty = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
-        v_ready = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
-        v_empty = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
-        q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(K_STAGES):
-            mbarrier.init(k_ready.index(i), count=1)
-            mbarrier.init(k_empty.index(i), count=2)                 # both consumers release a buffer
-        for i in gl.static_range(V_STAGES):
-            mbarrier.init(v_ready.index(i), count=1)
-            mbarrier.init(v_empty.index(i), count=2)
-        mbarrier.init(q_bars.index(0), count=1)
-        mbarrier.init(q_bars.index(1), count=1)
-
-        gl.warp_specialize([
-            (_gl_consumer, (q_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_smem0, q_bars.index(0),
-                            O, LSE, b, h, q0, Lq, Lk, m0, qr, qc, n_sink, ws, n_iter, W, S, qk_scale,
-                            stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                            0, D, BLOCK_N, K_STAGES, V_STAGES)),
-            (_gl_consumer1, (q_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_smem1, q_bars.index(1),
-                             O, LSE, b, h, q0, Lq, Lk, m0, qr, qc, n_sink, ws, n_iter, W, S, qk_scale,
-                             stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                             D, BLOCK_N, K_STAGES, V_STAGES)),
-            (_gl_loader, (k_desc, k_bufs, k_ready, k_empty, kr + k0, kc, n_sink, ws, n_iter, BLOCK_N, K_STAGES)),
-            (_gl_loader, (v_desc, v_bufs, v_ready, v_empty, vr + k0, vc, n_sink, ws, n_iter, BLOCK_N, V_STAGES)),
-        ], [4, 1, 1], [240, 24, 24])
+    gl.warp_specialize([
+        (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
+                        cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                        stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
+                        0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN)),
+        (_gl_consumer1, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
+                         cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                         stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
+                         D, BLOCK_N, K_STAGES, V_STAGES, VARLEN)),
+        (_gl_loader, (k_desc, k_bufs, k_ready, k_empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg,
+                      stride_kb, stride_kh, stride_kn, stride_qb, stride_qh, stride_qm, Lq_fixed, Lk_fixed, H, GROUPS,
+                      W, S, BLOCK_N, K_STAGES, VARLEN, True)),
+        (_gl_loader, (v_desc, v_bufs, v_ready, v_empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg,
+                      stride_vb, stride_vh, stride_vn, stride_qb, stride_qh, stride_qm, Lq_fixed, Lk_fixed, H, GROUPS,
+                      W, S, BLOCK_N, V_STAGES, VARLEN, False)),
+    ], [4, 1, 1], [240, 24, 24])
