@@ -53,9 +53,39 @@ def _gl_tile(t, n_mg, cu_q, cu_k, Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N: 
 
 
 @gluon.jit
+def _gl_block_start(it, n_sink, ws, n_iter, BLOCK_N: gl.constexpr, SINKS_LAST: gl.constexpr):
+    """Key offset of a tile's iteration ``it``: sinks then window (``_block_start``), or with SINKS_LAST the window
+    then the sinks."""
+    if SINKS_LAST:
+        n_win = n_iter - n_sink
+        return gl.where(it < n_win, ws + it * BLOCK_N, (it - n_win) * BLOCK_N)
+    else:
+        return _block_start(it, n_sink, ws, BLOCK_N)
+
+
+@gluon.jit
+def _gl_q_loader(q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg, stride_qb, stride_qh, stride_qm,
+                 Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N: gl.constexpr, VARLEN: gl.constexpr):
+    """Each tile's two 64-row Q tiles, one buffer per consumer (freed after its last Q K^T)."""
+    tt = 0
+    for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+        valid, b, h, kvh, q0, Lq, k0, Lk, m0, n_sink, ws, n_iter = _gl_tile(t, n_mg, cu_q, cu_k, Lq_fixed, Lk_fixed,
+                                                                            H, GROUPS, W, S, BLOCK_N, VARLEN)
+        if valid:
+            qr, qc = _tma_origin(b, h, stride_qb, stride_qh, stride_qm)
+            for wg in gl.static_range(2):
+                mbarrier.wait(q_empty.index(wg), (tt & 1) ^ 1)              # fresh barriers pass phase 1
+                mbarrier.expect(q_ready.index(wg), q_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(q_desc, [qr + q0 + m0 + wg * 64, qc], q_ready.index(wg),
+                                                q_bufs.index(wg))
+            tt += 1
+
+
+@gluon.jit
 def _gl_loader(desc, bufs, ready, empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg,
                stride_b, stride_h, stride_n, stride_qb, stride_qh, stride_qm, Lq_fixed, Lk_fixed, H, GROUPS, W, S,
-               BLOCK_N: gl.constexpr, STAGES: gl.constexpr, VARLEN: gl.constexpr, LOAD_Q: gl.constexpr):
+               BLOCK_N: gl.constexpr, STAGES: gl.constexpr, VARLEN: gl.constexpr, LOAD_Q: gl.constexpr,
+               SINKS_LAST: gl.constexpr):
     """Fill the ring ``bufs`` with each tile's key (or value) tiles in visiting order (sinks, then the window);
     with LOAD_Q, first the tile's two 64-row Q tiles (one buffer per consumer, freed after its last Q K^T)."""
     kv_it = 0
@@ -75,7 +105,7 @@ def _gl_loader(desc, bufs, ready, empty, q_desc, q_bufs, q_ready, q_empty, cu_q,
             for it in range(n_iter):
                 s = kv_it % STAGES
                 mbarrier.wait(empty.index(s), ((kv_it // STAGES) & 1) ^ 1)
-                start_n = _block_start(it, n_sink, ws, BLOCK_N)
+                start_n = _gl_block_start(it, n_sink, ws, n_iter, BLOCK_N, SINKS_LAST)
                 mbarrier.expect(ready.index(s), desc.block_type.nbytes)
                 tma.async_copy_global_to_shared(desc, [row + k0 + start_n, col], ready.index(s), bufs.index(s))
                 kv_it += 1
@@ -87,7 +117,7 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
                  n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                  stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
                  WG: gl.constexpr, D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr,
-                 V_STAGES: gl.constexpr, VARLEN: gl.constexpr):
+                 V_STAGES: gl.constexpr, VARLEN: gl.constexpr, SINKS_LAST: gl.constexpr):
     BM: gl.constexpr = 64
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -121,7 +151,7 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
                 qk = warpgroup_mma(q_smem, k_bufs.index(ks).permute((1, 0)), zero, use_acc=False, is_async=True)
                 qk = warpgroup_mma_wait(0, deps=(qk,))
                 mbarrier.arrive(k_empty.index(ks), count=1)
-                start_n = _block_start(0, n_sink, ws, BLOCK_N)
+                start_n = _gl_block_start(0, n_sink, ws, n_iter, BLOCK_N, SINKS_LAST)
                 p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, sink_full, int_lo,
                                                     int_hi, Lk, W, S, qk_scale)
                 for it in range(1, n_iter):
@@ -137,7 +167,7 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
                     acc = warpgroup_mma(p_op, v_bufs.index(vs), acc, is_async=True)
                     qk = warpgroup_mma_wait(1, deps=(qk,))                   # groups complete in order
                     mbarrier.arrive(k_empty.index(ks), count=1)
-                    start_n = _block_start(it, n_sink, ws, BLOCK_N)
+                    start_n = _gl_block_start(it, n_sink, ws, n_iter, BLOCK_N, SINKS_LAST)
                     p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, sink_full,
                                                         int_lo, int_hi, Lk, W, S, qk_scale)
                     acc = warpgroup_mma_wait(0, deps=(acc,))
@@ -173,11 +203,11 @@ def _gl_consumer1(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_
                   n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                   stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
                   D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-                  VARLEN: gl.constexpr):
+                  VARLEN: gl.constexpr, SINKS_LAST: gl.constexpr):
     _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q, cu_k,
                  n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                  stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm, 1, D, BLOCK_N, K_STAGES, V_STAGES,
-                 VARLEN)
+                 VARLEN, SINKS_LAST)
 
 
 @gluon.jit
@@ -187,7 +217,7 @@ def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
                       stride_lb, stride_lh, stride_lm,
                       Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale, n_tiles, n_mg,
                       D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-                      VARLEN: gl.constexpr):
+                      VARLEN: gl.constexpr, Q_LOADER: gl.constexpr = True, SINKS_LAST: gl.constexpr = False):
     """Grid: (CTAs,) with ``n_tiles`` = query tiles x sequences x KV heads, ``n_mg`` = query tiles x GROUPS."""
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [K_STAGES, BLOCK_N, D], k_desc.layout)
     v_bufs = gl.allocate_shared_memory(v_desc.dtype, [V_STAGES, BLOCK_N, D], v_desc.layout)
@@ -208,19 +238,39 @@ def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=1)
 
-    gl.warp_specialize([
-        (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
-                        cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
-                        stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                        0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN)),
-        (_gl_consumer1, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
-                         cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
-                         stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                         D, BLOCK_N, K_STAGES, V_STAGES, VARLEN)),
-        (_gl_loader, (k_desc, k_bufs, k_ready, k_empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg,
-                      stride_kb, stride_kh, stride_kn, stride_qb, stride_qh, stride_qm, Lq_fixed, Lk_fixed, H, GROUPS,
-                      W, S, BLOCK_N, K_STAGES, VARLEN, True)),
-        (_gl_loader, (v_desc, v_bufs, v_ready, v_empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg,
-                      stride_vb, stride_vh, stride_vn, stride_qb, stride_qh, stride_qm, Lq_fixed, Lk_fixed, H, GROUPS,
-                      W, S, BLOCK_N, V_STAGES, VARLEN, False)),
-    ], [4, 1, 1], [240, 24, 24])
+    if Q_LOADER:            # Q from its own warp: the K loader never waits for a consumer to finish a tile
+        gl.warp_specialize([
+            (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
+                            cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                            stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
+                            0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST)),
+            (_gl_consumer1, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
+                             cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                             stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
+                             D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST)),
+            (_gl_loader, (k_desc, k_bufs, k_ready, k_empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles,
+                          n_mg, stride_kb, stride_kh, stride_kn, stride_qb, stride_qh, stride_qm, Lq_fixed, Lk_fixed,
+                          H, GROUPS, W, S, BLOCK_N, K_STAGES, VARLEN, False, SINKS_LAST)),
+            (_gl_loader, (v_desc, v_bufs, v_ready, v_empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles,
+                          n_mg, stride_vb, stride_vh, stride_vn, stride_qb, stride_qh, stride_qm, Lq_fixed,
+                          Lk_fixed, H, GROUPS, W, S, BLOCK_N, V_STAGES, VARLEN, False, SINKS_LAST)),
+            (_gl_q_loader, (q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg, stride_qb, stride_qh,
+                            stride_qm, Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, VARLEN)),
+        ], [4, 1, 1, 1], [240, 24, 24, 24])
+    else:
+        gl.warp_specialize([
+            (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
+                            cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                            stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
+                            0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST)),
+            (_gl_consumer1, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
+                             cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                             stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
+                             D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST)),
+            (_gl_loader, (k_desc, k_bufs, k_ready, k_empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles,
+                          n_mg, stride_kb, stride_kh, stride_kn, stride_qb, stride_qh, stride_qm, Lq_fixed, Lk_fixed,
+                          H, GROUPS, W, S, BLOCK_N, K_STAGES, VARLEN, True, SINKS_LAST)),
+            (_gl_loader, (v_desc, v_bufs, v_ready, v_empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles,
+                          n_mg, stride_vb, stride_vh, stride_vn, stride_qb, stride_qh, stride_qm, Lq_fixed,
+                          Lk_fixed, H, GROUPS, W, S, BLOCK_N, V_STAGES, VARLEN, False, SINKS_LAST)),
+        ], [4, 1, 1], [240, 24, 24])
