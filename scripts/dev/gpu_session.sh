@@ -47,9 +47,9 @@ f)
         | tail -25
     cp sweep_session8_check.json "$OUT/" 2>/dev/null
     if grep -q "ALL OK" "$OUT/check.log"; then
-        PART=time SWEEP_BUDGET_S=${SWEEP_S:-200} timeout $(( ${SWEEP_S:-200} + 60 )) python3 scripts/dev/sweep_session8.py \
+        PART=${TPART:-time} SWEEP_BUDGET_S=${SWEEP_S:-200} timeout $(( ${SWEEP_S:-200} + 60 )) python3 scripts/dev/sweep_session8.py \
             2>&1 | tee "$OUT/time.log" | grep -v Warning | tail -40
-        SWAA_TRITON_GLUON=1 timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider \
+        [ -n "${NO_TESTS:-}" ] || SWAA_TRITON_GLUON=1 timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider \
             tests/gpu/test_triton_gpu.py --junitxml="$OUT/gpu_tests_gluon.xml" 2>&1 | tee "$OUT/gpu_tests_gluon.log" | tail -12
     fi ;;
 esac

@@ -28,9 +28,12 @@ def rec(**r):
     faulthandler.dump_traceback_later(float(os.environ.get("HANG_S", "100")), exit=True)
 
 
+DEFAULT_CFG = T._GLUON_CFG                     # SWAA_TRITON_GLUON_CFG or the module's default
+
+
 def use(gluon, cfg=None):
     T._GLUON_FWD = gluon
-    T._GLUON_CFG = cfg or (128, 3, 3, 1, 0)
+    T._GLUON_CFG = cfg or DEFAULT_CFG
 
 
 def check(lq, lk, hq, hkv, d, w, s, dtype=torch.bfloat16, b=1):
@@ -146,6 +149,15 @@ if PART == "check":
     res["all_ok"] = all(r.get("ok") for r in res["rows"])
     save()
     print("ALL OK" if res["all_ok"] else "FAILURES", flush=True)
+elif PART == "pingpong":
+    A, P, P2 = (128, 3, 3, 1, 0, 0), (128, 3, 3, 1, 0, 1), (128, 2, 2, 1, 0, 1)  # consumers free / taking turns
+    fwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 100, ["triton", A, P, P2, A, P])
+    fwd_time("qwen3-4b", 131072, 32, 8, 128, 2048, 100, ["triton", A, P, P2, A, P])
+    fwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 0, ["triton", A, P])
+    fwd_time("qwen3-4b", 8192, 32, 8, 128, 2048, 100, ["triton", A, P])
+    fwd_time("qwen3-4b", 32768, 32, 8, 128, 4096, 100, ["triton", A, P])
+    fwd_time("qwen3-4b", 32768, 32, 8, 128, None, 0, ["triton", A, P])
+    save()
 else:
     A, B, C = (128, 3, 3, 1, 0), (128, 3, 3, 0, 0), (128, 3, 3, 1, 1)      # Q loader warp / in the K loader / sinks last
     fwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 100, ["triton", A, B, C, (128, 2, 3, 1, 0), (128, 2, 2, 1, 0), A])

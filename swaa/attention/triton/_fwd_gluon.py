@@ -113,11 +113,28 @@ def _gl_loader(desc, bufs, ready, empty, q_desc, q_bufs, q_ready, q_empty, cu_q,
 
 
 @gluon.jit
-def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q, cu_k,
+def _gl_turn(turn, ev, WG: gl.constexpr, PINGPONG: gl.constexpr):
+    """Wait for this warpgroup's turn to issue matrix products (event ``ev`` of its own): with PINGPONG the two
+    consumers take turns, so one's softmax runs while the other's products use the tensor cores. Consumer 0's first
+    wait passes (a fresh barrier's phase 1 counts as complete)."""
+    if PINGPONG:
+        mbarrier.wait(turn.index(WG), (ev & 1) ^ (1 - WG))
+
+
+@gluon.jit
+def _gl_pass(turn, WG: gl.constexpr, PINGPONG: gl.constexpr):
+    """Hand the turn to the other consumer (after this warpgroup's products are issued)."""
+    if PINGPONG:
+        mbarrier.arrive(turn.index(1 - WG), count=1)
+
+
+@gluon.jit
+def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE, cu_q,
+                 cu_k,
                  n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                  stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
                  WG: gl.constexpr, D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr,
-                 V_STAGES: gl.constexpr, VARLEN: gl.constexpr, SINKS_LAST: gl.constexpr):
+                 V_STAGES: gl.constexpr, VARLEN: gl.constexpr, SINKS_LAST: gl.constexpr, PINGPONG: gl.constexpr):
     BM: gl.constexpr = 64
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -132,6 +149,7 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
     zero = gl.zeros([BM, BLOCK_N], gl.float32, s_layout)
     kv_it = 0
     tt = 0
+    ev = 0                                   # product-issue events of this warpgroup (n_iter + 1 per tile)
     for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
         valid, b, h, kvh, q0, Lq, k0, Lk, m0, n_sink, ws, n_iter = _gl_tile(t, n_mg, cu_q, cu_k, Lq_fixed, Lk_fixed,
                                                                             H, GROUPS, W, S, BLOCK_N, VARLEN)
@@ -148,7 +166,9 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
                 # key tile 0: scores and softmax only
                 ks = kv_it % K_STAGES
                 mbarrier.wait(k_ready.index(ks), (kv_it // K_STAGES) & 1)
+                _gl_turn(turn, ev, WG, PINGPONG)
                 qk = warpgroup_mma(q_smem, k_bufs.index(ks).permute((1, 0)), zero, use_acc=False, is_async=True)
+                _gl_pass(turn, WG, PINGPONG)
                 qk = warpgroup_mma_wait(0, deps=(qk,))
                 mbarrier.arrive(k_empty.index(ks), count=1)
                 start_n = _gl_block_start(0, n_sink, ws, n_iter, BLOCK_N, SINKS_LAST)
@@ -157,14 +177,19 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
                 for it in range(1, n_iter):
                     j = kv_it + it
                     ks = j % K_STAGES
-                    mbarrier.wait(k_ready.index(ks), (j // K_STAGES) & 1)
-                    qk = warpgroup_mma(q_smem, k_bufs.index(ks).permute((1, 0)), zero, use_acc=False, is_async=True)
-                    # P_{j-1} V_{j-1} onto the accumulator rescaled by alpha_{j-1}, in flight during this softmax
+                    # then P_{j-1} V_{j-1} onto the accumulator rescaled by alpha_{j-1}, in flight during this softmax
                     vs = (j - 1) % V_STAGES
-                    mbarrier.wait(v_ready.index(vs), ((j - 1) // V_STAGES) & 1)
-                    acc = acc * gl.convert_layout(alpha, row_o)[:, None]
+                    mbarrier.wait(k_ready.index(ks), (j // K_STAGES) & 1)
+                    if PINGPONG:
+                        mbarrier.wait(v_ready.index(vs), ((j - 1) // V_STAGES) & 1)
+                    _gl_turn(turn, ev + it, WG, PINGPONG)
+                    qk = warpgroup_mma(q_smem, k_bufs.index(ks).permute((1, 0)), zero, use_acc=False, is_async=True)
+                    if PINGPONG == 0:
+                        mbarrier.wait(v_ready.index(vs), ((j - 1) // V_STAGES) & 1)
+                    acc = acc * gl.convert_layout(alpha, row_o)[:, None]           # while Q K_j^T computes
                     p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
                     acc = warpgroup_mma(p_op, v_bufs.index(vs), acc, is_async=True)
+                    _gl_pass(turn, WG, PINGPONG)
                     qk = warpgroup_mma_wait(1, deps=(qk,))                   # groups complete in order
                     mbarrier.arrive(k_empty.index(ks), count=1)
                     start_n = _gl_block_start(it, n_sink, ws, n_iter, BLOCK_N, SINKS_LAST)
@@ -177,10 +202,13 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
                 vs = j % V_STAGES
                 mbarrier.wait(v_ready.index(vs), (j // V_STAGES) & 1)
                 acc = acc * gl.convert_layout(alpha, row_o)[:, None]
-                acc = warpgroup_mma(gl.convert_layout(p.to(q_smem.dtype), p_layout), v_bufs.index(vs), acc,
-                                    is_async=True)
+                p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
+                _gl_turn(turn, ev + n_iter, WG, PINGPONG)
+                acc = warpgroup_mma(p_op, v_bufs.index(vs), acc, is_async=True)
+                _gl_pass(turn, WG, PINGPONG)
                 acc = warpgroup_mma_wait(0, deps=(acc,))
                 mbarrier.arrive(v_empty.index(vs), count=1)
+                ev += n_iter + 1
             else:
                 mbarrier.arrive(q_empty.index(WG), count=1)
             kv_it += n_iter
@@ -199,15 +227,17 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
 
 
 @gluon.jit
-def _gl_consumer1(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q, cu_k,
+def _gl_consumer1(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE, cu_q,
+                  cu_k,
                   n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                   stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
                   D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-                  VARLEN: gl.constexpr, SINKS_LAST: gl.constexpr):
-    _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q, cu_k,
+                  VARLEN: gl.constexpr, SINKS_LAST: gl.constexpr, PINGPONG: gl.constexpr):
+    _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE, cu_q,
+                 cu_k,
                  n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                  stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm, 1, D, BLOCK_N, K_STAGES, V_STAGES,
-                 VARLEN, SINKS_LAST)
+                 VARLEN, SINKS_LAST, PINGPONG)
 
 
 @gluon.jit
@@ -217,7 +247,8 @@ def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
                       stride_lb, stride_lh, stride_lm,
                       Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale, n_tiles, n_mg,
                       D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-                      VARLEN: gl.constexpr, Q_LOADER: gl.constexpr = True, SINKS_LAST: gl.constexpr = False):
+                      VARLEN: gl.constexpr, Q_LOADER: gl.constexpr = True, SINKS_LAST: gl.constexpr = False,
+                      PINGPONG: gl.constexpr = False):
     """Grid: (CTAs,) with ``n_tiles`` = query tiles x sequences x KV heads, ``n_mg`` = query tiles x GROUPS."""
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [K_STAGES, BLOCK_N, D], k_desc.layout)
     v_bufs = gl.allocate_shared_memory(v_desc.dtype, [V_STAGES, BLOCK_N, D], v_desc.layout)
@@ -234,20 +265,22 @@ def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
     for i in gl.static_range(V_STAGES):
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(v_empty.index(i), count=2)
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2):
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=1)
+        mbarrier.init(turn.index(i), count=1)
 
     if Q_LOADER:            # Q from its own warp: the K loader never waits for a consumer to finish a tile
         gl.warp_specialize([
-            (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
-                            cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+            (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE,
+                            cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                             stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                            0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST)),
-            (_gl_consumer1, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
-                             cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                            0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST, PINGPONG)),
+            (_gl_consumer1, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE,
+                             cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                              stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                             D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST)),
+                             D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST, PINGPONG)),
             (_gl_loader, (k_desc, k_bufs, k_ready, k_empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles,
                           n_mg, stride_kb, stride_kh, stride_kn, stride_qb, stride_qh, stride_qm, Lq_fixed, Lk_fixed,
                           H, GROUPS, W, S, BLOCK_N, K_STAGES, VARLEN, False, SINKS_LAST)),
@@ -259,14 +292,14 @@ def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
         ], [4, 1, 1, 1], [240, 24, 24, 24])
     else:
         gl.warp_specialize([
-            (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
-                            cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+            (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE,
+                            cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                             stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                            0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST)),
-            (_gl_consumer1, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q,
-                             cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                            0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST, PINGPONG)),
+            (_gl_consumer1, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE,
+                             cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                              stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                             D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST)),
+                             D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST, PINGPONG)),
             (_gl_loader, (k_desc, k_bufs, k_ready, k_empty, q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles,
                           n_mg, stride_kb, stride_kh, stride_kn, stride_qb, stride_qh, stride_qm, Lq_fixed, Lk_fixed,
                           H, GROUPS, W, S, BLOCK_N, K_STAGES, VARLEN, True, SINKS_LAST)),
