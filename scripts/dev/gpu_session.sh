@@ -5,7 +5,7 @@
 # the whole GPU test tier (junit XML to $OUT). PHASE=c: the GPU tier, then the backward sweep
 # (scripts/dev/sweep_session6_bwd.py). PHASE=d (session 7): the forward/backward sweep (scripts/dev/sweep_session7.py),
 # then the Triton GPU tests with the deferred forward loop. PHASE=e: the whole GPU tier, then the attention benchmark
-# into benchmarks/results/attention_gpu_h200.json. PHASE=f (session 8): the Gluon forward (scripts/dev/sweep_session8.py). Each step has its own timeout so the call returns inside the 600 s limit.
+# into benchmarks/results/attention_gpu_h200.json. PHASE=f (session 8): the Gluon forward (scripts/dev/sweep_session8.py); g: its check, the benchmark, the tier. Each step has its own timeout so the call returns inside the 600 s limit.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s)
@@ -51,6 +51,18 @@ f)
             2>&1 | tee "$OUT/time.log" | grep -v Warning | tail -40
         [ -n "${NO_TESTS:-}" ] || SWAA_TRITON_GLUON=1 timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider \
             tests/gpu/test_triton_gpu.py --junitxml="$OUT/gpu_tests_gluon.xml" 2>&1 | tee "$OUT/gpu_tests_gluon.log" | tail -12
+    fi ;;
+g)
+    # session 8, last call: the Gluon forward (the default at head_dim 128 now) on its grid, the attention benchmark,
+    # then the GPU tier, kernel tests first
+    PART=check HANG_S=60 timeout 120 python3 scripts/dev/sweep_session8.py 2>&1 | tee "$OUT/check.log" | grep -v Warning \
+        | tail -3
+    if grep -q "ALL OK" "$OUT/check.log"; then
+        timeout ${BENCH_S:-300} python3 benchmarks/attention.py --out "$OUT/attention_gpu_h200.json" 2>&1 \
+            | tee "$OUT/attention.log" | grep -v Warning | tail -45
+        timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu/test_triton_gpu.py \
+            tests/gpu/test_gpu_backends.py tests/gpu/test_graph_decode_gpu.py --junitxml="$OUT/gpu_tests.xml" 2>&1 \
+            | tee "$OUT/gpu_tests.log" | tail -12
     fi ;;
 esac
 echo "call took $(( $(date +%s) - T0 )) s"

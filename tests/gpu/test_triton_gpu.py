@@ -18,17 +18,64 @@ FWD = [  # (lq, lk, hq, hkv, d, window, sinks)
 ]
 
 
+@pytest.fixture(params=["gluon", "triton-language"])
+def fwd_kernel(request, monkeypatch):
+    """Each forward test runs both forward kernels: the warp-specialised Gluon one (Hopper, head_dim 64/128; the
+    test checks it ran) and the triton-language one."""
+    import swaa.attention.triton as T
+    monkeypatch.setattr(T, "_GLUON_FWD", request.param == "gluon")
+    return request.param
+
+
+def _ran_gluon():
+    import swaa.attention.triton as T
+    return "_fwd_gluon_kernel" in str(getattr(T.LAST_FWD_LAUNCH, "name", ""))
+
+
+def _gluon_applies(q):
+    import swaa.attention.triton as T
+    return T._gluon_why_not(q, T._Geometry(q, q)) is None
+
+
 @pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s", FWD)
-def test_forward_full_and_odd_sizes(lq, lk, hq, hkv, d, w, s):
+def test_forward_full_and_odd_sizes(lq, lk, hq, hkv, d, w, s, fwd_kernel):
     q = torch.randn(1, hq, lq, d, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, hkv, lk, d, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(1, hkv, lk, d, device="cuda", dtype=torch.bfloat16)
     kw = dict(sliding_window_size=w, keep_first=s)
     with torch.no_grad():
         out, lse = swaa_attention(q, k, v, backend="triton", return_lse=True, **kw)
+    if lq > 16:              # (Lq <= 16 without grad is the decode kernel's)
+        assert _ran_gluon() == (fwd_kernel == "gluon" and _gluon_applies(q))
     ref, ref_lse = attention_ref(q, k, v, return_lse=True, **kw)
     assert_close_to_ref(out, ref, attention_ref(q, k, v, upcast=False, **kw))
     assert (lse - ref_lse).abs().max() < 2e-2
+
+
+# the Gluon forward's own edge cases: its 128-row tiles of two 64-row halves, 128-key tiles, persistent rings
+GLUON = [(1, 1, 4, 4, 128, 64, 4, 2), (65, 65, 6, 2, 128, 1, 1, 1), (129, 700, 6, 2, 64, 3, 200, 1),
+         (2000, 2000, 8, 8, 128, 100, 300, 1), (513, 513, 8, 2, 128, 64, 10, 3), (300, 5000, 32, 8, 128, 2048, 100, 1),
+         (4099, 4099, 32, 8, 128, None, 0, 1), (1000, 1000, 12, 4, 64, 4096, 0, 2)]
+
+
+@pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s, b", GLUON)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gluon_forward_edges(lq, lk, hq, hkv, d, w, s, b, dtype, monkeypatch):
+    import swaa.attention.triton as T
+    monkeypatch.setattr(T, "_GLUON_FWD", True)
+    q = torch.randn(b, hq, lq, d, device="cuda", dtype=dtype, requires_grad=True)
+    if not _gluon_applies(q.detach()):
+        pytest.skip(f"the Gluon forward does not run here: {T._gluon_why_not(q, T._Geometry(q, q))}")
+    k = torch.randn(b, hkv, lk, d, device="cuda", dtype=dtype)
+    v = torch.randn(b, hkv, lk, d, device="cuda", dtype=dtype)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    out, lse = swaa_attention(q, k, v, backend="triton", return_lse=True, **kw)      # with grad: never decode
+    assert _ran_gluon()
+    ref, ref_lse = attention_ref(q.detach(), k, v, return_lse=True, **kw)
+    assert_close_to_ref(out.detach(), ref, attention_ref(q.detach(), k, v, upcast=False, **kw))
+    fin = torch.isfinite(ref_lse)
+    assert (lse[fin] - ref_lse[fin]).abs().max() < 2e-2
+    assert (lse[~fin] == float("-inf")).all()
 
 
 BWD = [(2048, 2048, 32, 8, 128, 256, 100), (1023, 1023, 9, 3, 64, 1, 0), (777, 777, 12, 4, 128, 16, 40),
@@ -55,7 +102,7 @@ def test_decode_against_long_caches(n, w, s):
     assert_close_to_ref(out, attention_ref(q, k, v, **kw), attention_ref(q, k, v, upcast=False, **kw))
 
 
-def test_varlen_on_gpu():
+def test_varlen_on_gpu(fwd_kernel):
     from swaa.attention.triton import swaa_attention_varlen
     lens = [1000, 37, 4096]
     cu = torch.tensor([0, 1000, 1037, 5133], dtype=torch.int32, device="cuda")
@@ -63,6 +110,7 @@ def test_varlen_on_gpu():
     k = torch.randn(5133, 4, 128, device="cuda", dtype=torch.bfloat16)
     v = torch.randn_like(k)
     out = swaa_attention_varlen(q, k, v, cu, cu, 4096, 4096, sliding_window_size=256, keep_first=8)
+    assert _ran_gluon() == (fwd_kernel == "gluon" and _gluon_applies(q[None].transpose(1, 2)))
     for i, n in enumerate(lens):
         a, b = int(cu[i]), int(cu[i + 1])
         tr = lambda t: t[a:b].transpose(0, 1)[None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 
 import torch
 
@@ -175,8 +176,17 @@ class _Geometry:
 
 
 def _gluon_auto(geo: _Geometry) -> bool:
-    """Whether the forward takes the Gluon kernel when nothing forces either way."""
-    return False
+    """Whether the forward takes the Gluon kernel when nothing forces either way: at head_dim 128, where the H200
+    sweep of session 8 (benchmarks/results/triton_sweep_session8_h200.json) has it 7-20% ahead of ``_fwd_kernel``
+    at 32k-128k for every window tried (2048/4096, 0/100 sinks, full causal: 580 against 490 TFLOP/s). At head_dim
+    64 it is 15-30% behind (one CTA per SM, and a 64-dim tile leaves the softmax too little matrix work to hide)."""
+    return geo.d == 128
+
+
+def _gluon_disable(why: str):
+    global _GLUON_ERROR
+    _GLUON_ERROR = why
+    warnings.warn(f"{why.splitlines()[0]}; using the triton-language forward", RuntimeWarning, stacklevel=3)
 
 
 def _gluon_why_not(q, geo: _Geometry) -> str | None:
@@ -220,8 +230,12 @@ def _forward(q, k, v, geo: _Geometry, w, s, scale):
     o = torch.empty_like(q)
     lse = torch.empty(geo.lse_shape, device=q.device, dtype=torch.float32)
     use_gluon = _GLUON_FWD if _GLUON_FWD is not None else _gluon_auto(geo)
-    if use_gluon and _gluon_why_not(q, geo) is None and _forward_gluon(q, k, v, o, lse, geo, w, s, scale):
-        return o, lse
+    if use_gluon and _gluon_why_not(q, geo) is None:
+        try:
+            if _forward_gluon(q, k, v, o, lse, geo, w, s, scale):
+                return o, lse
+        except triton.CompilationError as e:       # a Triton whose Gluon API moved on: keep the portable kernel
+            _gluon_disable(f"the Gluon forward does not compile with triton {triton.__version__}: {e}")
     bm, bn, warps, stages = _blocks(geo.d, "fwd")
     grid = (triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)
     so = _strides_packed(o) if geo.varlen else _strides_dense(o)

@@ -1,0 +1,52 @@
+"""The Gluon forward (swaa/attention/triton/_fwd_gluon.py) on a machine without a GPU: it compiles for Hopper
+(sm_90a) with the installed Triton, as the four warp-specialised partitions within the card's shared memory, and the
+wrapper says why it will not run it here. Its numerics run on a GPU (tests/gpu/test_triton_gpu.py)."""
+import pytest
+import torch
+
+T = pytest.importorskip("swaa.attention.triton")
+if T._GLUON_ERROR:
+    pytest.skip(f"no Gluon here: {T._GLUON_ERROR}", allow_module_level=True)
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+H100_SMEM = 232448          # bytes of shared memory a CTA may use on sm_90
+
+
+def _compile(**kw):
+    """tests/unit/_gluon_compile.py in a process without the interpreter (which the unit tier runs under)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-m", "tests.unit._gluon_compile", json.dumps(kw)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("d, block_n, k_stages, v_stages, varlen, pingpong", [
+    (128, 128, 3, 3, False, False), (128, 128, 3, 3, True, False), (64, 128, 2, 2, False, True)])
+def test_gluon_forward_compiles_for_hopper(d, block_n, k_stages, v_stages, varlen, pingpong):
+    k = _compile(d=d, block_n=block_n, k_stages=k_stages, v_stages=v_stages, varlen=varlen, pingpong=pingpong)
+    ttgir = k["ttgir"]
+    assert "ttg.warp_specialize" in ttgir
+    # consumer 1, the K and V loaders and the Q loader, with their register budgets
+    assert "partition3" in ttgir and "partition4" not in ttgir
+    assert "requestedRegisters = array<i32: 240, 24, 24, 24>" in ttgir
+    assert ttgir.count("ttng.warp_group_dot") >= 3      # Q K^T (tile 0 and the loop), P V (loop and last)
+    assert 0 < k["shared"] <= H100_SMEM, k["shared"]
+
+
+def test_default_config_fits_the_card():
+    bn, ks, vs, *_ = T._GLUON_CFG
+    assert _compile(d=128, block_n=bn, k_stages=ks, v_stages=vs)["shared"] <= H100_SMEM
+
+
+def test_wrapper_names_why_it_does_not_run_here():
+    q = torch.zeros(1, 2, 8, 128, dtype=torch.bfloat16)
+    geo = T._Geometry(q, q)
+    why = T._gluon_why_not(q, geo)
+    assert why is not None and ("CUDA" in why or "interpreter" in why)
+    assert T._gluon_auto(geo) is True                      # head_dim 128: the Gluon forward on a Hopper GPU
+    assert T._gluon_auto(T._Geometry(q[..., :64], q[..., :64])) is False
