@@ -150,7 +150,8 @@ if PART == "check":
     save()
     print("ALL OK" if res["all_ok"] else "FAILURES", flush=True)
 elif PART == "pingpong":
-    A, P, P2 = (128, 3, 3, 1, 0, 0), (128, 3, 3, 1, 0, 1), (128, 2, 2, 1, 0, 1)  # consumers free / taking turns
+    # (session 8, fourth call, when the config still had a Q-loader flag before sinks-last: (128, 3, 3, 1, 0, x))
+    A, P, P2 = (128, 3, 3, 0, 0), (128, 3, 3, 0, 1), (128, 2, 2, 0, 1)  # consumers free / taking turns
     fwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 100, ["triton", A, P, P2, A, P])
     fwd_time("qwen3-4b", 131072, 32, 8, 128, 2048, 100, ["triton", A, P, P2, A, P])
     fwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 0, ["triton", A, P])
@@ -159,13 +160,15 @@ elif PART == "pingpong":
     fwd_time("qwen3-4b", 32768, 32, 8, 128, None, 0, ["triton", A, P])
     save()
 else:
-    A, B, C = (128, 3, 3, 1, 0), (128, 3, 3, 0, 0), (128, 3, 3, 1, 1)      # Q loader warp / in the K loader / sinks last
-    fwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 100, ["triton", A, B, C, (128, 2, 3, 1, 0), (128, 2, 2, 1, 0), A])
-    fwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 0, ["triton", A, B, C])
-    fwd_time("qwen3-4b", 131072, 32, 8, 128, 2048, 100, ["triton", A, B, C])
+    # third call, when the config had a Q-loader flag (Q in its own warp or in the K loader; the latter is gone):
+    # A, B, C = (128, 3, 3, 1, 0), (128, 3, 3, 0, 0), (128, 3, 3, 1, 1); now A and C are
+    A, C = (128, 3, 3, 0, 0), (128, 3, 3, 1, 0)                           # sinks first / last
+    fwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 100, ["triton", A, C, (128, 2, 3, 0, 0), (128, 2, 2, 0, 0), A])
+    fwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 0, ["triton", A, C])
+    fwd_time("qwen3-4b", 131072, 32, 8, 128, 2048, 100, ["triton", A, C])
     fwd_time("qwen3-4b", 8192, 32, 8, 128, 2048, 100, ["triton", A, C])
     fwdbwd_time("qwen3-4b", 32768, 32, 8, 128, 2048, 100)
     fwd_time("qwen3-4b", 32768, 32, 8, 128, 4096, 100, ["triton", A, C])
     fwd_time("qwen3-4b", 32768, 32, 8, 128, None, 0, ["triton", A])
-    fwd_time("smollm2", 32768, 9, 3, 64, 2048, 100, ["triton", (128, 2, 2, 1, 0), (128, 2, 2, 1, 1)])
+    fwd_time("smollm2", 32768, 9, 3, 64, 2048, 100, ["triton", (128, 2, 2, 0, 0), (128, 2, 2, 1, 0)])
     save()

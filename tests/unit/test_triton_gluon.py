@@ -1,6 +1,8 @@
 """The Gluon forward (swaa/attention/triton/_fwd_gluon.py) on a machine without a GPU: it compiles for Hopper
 (sm_90a) with the installed Triton, as the four warp-specialised partitions within the card's shared memory, and the
 wrapper says why it will not run it here. Its numerics run on a GPU (tests/gpu/test_triton_gpu.py)."""
+import importlib
+
 import pytest
 import torch
 
@@ -50,3 +52,28 @@ def test_wrapper_names_why_it_does_not_run_here():
     assert why is not None and ("CUDA" in why or "interpreter" in why)
     assert T._gluon_auto(geo) is True                      # head_dim 128: the Gluon forward on a Hopper GPU
     assert T._gluon_auto(T._Geometry(q[..., :64], q[..., :64])) is False
+
+
+def test_wrapper_launch_matches_the_kernel(monkeypatch):
+    """The wrapper's launch passes exactly the kernel's parameters (a mismatch only shows on a GPU otherwise)."""
+    seen = {}
+
+    class _Launch:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                seen.update(grid=grid, args=args, kw=kw)
+            return launch
+
+    monkeypatch.setattr(T, "_fwd_gluon_kernel", _Launch())
+    monkeypatch.setattr(T, "_sm_count", lambda device: 132)
+    q = torch.zeros(1, 8, 300, 128, dtype=torch.bfloat16)
+    k = torch.zeros(1, 2, 300, 128, dtype=torch.bfloat16)
+    geo = T._Geometry(q, k)
+    o, lse = torch.empty_like(q), torch.empty(geo.lse_shape)
+    assert T._forward_gluon(q, k, k, o, lse, geo, 64, 4, 0.1)
+    kernel = importlib.import_module("swaa.attention.triton._fwd_gluon")._fwd_gluon_kernel
+    names = kernel.arg_names
+    run_time = {"num_warps", "maxnreg"}
+    assert set(seen["kw"]) - run_time <= set(names), set(seen["kw"]) - run_time - set(names)
+    assert len(seen["args"]) + len(set(seen["kw"]) - run_time) == len(names)
+    assert seen["grid"] == (min(132, 3 * 4 * 2),)                # 3 tiles of 128 rows x 4 query heads x 2 KV heads

@@ -51,8 +51,8 @@ except Exception as e:  # pragma: no cover - depends on the Triton build
     _GLUON_ERROR = f"Gluon's Hopper ops are not importable ({e})"
 # SWAA_TRITON_GLUON: "0" never, "1" wherever it can run (sm_90, TMA layout, head_dim 64/128), unset: by _gluon_auto
 _GLUON_FWD = {"0": False, "1": True}.get(os.environ.get("SWAA_TRITON_GLUON", ""))
-# BLOCK_N, K stages, V stages, Q from its own loader warp, sink tiles visited last, consumers taking turns
-_GLUON_CFG = tuple(int(x) for x in os.environ.get("SWAA_TRITON_GLUON_CFG", "128,3,3,1,0,0").split(","))
+# BLOCK_N, K stages, V stages, sink tiles visited last, consumers taking turns (session 8 sweep: neither helped)
+_GLUON_CFG = tuple(int(x) for x in os.environ.get("SWAA_TRITON_GLUON_CFG", "128,3,3,0,0").split(","))
 
 
 def triton_available() -> str | None:
@@ -204,7 +204,7 @@ def _gluon_why_not(q, geo: _Geometry) -> str | None:
 
 def _forward_gluon(q, k, v, o, lse, geo: _Geometry, w, s, scale) -> bool:
     """The warp-specialised Hopper forward into ``o``/``lse``; False when the layout has no TMA descriptors."""
-    bn, k_stages, v_stages, q_loader, sinks_last, pingpong = _GLUON_CFG
+    bn, k_stages, v_stages, sinks_last, pingpong = _GLUON_CFG
     so = _strides_packed(o) if geo.varlen else _strides_dense(o)
     sv = _strides_packed(v) if geo.varlen else _strides_dense(v)
     descs = (_tma_desc(q, geo.sq, geo.hq, _GLUON_WG_ROWS, geo.block_d, gluon=True),
@@ -221,7 +221,7 @@ def _forward_gluon(q, k, v, o, lse, geo: _Geometry, w, s, scale) -> bool:
     LAST_FWD_LAUNCH = _fwd_gluon_kernel[grid](
         *descs, o, lse, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse),
         geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E, n_tiles, n_mg, D=geo.d, BLOCK_N=bn, K_STAGES=k_stages,
-        V_STAGES=v_stages, VARLEN=geo.varlen, Q_LOADER=bool(q_loader), SINKS_LAST=bool(sinks_last),
+        V_STAGES=v_stages, VARLEN=geo.varlen, SINKS_LAST=bool(sinks_last),
         PINGPONG=bool(pingpong), num_warps=4, maxnreg=168)
     return True
 
