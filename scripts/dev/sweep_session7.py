@@ -3,25 +3,21 @@ default loop and Flex over tile configs, with the one-compare mask in both; full
 one-kernel delta preamble (and the deferred forward), with the backward's per-kernel times from the profiler.
 Writes $OUT/sweep_session7.json as it goes. Not a test. PART=ws (the warp-specialised loop) needs commit eab3aa6, where
 it existed; it hung on the H200 (benchmarks/results/triton_ws_probe_session7_h200.json)."""
-import json, os, sys, time
+import os, sys
 import torch
 sys.path.insert(0, os.getcwd())
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmarks.attention import kernel_times, timeit
 from swaa.attention import swaa_attention
 from swaa.attention.masks import visible_pairs
 import swaa.attention.triton as T
+from sweep_log import SweepLog, fwd_inputs_and_flex
 
-out = os.environ.get("OUT", ".")
 PART = os.environ.get("PART", "")
-res = dict(part=PART, device=torch.cuda.get_device_name(), torch=torch.__version__, triton=__import__("triton").__version__,
-           note="median ms (benchmarks.attention.timeit); fwd tflops = 4*pairs*D*H/t, fwdbwd 10*pairs*D*H/t "
-                "(visible pairs only); err = max abs difference from the default loop's output", rows=[])
-save = lambda: json.dump(res, open(os.path.join(out, f"sweep_session7{PART and '_' + PART}.json"), "w"), indent=1)
-t_end = time.time() + float(os.environ.get("SWEEP_BUDGET_S", "240"))
-
-
-def rec(**r):
-    res["rows"].append(r); print(r, flush=True); save()
+log = SweepLog(f"sweep_session7{PART and '_' + PART}", "median ms (benchmarks.attention.timeit); fwd tflops = "
+               "4*pairs*D*H/t, fwdbwd 10*pairs*D*H/t (visible pairs only); err = max abs difference from the default "
+               "loop's output", part=PART)
+res, rec, save = log.res, log.rec, log.save
 
 
 def launch_info():
@@ -31,17 +27,10 @@ def launch_info():
 
 
 def fwd_variants(name, n, hq, hkv, d, w, s, variants):
-    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)
-    q, k, v = mk(hq), mk(hkv), mk(hkv)
-    pairs = visible_pairs(n, n, w, s)
-    tf = lambda ms: round(4 * pairs * d * hq / ms / 1e9, 1)
-    kw = dict(sliding_window_size=w, keep_first=s)
-    if w is not None:
-        ms = timeit(lambda: swaa_attention(q, k, v, backend="flex", **kw))
-        rec(kind="fwd", shape=name, n=n, window=w, keep_first=s, backend="flex", ms=round(ms, 3), tflops=tf(ms))
+    q, k, v, kw, tf = fwd_inputs_and_flex(log, name, n, hq, hkv, d, w, s)
     base = None
     for defer, cfg in variants:
-        if time.time() > t_end:
+        if log.out_of_time():
             break
         T._DEFER_FWD = defer == 1                     # 0: the default loop, 1: deferred P V, "ws": warp-specialised
         T._WS_FWD = defer == "ws"
@@ -69,7 +58,7 @@ def fwdbwd(name, n, hq, hkv, d, w, s, backends, profile_it=False):
     do = torch.randn_like(q)
     pairs = visible_pairs(n, n, w, s)
     for be, defer in backends:
-        if time.time() > t_end:
+        if log.out_of_time():
             break
         T._DEFER_FWD = bool(defer)
         fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend=be),
@@ -98,7 +87,7 @@ if os.environ.get("PART") == "dkdv":
         pairs = visible_pairs(n, n, 2048, s_)
         base = None
         for cfg in ["default", "32,64,4,2", "32,64,4,3", "64,32,4,2", "default"]:
-            if time.time() > t_end:
+            if log.out_of_time():
                 break
             if cfg == "default":
                 os.environ.pop("SWAA_TRITON_DKDV", None)

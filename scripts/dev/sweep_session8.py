@@ -4,28 +4,20 @@ PART=check: the (persistent) Gluon forward (SWAA_TRITON_GLUON=1) against attenti
 sinks past the window, GQA 3 and 4, Lq != Lk, fp16, head_dim 64, full causal, varlen), with the default Triton
 kernel's error beside it. PART=time: forward times of Gluon tile/stage configs against the Triton kernel and Flex,
 and forward+backward with either forward. Writes $OUT/sweep_session8_<part>.json as it goes. Not a test."""
-import faulthandler, json, os, sys, time
+import os, sys
 import torch
 sys.path.insert(0, os.getcwd())
-faulthandler.dump_traceback_later(float(os.environ.get("HANG_S", "100")), exit=True)   # a hung kernel: say where
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmarks.attention import kernel_times, timeit
 from swaa.attention import attention_ref, swaa_attention
 from swaa.attention.masks import visible_pairs
 import swaa.attention.triton as T
+from sweep_log import SweepLog, fwd_inputs_and_flex
 
-out = os.environ.get("OUT", ".")
 PART = os.environ.get("PART", "check")
-res = dict(part=PART, device=torch.cuda.get_device_name(), torch=torch.__version__, triton=__import__("triton").__version__,
-           note="median ms (benchmarks.attention.timeit); fwd tflops = 4*pairs*D*H/t, fwdbwd 10*pairs*D*H/t "
-                "(visible pairs only)", rows=[])
-save = lambda: json.dump(res, open(os.path.join(out, f"sweep_session8_{PART}.json"), "w"), indent=1)
-t_end = time.time() + float(os.environ.get("SWEEP_BUDGET_S", "240"))
-
-
-def rec(**r):
-    res["rows"].append(r); print(r, flush=True); save()
-    faulthandler.cancel_dump_traceback_later()
-    faulthandler.dump_traceback_later(float(os.environ.get("HANG_S", "100")), exit=True)
+log = SweepLog(f"sweep_session8_{PART}", "median ms (benchmarks.attention.timeit); fwd tflops = 4*pairs*D*H/t, "
+               "fwdbwd 10*pairs*D*H/t (visible pairs only)", hang_s=float(os.environ.get("HANG_S", "100")), part=PART)
+res, rec, save = log.res, log.rec, log.save
 
 
 DEFAULT_CFG = T._GLUON_CFG                     # SWAA_TRITON_GLUON_CFG or the module's default
@@ -86,18 +78,11 @@ def check_varlen(lens, hq, hkv, d, w, s):
 
 
 def fwd_time(name, n, hq, hkv, d, w, s, cfgs):
-    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)
-    q, k, v = mk(hq), mk(hkv), mk(hkv)
-    pairs = visible_pairs(n, n, w, s)
-    tf = lambda ms: round(4 * pairs * d * hq / ms / 1e9, 1)
-    kw = dict(sliding_window_size=w, keep_first=s)
-    if w is not None:
-        ms = timeit(lambda: swaa_attention(q, k, v, backend="flex", **kw))
-        rec(kind="fwd", shape=name, n=n, window=w, keep_first=s, backend="flex", ms=round(ms, 3), tflops=tf(ms))
+    q, k, v, kw, tf = fwd_inputs_and_flex(log, name, n, hq, hkv, d, w, s)
     use(False)
     base = swaa_attention(q, k, v, backend="triton", **kw)
     for cfg in cfgs:
-        if time.time() > t_end:
+        if log.out_of_time():
             break
         use(cfg != "triton", None if cfg == "triton" else cfg)
         try:
@@ -117,7 +102,7 @@ def fwdbwd_time(name, n, hq, hkv, d, w, s):
     do = torch.randn_like(q)
     pairs = visible_pairs(n, n, w, s)
     for be, g in (("flex", None), ("triton", False), ("triton", True)):
-        if time.time() > t_end:
+        if log.out_of_time():
             break
         use(g)
         fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend=be),

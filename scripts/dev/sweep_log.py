@@ -1,0 +1,54 @@
+"""What the GPU sweeps share (sessions 7-8). The JSON log: rows appended and the file rewritten as each lands in $OUT, so
+a call cut by its time limit keeps what it measured; optionally a hang watchdog (faulthandler) re-armed per row."""
+import faulthandler
+import json
+import os
+import time
+
+import torch
+
+
+class SweepLog:
+    def __init__(self, name, note, budget_s=240.0, hang_s=None, **meta):
+        import triton
+        self.path = os.path.join(os.environ.get("OUT", "."), f"{name}.json")
+        self.res = dict(**meta, device=torch.cuda.get_device_name(), torch=torch.__version__,
+                        triton=triton.__version__, note=note, rows=[])
+        self.t_end = time.time() + float(os.environ.get("SWEEP_BUDGET_S", budget_s))
+        self.hang_s = hang_s
+        self._arm()
+
+    def _arm(self):
+        if self.hang_s:                     # a hung kernel: print every thread's stack and exit
+            faulthandler.cancel_dump_traceback_later()
+            faulthandler.dump_traceback_later(self.hang_s, exit=True)
+
+    def save(self):
+        with open(self.path, "w") as f:
+            json.dump(self.res, f, indent=1)
+
+    def rec(self, **r):
+        self.res["rows"].append(r)
+        print(r, flush=True)
+        self.save()
+        self._arm()
+
+    def out_of_time(self) -> bool:
+        return time.time() > self.t_end
+
+
+def fwd_inputs_and_flex(log, name, n, hq, hkv, d, w, s):
+    """bf16 (1, H, n, d) q/k/v of one shape, Flex's forward time on them logged first (when there is a window);
+    returns (q, k, v, mask kwargs, ms -> effective TFLOP/s)."""
+    from benchmarks.attention import timeit
+    from swaa.attention import swaa_attention
+    from swaa.attention.masks import visible_pairs
+    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)
+    q, k, v = mk(hq), mk(hkv), mk(hkv)
+    pairs = visible_pairs(n, n, w, s)
+    tf = lambda ms: round(4 * pairs * d * hq / ms / 1e9, 1)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    if w is not None:
+        ms = timeit(lambda: swaa_attention(q, k, v, backend="flex", **kw))
+        log.rec(kind="fwd", shape=name, n=n, window=w, keep_first=s, backend="flex", ms=round(ms, 3), tflops=tf(ms))
+    return q, k, v, kw, tf
