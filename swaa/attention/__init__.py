@@ -178,7 +178,9 @@ def _triton_rank(q, k, window, mask, keep_first=0) -> int:
     # triton_sweep_session6_h200.json, 32k W=2048 S=100): ours 1.28x flex at 32 x 128 heads, 1.92x at 9 x 64 since
     # the dK/dV kernel splits the sink blocks' work. Session 7 (triton_sweep_session7_h200.json, one-kernel delta
     # preamble): 1.44x with sinks and 1.09x without at 32 x 128, 1.98x at 9 x 64 with sinks; head_dim 64 without
-    # sinks was not measured again (flex ~5% ahead in session 4), so it keeps flex
+    # sinks was not measured again (flex ~5% ahead in session 4), so it keeps flex. Session 8 (attention_gpu_h200.json,
+    # the Gluon forward at head_dim 128): forward 1.35-1.42x flex at 32k-128k, forward+backward 1.41x with sinks and
+    # 1.10x without; at 9 x 64 flex 2% ahead without sinks (so it keeps flex), ours 1.93x with
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k))
     if needs_grad:
         return 5 if window is not None and (keep_first > 0 or q.shape[-1] > 64) else 45
