@@ -192,3 +192,25 @@ def test_forward_when_row_maxima_keep_growing(variant, w, s, monkeypatch):
     assert_close_to_ref(out, ref, attention_ref(q, k, v, upcast=False, **kw))
     assert (lse - ref_lse).abs().max() <= 5e-2
 
+
+
+def test_backward_of_views_into_a_packed_qkv():
+    """q, k, v sliced out of one packed (B, L, 3, H, D) projection are neither contiguous nor dense; the gradients
+    must land in their own layout, not in q's strides over a contiguous buffer."""
+    qkv = torch.randn(2, 37, 3, 4, 32, dtype=torch.float16)
+    q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))            # (B, H, L, D), token stride 3 * H * D
+    assert not q.is_contiguous() and torch.empty_like(q).stride() != q.stride()
+    q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
+    assert_grads_close_to_ref(q, k, v, torch.randn(q.shape, dtype=torch.float16), floor=1e-4,
+                              sliding_window_size=8, keep_first=2)
+
+
+def test_dense_layouts_are_kept_and_gapped_ones_copied_for_the_backward():
+    from swaa.attention.triton import _dense, _kernel_layout
+    x = torch.zeros(2, 5, 3, 4, 8)
+    hf = torch.zeros(2, 5, 4, 8).transpose(1, 2)           # (B, L, H, D) seen as (B, H, L, D): dense, kept
+    assert _dense(torch.zeros(2, 4, 5, 8)) and _dense(hf) and _kernel_layout(hf, True) is hf
+    sliced = x[:, :, 0].transpose(1, 2)                     # a packed qkv's q: gaps between tokens
+    assert not _dense(sliced) and _kernel_layout(sliced, False) is sliced        # the forward reads it in place
+    assert _kernel_layout(sliced, True).is_contiguous()
+    assert not _dense(torch.zeros(2, 1, 5, 8).expand(2, 4, 5, 8))                # overlapping: broadcast heads

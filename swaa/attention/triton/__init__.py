@@ -143,8 +143,26 @@ def _strides_packed(t):           # (T, H, D)
     return 0, t.stride(1), t.stride(0)
 
 
-def _last_contig(t):
-    return t if t.stride(-1) == 1 else t.contiguous()
+def _dense(t) -> bool:
+    """Whether ``t`` covers its storage span without gaps or overlaps, in any dimension order (what
+    ``torch.empty_like`` reproduces stride for stride)."""
+    expect = 1
+    for st, n in sorted((st, n) for st, n in zip(t.stride(), t.shape) if n > 1):
+        if st != expect:
+            return False
+        expect *= n
+    return True
+
+
+def _kernel_layout(t, grad: bool):
+    """``t`` as the kernels take it: the last dimension contiguous; with gradients also dense, since the backward
+    writes dq/dk/dv (allocated like the inputs) with the inputs' strides (a slice of a packed qkv projection is not
+    dense: it gets a contiguous copy, whose gradient autograd routes back to the slice)."""
+    return t if t.stride(-1) == 1 and (not grad or _dense(t)) else t.contiguous()
+
+
+def _needs_grad(*ts) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
 
 class _Geometry:
@@ -344,10 +362,10 @@ def _scale(q, scale):
 
 def triton_attention(q, k, v, *, window, keep_first, scale, return_lse, mask=None, fa_from=None):
     """Dense layout entry point (the registry's): decode shapes without grad take the split-KV kernel."""
-    q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
+    needs_grad = _needs_grad(q, k, v)
+    q, k, v = (_kernel_layout(t, needs_grad) for t in (q, k, v))
     w, s = _window(window, keep_first)
     sc = _scale(q, scale)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     if not needs_grad and q.shape[2] <= 16 and k.shape[2] >= 256:
         out, lse2 = triton_decode(q, k, v, window=window, keep_first=keep_first, scale=sc, _base2=True)
     else:
@@ -375,7 +393,8 @@ def swaa_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int
     why = triton_available()
     if why:
         raise RuntimeError(f"the Triton kernels cannot run here: {why}")
-    q, k, v = _last_contig(q), _last_contig(k), _last_contig(v)
+    grad = _needs_grad(q, k, v)
+    q, k, v = (_kernel_layout(t, grad) for t in (q, k, v))
     w, s = _window(sliding_window_size, keep_first)
     out, lse2 = _SWAAFunction.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, w, s,
                                     _scale(q, scale))
