@@ -11,6 +11,7 @@ Needs a Triton of the GPU box's version and no torch (the kernels' modules impor
     /tmp/t36/bin/python scripts/dev/aot_sm90.py fwd 64,64,4,3 DEFER=1
     /tmp/t36/bin/python scripts/dev/aot_sm90.py dkdv 64,64,4,2
     /tmp/t36/bin/python scripts/dev/aot_sm90.py gluon 128,128,4,1 K_STAGES=2 V_STAGES=2
+    /tmp/t36/bin/python scripts/dev/aot_sm90.py gluon_bwd 64,128,4,1 STAGES=2
     # dumps: $AOT_OUT (default /tmp/aot)/<kind>_<cfg>.{ttgir,ptx,sass}
 """
 import importlib.util
@@ -55,7 +56,7 @@ def compile_report(fn, sig, const, values, warps, stages, tag):
         elif sig.get(n) == "i32" and v % 16 == 0:
             div.append(n)
     attrs = {(fn.arg_names.index(n),): backend.parse_attr("D") for n in div}
-    gluon = getattr(fn, "is_gluon", lambda: False)()
+    gluon = getattr(fn, "is_gluon", lambda: False)()   # Gluon kernels: the wrapper's maxnreg
     src = (GluonASTSource if gluon else ASTSource)(fn, sig, const, attrs)
     opts = dict(num_warps=warps, num_stages=stages)
     if gluon:
@@ -89,6 +90,15 @@ def build(kind, bm, bn, n=32768, hq=32, hkv=8, d=128, W=2048, S=100, **flags):
         descs = dict(q_desc=(64, lay(64)), k_desc=(bn, lay(bn)), v_desc=(bn, lay(bn)))
         ptrs = dict(O="*bf16", LSE="*fp32", cu_q="*i32", cu_k="*i32")
         extra = dict(H=hq, n_tiles=(n // 128) * hq, n_mg=(n // 128) * (hq // hkv))
+    elif kind == "gluon_bwd":                        # the warp-specialised Hopper dK/dV (_bwd_gluon.py)
+        mod = load("_bwd_gluon")
+        fn = mod._bwd_dkdv_gluon_kernel
+        const = dict(D=d, BLOCK_M=bm, BLOCK_N=bn, STAGES=int(flags.pop("STAGES", 2)), VARLEN=False, SPLIT=True)
+        lay = lambda rows: mod.gl.NVMMASharedLayout.get_default_for([rows, d], mod.gl.bfloat16)
+        descs = dict(q_desc=(bm, lay(bm)), do_desc=(bm, lay(bm)), k_desc=(bn, lay(bn)), v_desc=(bn, lay(bn)))
+        ptrs = dict(LSE="*fp32", DELTA="*fp32", DK="*bf16", DV="*bf16", cu_q="*i32", cu_k="*i32", DKP="*fp32",
+                    DVP="*fp32")
+        extra = dict(HKV=hkv, NKB=n // bn, NSB=-(-S // bn), CHUNK=-(-(W + bn) // bm))
     elif kind == "fwd":
         fn = load("_fwd")._fwd_kernel
         const = dict(D=d, BLOCK_D=d, BLOCK_M=bm, BLOCK_N=bn, VARLEN=False, DOT=0, TMA=True, LAZY=False, DEFER=False)

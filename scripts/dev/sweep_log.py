@@ -1,5 +1,6 @@
-"""What the GPU sweeps share (sessions 7-8). The JSON log: rows appended and the file rewritten as each lands in $OUT, so
-a call cut by its time limit keeps what it measured; optionally a hang watchdog (faulthandler) re-armed per row."""
+"""What the GPU sweeps share (sessions 7-8). The JSON log: rows appended and the file rewritten in $OUT as each
+lands, so a call cut by its time limit keeps what it measured; optionally a hang watchdog (faulthandler) re-armed
+per row."""
 import faulthandler
 import json
 import os

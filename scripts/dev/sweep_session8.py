@@ -1,9 +1,12 @@
-"""Developer sweep (GPU), session 8: the warp-specialised Gluon forward (swaa/attention/triton/_fwd_gluon.py).
+"""Developer sweep (GPU), session 8: the warp-specialised Gluon kernels (swaa/attention/triton/_fwd_gluon.py,
+_bwd_gluon.py).
 
-PART=check: the (persistent) Gluon forward (SWAA_TRITON_GLUON=1) against attention_ref over an edge-case grid (odd lengths, W=1,
-sinks past the window, GQA 3 and 4, Lq != Lk, fp16, head_dim 64, full causal, varlen), with the default Triton
-kernel's error beside it. PART=time: forward times of Gluon tile/stage configs against the Triton kernel and Flex,
-and forward+backward with either forward. Writes $OUT/sweep_session8_<part>.json as it goes. Not a test."""
+PART=check: the Gluon forward (SWAA_TRITON_GLUON=1) against attention_ref over an edge-case grid (odd lengths, W=1,
+sinks past the window, GQA 3 and 4, Lq != Lk, fp16, head_dim 64, full causal, varlen), with the triton-language
+kernel's error beside it. PART=time / pingpong: forward times of Gluon configurations against the triton-language
+kernel and Flex, and forward+backward with either forward. PART=bwd (for the next GPU session): the Gluon dK/dV
+kernel's gradients against the triton-language one's, and forward+backward times with either. Writes
+$OUT/sweep_session8_<part>.json as it goes. Not a test."""
 import os, sys
 import torch
 sys.path.insert(0, os.getcwd())
@@ -109,7 +112,8 @@ def fwdbwd_time(name, n, hq, hkv, d, w, s):
                                          (q, k, v), do)
         try:
             ms = timeit(fn)
-            r = dict(kind="fwdbwd", shape=name, n=n, window=w, keep_first=s, backend=be, gluon=g, ms=round(ms, 3),
+            r = dict(kind="fwdbwd", shape=name, n=n, window=w, keep_first=s, backend=be, gluon=g,
+                     gluon_bwd=T._GLUON_BWD and be == "triton", ms=round(ms, 3),
                      tflops=round(10 * pairs * d * hq / ms / 1e9, 1))
             if be == "triton":
                 r["kernels_ms"] = kernel_times(fn)
@@ -134,6 +138,30 @@ if PART == "check":
     res["all_ok"] = all(r.get("ok") for r in res["rows"])
     save()
     print("ALL OK" if res["all_ok"] else "FAILURES", flush=True)
+elif PART == "bwd":
+    # for the next GPU session: the Gluon dK/dV kernel (written and compiled offline in session 8, never run): its
+    # gradients against the triton-language kernel's, then forward+backward times with either dK/dV
+    for n, hq, hkv, d, w, s_ in [(1000, 8, 2, 128, 256, 100), (4096, 32, 8, 128, 2048, 100), (3000, 9, 3, 64, 512, 4)]:
+        mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        q, k, v = mk(hq), mk(hkv), mk(hkv)
+        do = torch.randn_like(q)
+        grads = {}
+        for g in (False, True):
+            T._GLUON_BWD = g
+            grads[g] = torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s_,
+                                                          backend="triton"), (q, k, v), do)
+            torch.cuda.synchronize()
+        rel = max(((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+                  for a, b in zip(grads[True], grads[False]))
+        rec(kind="check_bwd", n=n, hq=hq, hkv=hkv, d=d, window=w, keep_first=s_, ran_gluon=T.LAST_BWD_GLUON,
+            rel_diff_vs_triton=rel, ok=rel < 2e-2)
+    for shape in [("qwen3-4b", 32768, 32, 8, 128, 2048, 100), ("qwen3-4b", 32768, 32, 8, 128, 2048, 0),
+                  ("smollm2", 32768, 9, 3, 64, 2048, 100)]:
+        for g in (False, True, False):
+            T._GLUON_BWD = g
+            fwdbwd_time(*shape)
+    T._GLUON_BWD = False
+    save()
 elif PART == "pingpong":
     # (session 8, fourth call, when the config still had a Q-loader flag before sinks-last: (128, 3, 3, 1, 0, x))
     A, P, P2 = (128, 3, 3, 0, 0), (128, 3, 3, 0, 1), (128, 2, 2, 0, 1)  # consumers free / taking turns

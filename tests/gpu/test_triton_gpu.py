@@ -91,6 +91,20 @@ def test_backward(lq, lk, hq, hkv, d, w, s):
     assert_grads_close_to_ref(q, k, v, torch.randn_like(q), floor=1e-3, sliding_window_size=w, keep_first=s)
 
 
+@pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s", BWD + [(1, 1, 4, 4, 128, 8, 2), (130, 130, 4, 2, 128, 64, 129)])
+def test_gluon_dkdv_backward(lq, lk, hq, hkv, d, w, s, monkeypatch):
+    """The Gluon dK/dV kernel (swaa/attention/triton/_bwd_gluon.py), forced on: it is off by default
+    (SWAA_TRITON_GLUON_BWD) until this passes on a Hopper GPU; written and compiled offline in session 8."""
+    import swaa.attention.triton as T
+    monkeypatch.setattr(T, "_GLUON_BWD", True)
+    mk = lambda h, n: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = mk(hq, lq), mk(hkv, lk), mk(hkv, lk)
+    if not _gluon_applies(q.detach()):
+        pytest.skip(f"the Gluon kernels do not run here: {T._gluon_why_not(q, T._Geometry(q, q))}")
+    assert_grads_close_to_ref(q, k, v, torch.randn_like(q), floor=1e-3, sliding_window_size=w, keep_first=s)
+    assert T.LAST_BWD_GLUON
+
+
 @pytest.mark.parametrize("n, w, s", [(131072, None, 0), (131072, 2048, 100), (32768, 4096, 0)])
 def test_decode_against_long_caches(n, w, s):
     q = torch.randn(2, 32, 1, 128, device="cuda", dtype=torch.bfloat16)

@@ -21,20 +21,27 @@ class _FakeBase:            # what a descriptor needs to state its type: a dtype
         return 0
 
 
-def compile_gluon(d, block_n, k_stages, v_stages, varlen=False, sinks_last=False, pingpong=False):
-    fn = T._fwd_gluon_kernel
-    const = dict(D=d, BLOCK_N=block_n, K_STAGES=k_stages, V_STAGES=v_stages, VARLEN=varlen, SINKS_LAST=sinks_last,
-                 PINGPONG=pingpong)
+def compile_gluon(d, block_n, k_stages=2, v_stages=2, varlen=False, sinks_last=False, pingpong=False, bwd=False):
+    """The forward (or with ``bwd`` the dK/dV kernel, block_n keys per CTA, 2-stage (Q, dO) ring)."""
+    if bwd:
+        fn = T._bwd_dkdv_gluon_kernel
+        const = dict(D=d, BLOCK_M=64, BLOCK_N=block_n, STAGES=2, VARLEN=varlen, SPLIT=True)
+        rows_of = lambda a: 64 if a in ("q_desc", "do_desc") else block_n
+    else:
+        fn = T._fwd_gluon_kernel
+        const = dict(D=d, BLOCK_N=block_n, K_STAGES=k_stages, V_STAGES=v_stages, VARLEN=varlen,
+                     SINKS_LAST=sinks_last, PINGPONG=pingpong)
+        rows_of = lambda a: T._GLUON_WG_ROWS if a == "q_desc" else block_n
     sig = {}
     for a in fn.arg_names:
         if a in const:
             sig[a] = "constexpr"
         elif a.endswith("_desc"):
-            rows = T._GLUON_WG_ROWS if a == "q_desc" else block_n
+            rows = rows_of(a)
             layout = gl.NVMMASharedLayout.get_default_for([rows, d], gl.bfloat16)
             sig[a] = mangle_type(T._GluonDescriptor(_FakeBase(), [4096, d], [d, 1], [rows, d], layout))
-        elif a in ("O", "LSE", "cu_q", "cu_k"):
-            sig[a] = {"O": "*bf16", "LSE": "*fp32"}.get(a, "*i32")
+        elif a in ("O", "LSE", "cu_q", "cu_k", "DELTA", "DK", "DV", "DKP", "DVP"):
+            sig[a] = {"O": "*bf16", "DK": "*bf16", "DV": "*bf16", "cu_q": "*i32", "cu_k": "*i32"}.get(a, "*fp32")
         else:
             sig[a] = "fp32" if a == "qk_scale" else "i32"
     k = triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32),

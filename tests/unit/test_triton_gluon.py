@@ -1,6 +1,7 @@
-"""The Gluon forward (swaa/attention/triton/_fwd_gluon.py) on a machine without a GPU: it compiles for Hopper
-(sm_90a) with the installed Triton, as the four warp-specialised partitions within the card's shared memory, and the
-wrapper says why it will not run it here. Its numerics run on a GPU (tests/gpu/test_triton_gpu.py)."""
+"""The Gluon kernels (swaa/attention/triton/_fwd_gluon.py, _bwd_gluon.py) on a machine without a GPU: they compile
+for Hopper (sm_90a) with the installed Triton, as warp-specialised partitions within the card's shared memory, the
+wrappers pass exactly their parameters, and say why they will not run here. Their numerics run on a GPU
+(tests/gpu/test_triton_gpu.py)."""
 import importlib
 
 import pytest
@@ -77,3 +78,40 @@ def test_wrapper_launch_matches_the_kernel(monkeypatch):
     assert set(seen["kw"]) - run_time <= set(names), set(seen["kw"]) - run_time - set(names)
     assert len(seen["args"]) + len(set(seen["kw"]) - run_time) == len(names)
     assert seen["grid"] == (min(132, 3 * 4 * 2),)                # 3 tiles of 128 rows x 4 query heads x 2 KV heads
+
+
+@pytest.mark.parametrize("d, varlen", [(128, False), (64, True)])
+def test_gluon_dkdv_compiles_for_hopper(d, varlen):
+    k = _compile(d=d, block_n=T._GLUON_KEY_ROWS, varlen=varlen, bwd=True)
+    ttgir = k["ttgir"]
+    assert "ttg.warp_specialize" in ttgir and "requestedRegisters = array<i32: 240, 24>" in ttgir
+    assert ttgir.count("ttng.warp_group_dot") >= 8      # S^T, dP^T, dV, dK in each consumer
+    assert 0 < k["shared"] <= H100_SMEM, k["shared"]
+
+
+def test_backward_wrapper_launches_the_gluon_dkdv_with_its_parameters(monkeypatch):
+    """With SWAA_TRITON_GLUON_BWD the backward hands the Gluon dK/dV kernel exactly its parameters and a grid over
+    128-key blocks plus the sink chunks (the other kernels run under the interpreter as usual)."""
+    seen = {}
+
+    class _Launch:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                seen.update(grid=grid, args=args, kw=kw)
+            return launch
+
+    monkeypatch.setattr(T, "_bwd_dkdv_gluon_kernel", _Launch())
+    monkeypatch.setattr(T, "_GLUON_BWD", True)
+    monkeypatch.setattr(T, "_GLUON_FWD", False)                  # the forward: the triton-language kernel here
+    monkeypatch.setattr(T, "_gluon_why_not", lambda q, geo: None)
+    mk = lambda h: torch.randn(1, h, 300, 128, dtype=torch.bfloat16)
+    q, k, v = mk(4), mk(2), mk(2)
+    geo = T._Geometry(q, k)
+    o, lse = T._forward(q, k, v, geo, 64, 4, 0.1)
+    T._backward(torch.randn_like(o), q, k, v, o, lse, geo, 64, 4, 0.1)
+    kernel = importlib.import_module("swaa.attention.triton._bwd_gluon")._bwd_dkdv_gluon_kernel
+    names = kernel.arg_names
+    kw = set(seen["kw"]) - {"num_warps", "maxnreg"}
+    assert kw <= set(names) and len(seen["args"]) + len(kw) == len(names), kw - set(names)
+    nsb, chunk, parts = T._sink_split(geo, 64, 4, 64, T._GLUON_KEY_ROWS)
+    assert seen["grid"] == (3 + nsb * (parts - 1), 2)          # 3 blocks of 128 keys, plus the sink chunks

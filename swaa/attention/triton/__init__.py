@@ -25,6 +25,7 @@ _LAZY_FWD = os.environ.get("SWAA_TRITON_LAZY", "0") == "1"  # rescale the accumu
 _DEFER_FWD = {"0": False, "1": True}.get(os.environ.get("SWAA_TRITON_DEFER", ""))  # None: by head_dim (_defer)
 _SINK_SPLIT = os.environ.get("SWAA_TRITON_SINK_SPLIT", "1") == "1"   # dK/dV: sink blocks' far queries over programs
 LAST_FWD_LAUNCH = None      # the compiled forward of the last call (registers, spills, shared memory: for sweeps)
+LAST_BWD_GLUON = False      # whether the last backward's dK/dV ran the Gluon kernel
 _MAXNREG = {"maxnreg": int(os.environ["SWAA_TRITON_MAXNREG"])} if os.environ.get("SWAA_TRITON_MAXNREG") else {}
 try:
     import triton
@@ -46,11 +47,15 @@ try:                        # the warp-specialised Hopper forward needs Gluon (T
     from ._fwd_gluon import CTA_ROWS as _GLUON_ROWS
     from ._fwd_gluon import WG_ROWS as _GLUON_WG_ROWS
     from ._fwd_gluon import _fwd_gluon_kernel
+    from ._bwd_gluon import KEY_ROWS as _GLUON_KEY_ROWS
+    from ._bwd_gluon import _bwd_dkdv_gluon_kernel
     _GLUON_ERROR = None
 except Exception as e:  # pragma: no cover - depends on the Triton build
     _GLUON_ERROR = f"Gluon's Hopper ops are not importable ({e})"
 # SWAA_TRITON_GLUON: "0" never, "1" wherever it can run (sm_90, TMA layout, head_dim 64/128), unset: by _gluon_auto
 _GLUON_FWD = {"0": False, "1": True}.get(os.environ.get("SWAA_TRITON_GLUON", ""))
+# the Gluon dK/dV kernel (_bwd_gluon.py): off until it has run on a GPU (written and compiled offline, session 8)
+_GLUON_BWD = os.environ.get("SWAA_TRITON_GLUON_BWD", "0") == "1"
 # BLOCK_N, K stages, V stages, sink tiles visited last, consumers taking turns (session 8 sweep: neither helped)
 _GLUON_CFG = tuple(int(x) for x in os.environ.get("SWAA_TRITON_GLUON_CFG", "128,3,3,0,0").split(","))
 
@@ -311,8 +316,15 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
         tma = all(x is not None for x in descs)
         return (descs if tma else (q, k, v, do)), tma
 
-    bm, bn, warps, stages = _blocks(geo.d, "dkdv")
-    (q_, k_, v_, do_), tma = operands(bm, bn)
+    gluon = None
+    if _GLUON_BWD and _gluon_why_not(q, geo) is None:
+        bm, bn = 64, _GLUON_KEY_ROWS
+        descs = tuple(_tma_desc(t, st, nh, rows, geo.block_d, gluon=True) for t, st, nh, rows in
+                      ((q, geo.sq, geo.hq, bm), (k, geo.sk, geo.hkv, bn), (v, sv, geo.hkv, bn), (do, so, geo.hq, bm)))
+        gluon = descs if all(x is not None for x in descs) else None
+    if gluon is None:
+        bm, bn, warps, stages = _blocks(geo.d, "dkdv")
+        (q_, k_, v_, do_), tma = operands(bm, bn)
     nkb, heads = triton.cdiv(geo.lk, bn), geo.nseq * geo.hkv
     split = _sink_split(geo, w, s, bm, bn)
     if split:
@@ -322,14 +334,23 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
         dkp, dvp = partial[0], partial[1]
     else:
         nsb, chunk, parts, dkp, dvp = 1, 1, 1, dk, dv
-    _bwd_dkdv_kernel[(nkb + nsb * (parts - 1), heads)](                 # no split: parts == 1, one per block
-        q_, k_, v_, do_, lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
-        *geo.lse_strides(lse_b), geo.lq, geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E,
-        dkp, dvp, nkb, nsb, chunk,
-        BLOCK_M=bm, BLOCK_N=bn, TMA=tma, SPLIT=bool(split), num_warps=warps, num_stages=stages, **common)
+    global LAST_BWD_GLUON
+    LAST_BWD_GLUON = gluon is not None
+    grid = (nkb + nsb * (parts - 1), heads)                               # no split: parts == 1, one per block
+    args = (lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse_b), geo.lq,
+            geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E, dkp, dvp, nkb, nsb, chunk)
+    if gluon is not None:      # 12 warps as in the Gluon forward: two 240-register consumers, one loader
+        _bwd_dkdv_gluon_kernel[grid](*gluon, *args, D=geo.d, BLOCK_M=bm, BLOCK_N=bn, STAGES=2, VARLEN=geo.varlen,
+                                     SPLIT=bool(split), num_warps=4, maxnreg=168)
+    else:
+        _bwd_dkdv_kernel[grid](q_, k_, v_, do_, *args, BLOCK_M=bm, BLOCK_N=bn, TMA=tma, SPLIT=bool(split),
+                               num_warps=warps, num_stages=stages, **common)
     if split:
-        _bwd_sink_sum_kernel[(nsb, heads)](dkp, dvp, dk, dv, geo.cu_k, *geo.sk, *sv, geo.lk, geo.hkv, nsb, parts,
-                                           D=geo.d, BLOCK_D=geo.block_d, BLOCK_N=bn, VARLEN=geo.varlen)
+        # 64-key blocks of the partials (rows nsb * bn per slot): a 128-key fp32 tile is too big for the sum kernel
+        sb = min(bn, 64)
+        _bwd_sink_sum_kernel[(nsb * bn // sb, heads)](dkp, dvp, dk, dv, geo.cu_k, *geo.sk, *sv, geo.lk, geo.hkv,
+                                                      nsb * bn // sb, parts, D=geo.d, BLOCK_D=geo.block_d,
+                                                      BLOCK_N=sb, VARLEN=geo.varlen)
     bm, bn, warps, stages = _blocks(geo.d, "dq")
     (q_, k_, v_, do_), tma = operands(bm, bn)
     _bwd_dq_kernel[(triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)](

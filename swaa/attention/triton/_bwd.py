@@ -33,6 +33,43 @@ def _load_rows(src, r, c, base, rows, stride, offs_d, row_ok, d_ok, TMA: tl.cons
 
 
 @triton.jit
+def _dkdv_block(pid_n, NKB, NSB, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+    """(far, chunk-program index, first key) of dK/dV program ``pid_n``. With SPLIT, programs [0, NKB) are one per
+    key block, and programs NKB + c * NSB + sb ("far") take chunk c of sink block sb's later queries."""
+    if SPLIT:
+        far = pid_n >= NKB
+    else:
+        far = pid_n < 0
+    j = tl.maximum(pid_n - NKB, 0)
+    return far, j, tl.where(far, (j % NSB) * BLOCK_N, pid_n * BLOCK_N)
+
+
+@triton.jit
+def _dkdv_queries(n_start, far, j, Lq, Lk, W, S, NSB, CHUNK, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  SPLIT: tl.constexpr):
+    """The query blocks a dK/dV program visits for the key block at ``n_start``: (last key, block all sinks,
+    writes partials, first query row, query blocks)."""
+    off = Lk - Lq
+    n_last = tl.minimum(n_start + BLOCK_N, Lk) - 1
+    all_sinks = n_start + BLOCK_N <= S
+    has_sink = n_start < S
+    m_lo = (tl.maximum(n_start - off, 0) // BLOCK_M) * BLOCK_M
+    # query rows up to the window's end (positions < n_last + W); with sinks and no split, every later row too
+    if SPLIT:
+        split_here = has_sink
+        p_hi = tl.minimum(Lk, n_last + W)
+    else:
+        split_here = n_start < 0
+        p_hi = tl.where(has_sink, Lk, tl.minimum(Lk, n_last + W))
+    m_hi = tl.minimum(p_hi - off, Lq)
+    n_m = tl.maximum(tl.cdiv(m_hi - m_lo, BLOCK_M), 0)
+    if far:                         # chunk c of the query blocks after the window's (whole blocks: no overlap)
+        m_lo = m_lo + (n_m + (j // NSB) * CHUNK) * BLOCK_M
+        n_m = tl.maximum(tl.minimum(tl.cdiv(Lq - m_lo, BLOCK_M), CHUNK), 0)
+    return n_last, all_sinks, split_here, m_lo, n_m
+
+
+@triton.jit
 def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
                      stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                      stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
@@ -51,12 +88,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
     # end of its window there, and programs NKB + c * NSB + sb take chunk c (CHUNK query blocks) of the later
     # queries, which see only sinks, for sink block sb. Sink blocks write fp32 partials to DKP/DVP
     # (1 + chunks, sequences x KV heads, NSB * BLOCK_N, BLOCK_D) that _bwd_sink_sum_kernel sums.
-    if SPLIT:
-        far = pid_n >= NKB
-    else:
-        far = pid_n < 0
-    j = tl.maximum(pid_n - NKB, 0)
-    n_start = tl.where(far, (j % NSB) * BLOCK_N, pid_n * BLOCK_N)
+    far, j, n_start = _dkdv_block(pid_n, NKB, NSB, BLOCK_N, SPLIT)
     if n_start >= Lk:
         return
     off = Lk - Lq
@@ -78,23 +110,8 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
-    # query positions that may see a key of this block
-    n_last = tl.minimum(n_start + BLOCK_N, Lk) - 1
-    all_sinks = n_start + BLOCK_N <= S
-    has_sink = n_start < S
-    m_lo = (tl.maximum(n_start - off, 0) // BLOCK_M) * BLOCK_M
-    # query rows up to the window's end (positions < n_last + W); with sinks and no split, every later row too
-    if SPLIT:
-        split_here = has_sink
-        p_hi = tl.minimum(Lk, n_last + W)
-    else:
-        split_here = n_start < 0
-        p_hi = tl.where(has_sink, Lk, tl.minimum(Lk, n_last + W))
-    m_hi = tl.minimum(p_hi - off, Lq)
-    n_m = tl.maximum(tl.cdiv(m_hi - m_lo, BLOCK_M), 0)
-    if far:                         # chunk c of the query blocks after the window's (whole blocks: no overlap)
-        m_lo = m_lo + (n_m + (j // NSB) * CHUNK) * BLOCK_M
-        n_m = tl.maximum(tl.minimum(tl.cdiv(Lq - m_lo, BLOCK_M), CHUNK), 0)
+    n_last, all_sinks, split_here, m_lo, n_m = _dkdv_queries(n_start, far, j, Lq, Lk, W, S, NSB, CHUNK, BLOCK_M,
+                                                             BLOCK_N, SPLIT)
     # one loop over (query head of the group, query block)
     for it in tl.range(0, GROUPS * n_m):
         g = it // n_m
