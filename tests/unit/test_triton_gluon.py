@@ -55,8 +55,8 @@ def test_wrapper_names_why_it_does_not_run_here():
     assert T._gluon_auto(T._Geometry(q[..., :64], q[..., :64])) is False
 
 
-def test_wrapper_launch_matches_the_kernel(monkeypatch):
-    """The wrapper's launch passes exactly the kernel's parameters (a mismatch only shows on a GPU otherwise)."""
+def _capture(monkeypatch, kernel):
+    """Replace the wrapper's ``kernel`` by a stand-in that records its launch: {grid, args, kw}."""
     seen = {}
 
     class _Launch:
@@ -65,7 +65,13 @@ def test_wrapper_launch_matches_the_kernel(monkeypatch):
                 seen.update(grid=grid, args=args, kw=kw)
             return launch
 
-    monkeypatch.setattr(T, "_fwd_gluon_kernel", _Launch())
+    monkeypatch.setattr(T, kernel, _Launch())
+    return seen
+
+
+def test_wrapper_launch_matches_the_kernel(monkeypatch):
+    """The wrapper's launch passes exactly the kernel's parameters (a mismatch only shows on a GPU otherwise)."""
+    seen = _capture(monkeypatch, "_fwd_gluon_kernel")
     monkeypatch.setattr(T, "_sm_count", lambda device: 132)
     q = torch.zeros(1, 8, 300, 128, dtype=torch.bfloat16)
     k = torch.zeros(1, 2, 300, 128, dtype=torch.bfloat16)
@@ -92,15 +98,7 @@ def test_gluon_dkdv_compiles_for_hopper(d, varlen):
 def test_backward_wrapper_launches_the_gluon_dkdv_with_its_parameters(monkeypatch):
     """With SWAA_TRITON_GLUON_BWD the backward hands the Gluon dK/dV kernel exactly its parameters and a grid over
     128-key blocks plus the sink chunks (the other kernels run under the interpreter as usual)."""
-    seen = {}
-
-    class _Launch:
-        def __getitem__(self, grid):
-            def launch(*args, **kw):
-                seen.update(grid=grid, args=args, kw=kw)
-            return launch
-
-    monkeypatch.setattr(T, "_bwd_dkdv_gluon_kernel", _Launch())
+    seen = _capture(monkeypatch, "_bwd_dkdv_gluon_kernel")
     monkeypatch.setattr(T, "_GLUON_BWD", True)
     monkeypatch.setattr(T, "_GLUON_FWD", False)                  # the forward: the triton-language kernel here
     monkeypatch.setattr(T, "_gluon_why_not", lambda q, geo: None)

@@ -32,16 +32,24 @@ KEY_ROWS = 128          # keys per CTA, 64 per consumer
 
 
 @gluon.jit
+def _glb_program(cu_q, cu_k, Lq_fixed, Lk_fixed, HKV, NKB, NSB, BLOCK_N: gl.constexpr, VARLEN: gl.constexpr,
+                 SPLIT: gl.constexpr):
+    """The program's (sequence x KV head, sequence, KV head, sequence bounds, far, chunk index, first key)."""
+    pid_bh = gl.program_id(1)
+    b = pid_bh // HKV
+    q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
+    far, j, n_start = _dkdv_block(gl.program_id(0), NKB, NSB, BLOCK_N, SPLIT)
+    return pid_bh, b, pid_bh % HKV, q0, Lq, k0, Lk, far, j, n_start
+
+
+@gluon.jit
 def _glb_loader(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, cu_q, cu_k,
                 stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
                 stride_ob, stride_oh, stride_om, Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, NKB, NSB, CHUNK,
                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, VARLEN: gl.constexpr,
                 SPLIT: gl.constexpr):
-    pid_bh = gl.program_id(1)
-    b = pid_bh // HKV
-    kvh = pid_bh % HKV
-    q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
-    far, j, n_start = _dkdv_block(gl.program_id(0), NKB, NSB, BLOCK_N, SPLIT)
+    pid_bh, b, kvh, q0, Lq, k0, Lk, far, j, n_start = _glb_program(cu_q, cu_k, Lq_fixed, Lk_fixed, HKV, NKB, NSB,
+                                                                   BLOCK_N, VARLEN, SPLIT)
     if n_start < Lk:
         kr, kc = _tma_origin(b, kvh, stride_kb, stride_kh, stride_kn)
         vr, vc = _tma_origin(b, kvh, stride_vb, stride_vh, stride_vn)
@@ -77,11 +85,8 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DE
     key_t: gl.constexpr = gl.SliceLayout(1, t_layout)
     qry_t: gl.constexpr = gl.SliceLayout(0, t_layout)
     one_l: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-    pid_bh = gl.program_id(1)
-    b = pid_bh // HKV
-    kvh = pid_bh % HKV
-    q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
-    far, j, n_start = _dkdv_block(gl.program_id(0), NKB, NSB, BLOCK_N, SPLIT)
+    pid_bh, b, kvh, q0, Lq, k0, Lk, far, j, n_start = _glb_program(cu_q, cu_k, Lq_fixed, Lk_fixed, HKV, NKB, NSB,
+                                                                   BLOCK_N, VARLEN, SPLIT)
     if n_start < Lk:
         off = Lk - Lq
         n_last, all_sinks, split_here, m_lo, n_m = _dkdv_queries(n_start, far, j, Lq, Lk, W, S, NSB, CHUNK, BLOCK_M,
