@@ -225,14 +225,19 @@ def _gluon_why_not(q, geo: _Geometry) -> str | None:
     return None
 
 
+def _qkv_descs(q, k, v, sv, geo: _Geometry, bm: int, bn: int, gluon: bool = False):
+    """TMA descriptors (triton-language or Gluon) for q with ``bm``-row tiles and k/v with ``bn``-row tiles; an entry
+    is None where the layout allows none. ``sv``: v's (batch, head, token) strides."""
+    return (_tma_desc(q, geo.sq, geo.hq, bm, geo.block_d, gluon), _tma_desc(k, geo.sk, geo.hkv, bn, geo.block_d, gluon),
+            _tma_desc(v, sv, geo.hkv, bn, geo.block_d, gluon))
+
+
 def _forward_gluon(q, k, v, o, lse, geo: _Geometry, w, s, scale) -> bool:
     """The warp-specialised Hopper forward into ``o``/``lse``; False when the layout has no TMA descriptors."""
     bn, k_stages, v_stages, sinks_last, pingpong = _GLUON_CFG
     so = _strides_packed(o) if geo.varlen else _strides_dense(o)
     sv = _strides_packed(v) if geo.varlen else _strides_dense(v)
-    descs = (_tma_desc(q, geo.sq, geo.hq, _GLUON_WG_ROWS, geo.block_d, gluon=True),
-             _tma_desc(k, geo.sk, geo.hkv, bn, geo.block_d, gluon=True),
-             _tma_desc(v, sv, geo.hkv, bn, geo.block_d, gluon=True))
+    descs = _qkv_descs(q, k, v, sv, geo, _GLUON_WG_ROWS, bn, gluon=True)
     if any(x is None for x in descs):
         return False
     n_mg = triton.cdiv(geo.lq, _GLUON_ROWS) * geo.groups
@@ -263,8 +268,7 @@ def _forward(q, k, v, geo: _Geometry, w, s, scale):
     grid = (triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)
     so = _strides_packed(o) if geo.varlen else _strides_dense(o)
     sv = _strides_packed(v) if geo.varlen else _strides_dense(v)
-    descs = (_tma_desc(q, geo.sq, geo.hq, bm, geo.block_d), _tma_desc(k, geo.sk, geo.hkv, bn, geo.block_d),
-             _tma_desc(v, sv, geo.hkv, bn, geo.block_d))
+    descs = _qkv_descs(q, k, v, sv, geo, bm, bn)
     tma = all(x is not None for x in descs)
     global LAST_FWD_LAUNCH
     LAST_FWD_LAUNCH = _fwd_kernel[grid](
@@ -310,19 +314,16 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
     sv = _strides_packed(v) if geo.varlen else _strides_dense(v)
     common = dict(D=geo.d, BLOCK_D=geo.block_d, VARLEN=geo.varlen, DOT=geo.dot)
 
-    def operands(bm, bn):          # TMA descriptors for (q, k, v, do) with these tiles, else the tensors
-        descs = (_tma_desc(q, geo.sq, geo.hq, bm, geo.block_d), _tma_desc(k, geo.sk, geo.hkv, bn, geo.block_d),
-                 _tma_desc(v, sv, geo.hkv, bn, geo.block_d), _tma_desc(do, so, geo.hq, bm, geo.block_d))
+    def operands(bm, bn, gluon=False):  # TMA descriptors for (q, k, v, do) with these tiles, else the tensors
+        descs = (*_qkv_descs(q, k, v, sv, geo, bm, bn, gluon), _tma_desc(do, so, geo.hq, bm, geo.block_d, gluon))
         tma = all(x is not None for x in descs)
         return (descs if tma else (q, k, v, do)), tma
 
-    gluon = None
+    gluon = False                  # the Gluon dK/dV needs all four descriptors
     if _GLUON_BWD and _gluon_why_not(q, geo) is None:
         bm, bn = 64, _GLUON_KEY_ROWS
-        descs = tuple(_tma_desc(t, st, nh, rows, geo.block_d, gluon=True) for t, st, nh, rows in
-                      ((q, geo.sq, geo.hq, bm), (k, geo.sk, geo.hkv, bn), (v, sv, geo.hkv, bn), (do, so, geo.hq, bm)))
-        gluon = descs if all(x is not None for x in descs) else None
-    if gluon is None:
+        (q_, k_, v_, do_), gluon = operands(bm, bn, gluon=True)
+    if not gluon:
         bm, bn, warps, stages = _blocks(geo.d, "dkdv")
         (q_, k_, v_, do_), tma = operands(bm, bn)
     nkb, heads = triton.cdiv(geo.lk, bn), geo.nseq * geo.hkv
@@ -335,13 +336,13 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
     else:
         nsb, chunk, parts, dkp, dvp = 1, 1, 1, dk, dv
     global LAST_BWD_GLUON
-    LAST_BWD_GLUON = gluon is not None
+    LAST_BWD_GLUON = gluon
     grid = (nkb + nsb * (parts - 1), heads)                               # no split: parts == 1, one per block
     args = (lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse_b), geo.lq,
             geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E, dkp, dvp, nkb, nsb, chunk)
-    if gluon is not None:      # 12 warps as in the Gluon forward: two 240-register consumers, one loader
-        _bwd_dkdv_gluon_kernel[grid](*gluon, *args, D=geo.d, BLOCK_M=bm, BLOCK_N=bn, STAGES=2, VARLEN=geo.varlen,
-                                     SPLIT=bool(split), num_warps=4, maxnreg=168)
+    if gluon:                  # 12 warps as in the Gluon forward: two 240-register consumers, one loader
+        _bwd_dkdv_gluon_kernel[grid](q_, k_, v_, do_, *args, D=geo.d, BLOCK_M=bm, BLOCK_N=bn, STAGES=2,
+                                     VARLEN=geo.varlen, SPLIT=bool(split), num_warps=4, maxnreg=168)
     else:
         _bwd_dkdv_kernel[grid](q_, k_, v_, do_, *args, BLOCK_M=bm, BLOCK_N=bn, TMA=tma, SPLIT=bool(split),
                                num_warps=warps, num_stages=stages, **common)
