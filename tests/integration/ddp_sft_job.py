@@ -62,5 +62,18 @@ def main(out: str, stop: int | None) -> None:
     _emit(row)
 
 
+def _close_process_group() -> None:
+    # both ranks leave together and take gloo down before the interpreter exits: a rank that exited while its peer's
+    # gloo threads were still up once aborted with "terminate called without an active exception" (session 8 CI,
+    # the interrupted run)
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    try:
+        main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    finally:
+        _close_process_group()
