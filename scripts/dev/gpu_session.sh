@@ -5,7 +5,7 @@
 # the whole GPU test tier (junit XML to $OUT). PHASE=c: the GPU tier, then the backward sweep
 # (scripts/dev/sweep_session6_bwd.py). PHASE=d (session 7): the forward/backward sweep (scripts/dev/sweep_session7.py),
 # then the Triton GPU tests with the deferred forward loop. PHASE=e: the whole GPU tier, then the attention benchmark
-# into benchmarks/results/attention_gpu_h200.json. PHASE=f (session 8): the Gluon forward (scripts/dev/sweep_session8.py); g: its check, the benchmark, the tier; h: the Gluon dK/dV (not yet run). Each step has its own timeout so the call returns inside the 600 s limit.
+# into benchmarks/results/attention_gpu_h200.json. PHASE=f (session 8): the Gluon forward (scripts/dev/sweep_session8.py); g: its check, the benchmark, the tier; h: the Gluon dK/dV; i (session 9): its configurations. Each step has its own timeout so the call returns inside the 600 s limit.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s)
@@ -68,6 +68,13 @@ h)
     # next session: the Gluon dK/dV kernel, never run yet: its gradients and times, then the GPU tests that force it
     PART=bwd HANG_S=60 SWEEP_BUDGET_S=240 timeout 300 python3 scripts/dev/sweep_session8.py 2>&1 | tee "$OUT/bwd.log" \
         | grep -v Warning | tail -30
+    timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu/test_triton_gpu.py \
+        -k gluon_dkdv --junitxml="$OUT/gpu_tests_gluon_bwd.xml" 2>&1 | tee "$OUT/gpu_tests_gluon_bwd.log" | tail -12 ;;
+i)
+    # session 9: the Gluon dK/dV's configurations, then the GPU tests that force it (default configuration)
+    PART=bwdcfg HANG_S=60 SWEEP_BUDGET_S=${SWEEP_S:-200} timeout $(( ${SWEEP_S:-200} + 60 )) python3 \
+        scripts/dev/sweep_session8.py 2>&1 | tee "$OUT/bwdcfg.log" | grep -v Warning | tail -40
+    cp sweep_session8_bwdcfg.json "$OUT/" 2>/dev/null
     timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu/test_triton_gpu.py \
         -k gluon_dkdv --junitxml="$OUT/gpu_tests_gluon_bwd.xml" 2>&1 | tee "$OUT/gpu_tests_gluon_bwd.log" | tail -12 ;;
 esac

@@ -31,11 +31,11 @@ if "fwd" in PART:
         for _ in range(2):
             ms = timeit(lambda: swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend="flex"))
             rec(kind="fwd", n=n, d=d, backend="flex", ms=round(ms, 3), tflops=tf(ms))
-        os.environ["SWAA_TRITON_TMA"] = "0"
+        T._TMA = False
         ref = swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend="triton")
         ms = timeit(lambda: swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend="triton"))
         rec(kind="fwd", n=n, d=d, variant="pointer", cfg="default", ms=round(ms, 3), tflops=tf(ms))
-        os.environ["SWAA_TRITON_TMA"] = "1"
+        T._TMA = True
     cfgs = os.environ.get("CFGS", "128,64,8,2 128,64,8,3 128,64,8,4 128,64,8,5 128,128,8,2 128,128,8,3 64,128,4,2 "
                           "64,128,4,3 64,64,4,3 64,64,4,4").split()
     wscfgs = os.environ.get("WSCFGS", "128,64,8,3 128,64,8,4 128,128,8,2").split()
@@ -105,12 +105,12 @@ if "bwd" in PART:
     for _ in range(2):
         ms = timeit(lambda: fb("flex"))
         rec(kind="fwdbwd", n=n, d=d, backend="flex", ms=round(ms, 3), tflops=tf(ms))
-    os.environ["SWAA_TRITON_TMA"] = "0"
+    T._TMA = False
     os.environ["SWAA_TRITON_FWD"] = "128,64,8,3"
     ref = fb("triton")
     ms = timeit(lambda: fb("triton"))
     rec(kind="fwdbwd", n=n, d=d, variant="pointer_session3", ms=round(ms, 3), tflops=tf(ms))
-    os.environ["SWAA_TRITON_TMA"] = "1"
+    T._TMA = True
     os.environ.pop("SWAA_TRITON_FWD")
     with torch.no_grad():
         fms = timeit(lambda: swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend="triton"))

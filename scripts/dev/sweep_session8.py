@@ -99,12 +99,12 @@ def fwd_time(name, n, hq, hkv, d, w, s, cfgs):
     torch.cuda.empty_cache()
 
 
-def fwdbwd_time(name, n, hq, hkv, d, w, s):
+def fwdbwd_time(name, n, hq, hkv, d, w, s, backends=(("flex", None), ("triton", False), ("triton", True))):
     mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     q, k, v = mk(hq), mk(hkv), mk(hkv)
     do = torch.randn_like(q)
     pairs = visible_pairs(n, n, w, s)
-    for be, g in (("flex", None), ("triton", False), ("triton", True)):
+    for be, g in backends:
         if log.out_of_time():
             break
         use(g)
@@ -160,6 +160,37 @@ elif PART == "bwd":
         for g in (False, True, False):
             T._GLUON_BWD = g
             fwdbwd_time(*shape)
+    T._GLUON_BWD = False
+    save()
+elif PART == "bwdcfg":
+    # session 9: the Gluon dK/dV's ring stages: gradients against the triton-language kernel's, then forward+backward
+    # times (the Gluon forward on). Its first run also compared loading a tile's LSE and delta one tile ahead
+    # (slower, since removed): cfg (stages, ahead) in triton_sweep_session9_h200.json
+    cfgs = [int(c) for c in os.environ.get("BWD_STAGES", "2,3").split(",")]
+    for n, hq, hkv, d, w, s_ in [(1000, 8, 2, 128, 256, 100), (4096, 32, 8, 128, 2048, 100), (3000, 9, 3, 64, 512, 4),
+                                 (777, 6, 2, 128, 1, 300)]:
+        mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        q, k, v = mk(hq), mk(hkv), mk(hkv)
+        do = torch.randn_like(q)
+        T._GLUON_BWD = False
+        base = torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s_, backend="triton"),
+                                   (q, k, v), do)
+        for cfg in cfgs:
+            T._GLUON_BWD, T._GLUON_BWD_STAGES = True, cfg
+            got = torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s_,
+                                                     backend="triton"), (q, k, v), do)
+            torch.cuda.synchronize()
+            rel = max(((a.float() - b.float()).abs().max() / b.float().abs().max()).item() for a, b in zip(got, base))
+            rec(kind="check_bwd", stages=cfg, n=n, hq=hq, hkv=hkv, d=d, window=w, keep_first=s_,
+                ran_gluon=T.LAST_BWD_GLUON, rel_diff_vs_triton=rel, ok=rel < 2e-2)
+    bad = {r["stages"] for r in res["rows"] if r.get("kind") == "check_bwd" and not r["ok"]}
+    for shape in [("qwen3-4b", 32768, 32, 8, 128, 2048, 100), ("qwen3-4b", 32768, 32, 8, 128, 2048, 0)]:
+        for cfg in cfgs + cfgs[:1]:
+            if cfg in bad or log.out_of_time():
+                continue
+            T._GLUON_BWD, T._GLUON_BWD_STAGES = True, cfg
+            fwdbwd_time(*shape, backends=(("flex", None), ("triton", True)) if cfg == cfgs[0] else (("triton", True),))
+            res["rows"][-1]["bwd_stages"] = cfg
     T._GLUON_BWD = False
     save()
 elif PART == "pingpong":

@@ -84,25 +84,26 @@ BWD = [(2048, 2048, 32, 8, 128, 256, 100), (1023, 1023, 9, 3, 64, 1, 0), (777, 7
        (4096, 4096, 9, 3, 64, 512, 100), (3000, 3000, 8, 2, 128, 64, 300)]
 
 
-@pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s", BWD)
-def test_backward(lq, lk, hq, hkv, d, w, s):
-    mk = lambda h, n: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    q, k, v = mk(hq, lq), mk(hkv, lk), mk(hkv, lk)
-    assert_grads_close_to_ref(q, k, v, torch.randn_like(q), floor=1e-3, sliding_window_size=w, keep_first=s)
+@pytest.fixture(params=["gluon", "triton-language"])
+def dkdv_kernel(request, monkeypatch):
+    """Each backward test runs both dK/dV kernels: the warp-specialised Gluon one (Hopper, head_dim 64/128, the
+    default there; the test checks it ran) and the triton-language one."""
+    import swaa.attention.triton as T
+    monkeypatch.setattr(T, "_GLUON_BWD", request.param == "gluon")
+    return request.param
+
+
+def _check_dkdv_kernel(kernel, q):
+    import swaa.attention.triton as T
+    assert T.LAST_BWD_GLUON == (kernel == "gluon" and _gluon_applies(q.detach()))
 
 
 @pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s", BWD + [(1, 1, 4, 4, 128, 8, 2), (130, 130, 4, 2, 128, 64, 129)])
-def test_gluon_dkdv_backward(lq, lk, hq, hkv, d, w, s, monkeypatch):
-    """The Gluon dK/dV kernel (swaa/attention/triton/_bwd_gluon.py), forced on: it is off by default
-    (SWAA_TRITON_GLUON_BWD) until this passes on a Hopper GPU; written and compiled offline in session 8."""
-    import swaa.attention.triton as T
-    monkeypatch.setattr(T, "_GLUON_BWD", True)
+def test_backward(lq, lk, hq, hkv, d, w, s, dkdv_kernel):
     mk = lambda h, n: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     q, k, v = mk(hq, lq), mk(hkv, lk), mk(hkv, lk)
-    if not _gluon_applies(q.detach()):
-        pytest.skip(f"the Gluon kernels do not run here: {T._gluon_why_not(q, T._Geometry(q, q))}")
     assert_grads_close_to_ref(q, k, v, torch.randn_like(q), floor=1e-3, sliding_window_size=w, keep_first=s)
-    assert T.LAST_BWD_GLUON
+    _check_dkdv_kernel(dkdv_kernel, q)
 
 
 @pytest.mark.parametrize("n, w, s", [(131072, None, 0), (131072, 2048, 100), (32768, 4096, 0)])
@@ -134,7 +135,7 @@ def test_varlen_on_gpu(fwd_kernel):
         assert_close_to_ref(out[a:b], ref, pt)
 
 
-def test_varlen_backward_on_gpu():
+def test_varlen_backward_on_gpu(dkdv_kernel):
     """Packed sequences of other lengths than their neighbours, sinks split over programs in each."""
     from swaa.attention.triton import swaa_attention_varlen
     lens = [1000, 37, 4096]
@@ -145,6 +146,7 @@ def test_varlen_backward_on_gpu():
     out = swaa_attention_varlen(q, k, v, cu, cu, 4096, 4096, **kw)
     do = torch.randn_like(out)
     got = torch.autograd.grad(out, (q, k, v), do)
+    _check_dkdv_kernel(dkdv_kernel, q[None].transpose(1, 2))
     for i, n in enumerate(lens):
         a, b = int(cu[i]), int(cu[i + 1])
         leaf = [t[a:b].detach().transpose(0, 1)[None].requires_grad_(True) for t in (q, k, v)]

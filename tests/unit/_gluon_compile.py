@@ -22,10 +22,10 @@ class _FakeBase:            # what a descriptor needs to state its type: a dtype
 
 
 def compile_gluon(d, block_n, k_stages=2, v_stages=2, varlen=False, sinks_last=False, pingpong=False, bwd=False):
-    """The forward (or with ``bwd`` the dK/dV kernel, block_n keys per CTA, 2-stage (Q, dO) ring)."""
+    """The forward (or with ``bwd`` the dK/dV kernel, block_n keys per CTA, in the wrapper's default configuration)."""
     if bwd:
         fn = T._bwd_dkdv_gluon_kernel
-        const = dict(D=d, BLOCK_M=64, BLOCK_N=block_n, STAGES=2, VARLEN=varlen, SPLIT=True)
+        const = dict(D=d, BLOCK_M=64, BLOCK_N=block_n, STAGES=T._GLUON_BWD_STAGES, VARLEN=varlen, SPLIT=True)
         rows_of = lambda a: 64 if a in ("q_desc", "do_desc") else block_n
     else:
         fn = T._fwd_gluon_kernel

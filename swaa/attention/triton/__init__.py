@@ -54,10 +54,14 @@ except Exception as e:  # pragma: no cover - depends on the Triton build
     _GLUON_ERROR = f"Gluon's Hopper ops are not importable ({e})"
 # SWAA_TRITON_GLUON: "0" never, "1" wherever it can run (sm_90, TMA layout, head_dim 64/128), unset: by _gluon_auto
 _GLUON_FWD = {"0": False, "1": True}.get(os.environ.get("SWAA_TRITON_GLUON", ""))
-# the Gluon dK/dV kernel (_bwd_gluon.py): off until it has run on a GPU (written and compiled offline, session 8)
-_GLUON_BWD = os.environ.get("SWAA_TRITON_GLUON_BWD", "0") == "1"
+# the Gluon dK/dV kernel (_bwd_gluon.py): "0" never, otherwise wherever it can run (session 9 sweep: 24-26% faster
+# than _bwd_dkdv_kernel at head_dim 64 and 128, 8k-32k)
+_GLUON_BWD = os.environ.get("SWAA_TRITON_GLUON_BWD", "1") != "0"
 # BLOCK_N, K stages, V stages, sink tiles visited last, consumers taking turns (session 8 sweep: neither helped)
 _GLUON_CFG = tuple(int(x) for x in os.environ.get("SWAA_TRITON_GLUON_CFG", "128,3,3,0,0").split(","))
+# the Gluon dK/dV's (Q, dO) ring stages (session 9 sweep: 3 no faster than 2)
+_GLUON_BWD_STAGES = int(os.environ.get("SWAA_TRITON_GLUON_BWD_STAGES", "2"))
+_TMA = os.environ.get("SWAA_TRITON_TMA", "1") != "0"      # "0": pointer loads everywhere (for comparisons)
 
 
 def triton_available() -> str | None:
@@ -108,9 +112,9 @@ def _tma_desc(t, strides, n_heads: int, block_rows: int, block_d: int, gluon: bo
     columns (so head_dim must be the power of two the kernel tiles with), and the storage must be whole rows:
     true for (B, H, L, D) and (B, L, H, D)-transposed dense tensors and packed (T, H, D), contiguous or not.
     """
-    if os.environ.get("SWAA_TRITON_TMA", "1") == "0" or t.dtype not in (torch.float16, torch.bfloat16):
+    if not _TMA or t.dtype not in (torch.float16, torch.bfloat16):
         return None
-    if TensorDescriptor is None or (not INTERPRET and torch.cuda.get_device_capability(t.device)[0] < 9):
+    if TensorDescriptor is None or (not INTERPRET and _capability(t.device)[0] < 9):
         return None
     sb, sh, sl = strides
     d = t.shape[-1]
@@ -124,10 +128,38 @@ def _tma_desc(t, strides, n_heads: int, block_rows: int, block_d: int, gluon: bo
         return None
     rows = span // sl
     if gluon:
-        dt = _gl.bfloat16 if t.dtype == torch.bfloat16 else _gl.float16
-        layout = _gl.NVMMASharedLayout.get_default_for([block_rows, d], dt)
-        return _GluonDescriptor(t, [rows, sl], [sl, 1], [block_rows, d], layout)
+        return _GluonDescriptor(t, [rows, sl], [sl, 1], [block_rows, d], _gluon_smem_layout(block_rows, d, t.dtype))
     return TensorDescriptor(t, [rows, sl], [sl, 1], [block_rows, d])
+
+
+@functools.lru_cache(maxsize=None)
+def _gluon_smem_layout(rows: int, d: int, dtype):
+    return _gl.NVMMASharedLayout.get_default_for([rows, d], _gl.bfloat16 if dtype == torch.bfloat16 else _gl.float16)
+
+
+_CAPABILITY: dict = {}
+
+
+def _capability(device) -> tuple:
+    """The device's compute capability, looked up once per device (torch's lookup cost ~15 us a call, and a
+    forward+backward asked 12 times: session 9 host profile)."""
+    i = device.index if device.index is not None else torch.cuda.current_device()
+    if i not in _CAPABILITY:
+        _CAPABILITY[i] = torch.cuda.get_device_capability(i)
+    return _CAPABILITY[i]
+
+
+_NO_CU: dict = {}
+
+
+def _no_cu(device):
+    """The int32 stand-in dense launches pass for cu_seqlens, one per device (not a fresh allocation and fill per
+    call)."""
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return torch.zeros(1, dtype=torch.int32, device=device)      # not from a graph's private pool
+    if device not in _NO_CU:
+        _NO_CU[device] = torch.zeros(1, dtype=torch.int32, device=device)
+    return _NO_CU[device]
 
 
 def _dot_mode(dtype) -> int:
@@ -187,7 +219,7 @@ class _Geometry:
             self.hkv, self.lk = k.shape[1], k.shape[2]
             self.sq, self.sk = _strides_dense(q), _strides_dense(k)
             self.lse_shape = (self.nseq, self.hq, self.lq)
-            self.cu_q = self.cu_k = torch.zeros(1, dtype=torch.int32, device=q.device)
+            self.cu_q = self.cu_k = _no_cu(q.device)
         self.groups = self.hq // self.hkv
         self.block_d = max(16, triton.next_power_of_2(self.d))
         self.dot = _dot_mode(q.dtype)
@@ -218,8 +250,8 @@ def _gluon_why_not(q, geo: _Geometry) -> str | None:
         return _GLUON_ERROR
     if INTERPRET or q.device.type != "cuda":
         return "Gluon kernels run on CUDA only (no interpreter)"
-    if torch.cuda.get_device_capability(q.device) != (9, 0):
-        return f"compute capability {torch.cuda.get_device_capability(q.device)}: the kernel uses Hopper's wgmma"
+    if _capability(q.device) != (9, 0):
+        return f"compute capability {_capability(q.device)}: the kernel uses Hopper's wgmma"
     if geo.d not in (64, 128) or q.dtype not in (torch.float16, torch.bfloat16):
         return f"head_dim {geo.d} / {q.dtype}: the kernel takes head_dim 64 or 128 in fp16/bf16"
     return None
@@ -341,8 +373,9 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
     args = (lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse_b), geo.lq,
             geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E, dkp, dvp, nkb, nsb, chunk)
     if gluon:                  # 12 warps as in the Gluon forward: two 240-register consumers, one loader
-        _bwd_dkdv_gluon_kernel[grid](q_, k_, v_, do_, *args, D=geo.d, BLOCK_M=bm, BLOCK_N=bn, STAGES=2,
-                                     VARLEN=geo.varlen, SPLIT=bool(split), num_warps=4, maxnreg=168)
+        _bwd_dkdv_gluon_kernel[grid](q_, k_, v_, do_, *args, D=geo.d, BLOCK_M=bm, BLOCK_N=bn,
+                                     STAGES=_GLUON_BWD_STAGES, VARLEN=geo.varlen, SPLIT=bool(split), num_warps=4,
+                                     maxnreg=168)
     else:
         _bwd_dkdv_kernel[grid](q_, k_, v_, do_, *args, BLOCK_M=bm, BLOCK_N=bn, TMA=tma, SPLIT=bool(split),
                                num_warps=warps, num_stages=stages, **common)

@@ -1,6 +1,7 @@
-"""Hopper dK/dV kernel in Gluon, the forward's layout carried over to the backward. NOT YET RUN ON A GPU: written in
-session 8 after the GPU time was spent, compiled for sm_90a offline only (``tests/unit/test_triton_gluon.py``); the
-wrapper takes it only with ``SWAA_TRITON_GLUON_BWD=1`` until ``tests/gpu`` has passed on it and a sweep has timed it.
+"""Hopper dK/dV kernel in Gluon, the forward's layout carried over to the backward. The wrapper's default on sm_90 at
+head_dim 64 and 128 (``SWAA_TRITON_GLUON_BWD=0`` turns it off): written in session 8, first run in session 9 (H200,
+32k, W=2048, S=100: 4.0 against 5.3 ms for ``_bwd_dkdv_kernel`` at head_dim 128, 0.79 against 1.06 at 64;
+``benchmarks/results/triton_sweep_session9_h200.json``).
 
 Why: the triton-language dK/dV kernel holds dK and dV (2 x 64 x 128 fp32) plus the score tiles in one 4-warp
 program capped at 255 registers, and spills (~108 bytes per thread, ptxas); it is 5.1 of the 11.3 ms of a 32k
@@ -40,6 +41,18 @@ def _glb_program(cu_q, cu_k, Lq_fixed, Lk_fixed, HKV, NKB, NSB, BLOCK_N: gl.cons
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
     far, j, n_start = _dkdv_block(gl.program_id(0), NKB, NSB, BLOCK_N, SPLIT)
     return pid_bh, b, pid_bh % HKV, q0, Lq, k0, Lk, far, j, n_start
+
+
+@gluon.jit
+def _glb_row_stats(LSE, DELTA, it, n_m, m_lo, b, kvh, GROUPS, q0, Lq, stride_lb, stride_lh, stride_lm,
+                   BLOCK_M: gl.constexpr, layout: gl.constexpr):
+    """The LSE and delta of query tile ``it``, one element per thread: a pointer tensor in the score
+    tiles' column layout would cost registers the products need."""
+    g = it // n_m
+    rows = m_lo + (it - g * n_m) * BLOCK_M + gl.arange(0, BLOCK_M, layout)
+    ok = rows < Lq
+    base = b * stride_lb + (kvh * GROUPS + g) * stride_lh + (q0 + rows) * stride_lm
+    return gl.load(LSE + base, mask=ok, other=float("inf")), gl.load(DELTA + base, mask=ok, other=0.0)
 
 
 @gluon.jit
@@ -104,21 +117,21 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DE
         for it in range(GROUPS * n_m):
             g = it // n_m
             start_m = m_lo + (it - g * n_m) * BLOCK_M
-            h = kvh * GROUPS + g
             rows = start_m + gl.arange(0, BLOCK_M, qry_t)
             row_ok = rows < Lq
-            # the LSE and delta of the tile's queries: loaded one element per thread, then spread to the score
-            # tiles' column layout (pointer tensors in that layout cost registers the products need)
-            rows_1 = start_m + gl.arange(0, BLOCK_M, one_l)
-            base = b * stride_lb + h * stride_lh + (q0 + rows_1) * stride_lm
-            lse = gl.convert_layout(gl.load(LSE + base, mask=rows_1 < Lq, other=float("inf")), qry_t)
-            delta = gl.convert_layout(gl.load(DELTA + base, mask=rows_1 < Lq, other=0.0), qry_t)
+            # loaded before the products are issued, used after: the load's latency hides behind them (session 9,
+            # H200: 4.0 against 4.8 ms at 32k with the loads waited for first; a prefetch one tile ahead, 4.1-4.3)
+            lse_1, delta_1 = _glb_row_stats(LSE, DELTA, it, n_m, m_lo, b, kvh, GROUPS, q0, Lq, stride_lb, stride_lh,
+                                            stride_lm, BLOCK_M, one_l)
             s = it % STAGES
             mbarrier.wait(ready.index(s), (it // STAGES) & 1)
             q_b = q_bufs.index(s)
             do_b = do_bufs.index(s)
             sT = warpgroup_mma(k_w, q_b.permute((1, 0)), zero_t, use_acc=False, is_async=True)
             dpT = warpgroup_mma(v_w, do_b.permute((1, 0)), zero_t, use_acc=False, is_async=True)
+            # spread to the score tiles' column layout (through shared memory) while the products run
+            lse = gl.convert_layout(lse_1, qry_t)
+            delta = gl.convert_layout(delta_1, qry_t)
             sT = warpgroup_mma_wait(1, deps=(sT,))                      # groups complete in order: dP^T in flight
             pT = gl.exp2(sT * qk_scale - lse[None, :])
             # every pair visible: the first query sees this warpgroup's last key, the last its first (or all sinks)
