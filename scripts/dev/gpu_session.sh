@@ -5,7 +5,8 @@
 # the whole GPU test tier (junit XML to $OUT). PHASE=c: the GPU tier, then the backward sweep
 # (scripts/dev/sweep_session6_bwd.py). PHASE=d (session 7): the forward/backward sweep (scripts/dev/sweep_session7.py),
 # then the Triton GPU tests with the deferred forward loop. PHASE=e: the whole GPU tier, then the attention benchmark
-# into benchmarks/results/attention_gpu_h200.json. PHASE=f (session 8): the Gluon forward (scripts/dev/sweep_session8.py); g: its check, the benchmark, the tier; h: the Gluon dK/dV; i (session 9): its configurations. Each step has its own timeout so the call returns inside the 600 s limit.
+# into benchmarks/results/attention_gpu_h200.json. PHASE=f (session 8): the Gluon forward (scripts/dev/sweep_session8.py); g: its check, the benchmark, the tier; h: the Gluon dK/dV; i (session 9): its configurations; j: the benchmark and
+# the Triton GPU tests; k: the rest of the tier. Each step has its own timeout so the call returns inside the 600 s limit.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s)
@@ -77,5 +78,16 @@ i)
     cp sweep_session8_bwdcfg.json "$OUT/" 2>/dev/null
     timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu/test_triton_gpu.py \
         -k gluon_dkdv --junitxml="$OUT/gpu_tests_gluon_bwd.xml" 2>&1 | tee "$OUT/gpu_tests_gluon_bwd.log" | tail -12 ;;
+j)
+    # session 9: the attention benchmark with the Gluon dK/dV on by default, then the Triton GPU tests (both
+    # forward and both dK/dV kernels)
+    timeout ${BENCH_S:-360} python3 benchmarks/attention.py --out "$OUT/attention_gpu_h200.json" 2>&1 \
+        | tee "$OUT/attention.log" | grep -v Warning | tail -45
+    timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu/test_triton_gpu.py \
+        --junitxml="$OUT/gpu_tests_triton.xml" 2>&1 | tee "$OUT/gpu_tests_triton.log" | tail -12 ;;
+k)
+    # session 9: the rest of the GPU tier
+    timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu --deselect \
+        tests/gpu/test_triton_gpu.py --junitxml="$OUT/gpu_tests_rest.xml" 2>&1 | tee "$OUT/gpu_tests_rest.log" | tail -12 ;;
 esac
 echo "call took $(( $(date +%s) - T0 )) s"
