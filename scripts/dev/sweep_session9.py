@@ -4,7 +4,9 @@
 PART=gaps: for each shape, the forward+backward timed as the benchmark does (one call per event pair) and back to
 back (``inner`` calls per pair), the host's time to enqueue one call, and the GPU timeline of one call from the
 profiler (each kernel's start and length, the idle time before it). Then forward+backward with the Gluon dK/dV on
-and off. Writes $OUT/sweep_session9_<part>.json as it goes. Not a test."""
+and off. PART=dq: the Gluon dK/dV computing dQ as well (atomic adds into fp32, no dQ kernel): its gradients
+against the separate dQ kernel's and attention_ref's, then forward+backward times with and without. Writes
+$OUT/sweep_session9_<part>.json as it goes. Not a test."""
 import os
 import sys
 import time
@@ -14,7 +16,7 @@ import torch
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmarks.attention import kernel_times, timeit
-from swaa.attention import swaa_attention
+from swaa.attention import attention_ref, swaa_attention
 from swaa.attention.masks import visible_pairs
 import swaa.attention.triton as T
 from sweep_log import SweepLog
@@ -86,4 +88,79 @@ if PART == "gaps":
         for g in (True, False):
             case(*shape, gluon_bwd=g)
     T._GLUON_BWD = False
+    log.save()
+
+
+def grads(q, k, v, do, w, s, fused):
+    T._GLUON_BWD, T._GLUON_DQ = True, fused
+    g = torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend="triton"), (q, k, v),
+                            do)
+    torch.cuda.synchronize()
+    return g
+
+
+def fb_time(name, n, hq, hkv, d, w, s, fused, flex=False):
+    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = mk(hq), mk(hkv), mk(hkv)
+    do = torch.randn_like(q)
+    pairs = visible_pairs(n, n, w, s)
+    for be in (("flex", "triton") if flex else ("triton",)):
+        if log.out_of_time():
+            return
+        T._GLUON_BWD, T._GLUON_DQ = True, fused
+        fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend=be),
+                                         (q, k, v), do)
+        try:
+            ms = timeit(fn)
+            r = dict(kind="fwdbwd", shape=name, n=n, window=w, keep_first=s, backend=be, fused_dq=fused,
+                     ms=round(ms, 3), ms_back_to_back=round(timeit(fn, inner=4), 3),
+                     tflops=round(10 * pairs * d * hq / ms / 1e9, 1))
+            if be == "triton":
+                r["kernels_ms"] = kernel_times(fn)
+            log.rec(**r)
+        except Exception as e:
+            log.rec(kind="fwdbwd", shape=name, n=n, backend=be, fused_dq=fused, error=str(e)[-600:])
+    torch.cuda.empty_cache()
+
+
+if PART == "dq":
+    ok = True
+    for n, hq, hkv, d, w, s_ in [(130, 4, 2, 128, 64, 129), (1000, 8, 2, 128, 256, 100), (777, 6, 2, 128, 1, 300),
+                                 (3000, 9, 3, 64, 512, 4), (4096, 32, 8, 128, 2048, 100), (1, 4, 4, 128, 8, 2)]:
+        mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        q, k, v = mk(hq), mk(hkv), mk(hkv)
+        do = torch.randn_like(q)
+        base, got = grads(q, k, v, do, w, s_, False), grads(q, k, v, do, w, s_, True)
+        rel = [((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-6)).item()
+               for a, b in zip(got, base)]
+        leaf = [t.detach().float().requires_grad_(True) for t in (q, k, v)]
+        ref = torch.autograd.grad(attention_ref(*leaf, sliding_window_size=w, keep_first=s_), leaf, do.float())
+        rel_ref = [((a.float() - b).abs().max() / b.abs().max().clamp_min(1e-6)).item() for a, b in zip(got, ref)]
+        good = max(rel) < 2e-2 and max(rel_ref) < 3e-2
+        ok &= good
+        log.rec(kind="check_dq", n=n, hq=hq, hkv=hkv, d=d, window=w, keep_first=s_, ran_gluon=T.LAST_BWD_GLUON,
+                rel_vs_dq_kernel=rel, rel_vs_ref=rel_ref, ok=good)
+    from swaa.attention.triton import swaa_attention_varlen
+    lens = [1000, 37, 4096, 1]
+    cu = torch.tensor([0, 1000, 1037, 5133, 5134], dtype=torch.int32, device="cuda")
+    mk = lambda h: torch.randn(5134, h, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = mk(12), mk(4), mk(4)
+    do = torch.randn_like(q)
+    vg = {}
+    for fused in (False, True):
+        T._GLUON_BWD, T._GLUON_DQ = True, fused
+        out = swaa_attention_varlen(q, k, v, cu, cu, 4096, 4096, sliding_window_size=256, keep_first=70)
+        vg[fused] = torch.autograd.grad(out, (q, k, v), do)
+    rel = [((a.float() - b.float()).abs().max() / b.float().abs().max()).item() for a, b in zip(vg[True], vg[False])]
+    ok &= max(rel) < 2e-2
+    log.rec(kind="check_dq_varlen", lens=lens, rel_vs_dq_kernel=rel, ok=max(rel) < 2e-2)
+    print("ALL OK" if ok else "FAILURES", flush=True)
+    if ok:
+        for shape in [("qwen3-4b", 32768, 32, 8, 128, 2048, 100), ("qwen3-4b", 32768, 32, 8, 128, 2048, 0),
+                      ("smollm2", 32768, 9, 3, 64, 2048, 100), ("qwen3-4b", 131072, 32, 8, 128, 2048, 100)]:
+            fb_time(*shape, fused=False, flex=True)
+            fb_time(*shape, fused=True)
+            fb_time(*shape, fused=False)
+            fb_time(*shape, fused=True)
+    T._GLUON_BWD, T._GLUON_DQ = True, False
     log.save()

@@ -21,11 +21,13 @@ class _FakeBase:            # what a descriptor needs to state its type: a dtype
         return 0
 
 
-def compile_gluon(d, block_n, k_stages=2, v_stages=2, varlen=False, sinks_last=False, pingpong=False, bwd=False):
+def compile_gluon(d, block_n, k_stages=2, v_stages=2, varlen=False, sinks_last=False, pingpong=False, bwd=False,
+                  fused_dq=False):
     """The forward (or with ``bwd`` the dK/dV kernel, block_n keys per CTA, in the wrapper's default configuration)."""
     if bwd:
         fn = T._bwd_dkdv_gluon_kernel
-        const = dict(D=d, BLOCK_M=64, BLOCK_N=block_n, STAGES=T._GLUON_BWD_STAGES, VARLEN=varlen, SPLIT=True)
+        const = dict(D=d, BLOCK_M=64, BLOCK_N=block_n, STAGES=T._GLUON_BWD_STAGES, VARLEN=varlen, SPLIT=True,
+                     FUSED_DQ=fused_dq)
         rows_of = lambda a: 64 if a in ("q_desc", "do_desc") else block_n
     else:
         fn = T._fwd_gluon_kernel
@@ -40,7 +42,7 @@ def compile_gluon(d, block_n, k_stages=2, v_stages=2, varlen=False, sinks_last=F
             rows = rows_of(a)
             layout = gl.NVMMASharedLayout.get_default_for([rows, d], gl.bfloat16)
             sig[a] = mangle_type(T._GluonDescriptor(_FakeBase(), [4096, d], [d, 1], [rows, d], layout))
-        elif a in ("O", "LSE", "cu_q", "cu_k", "DELTA", "DK", "DV", "DKP", "DVP"):
+        elif a in ("O", "LSE", "cu_q", "cu_k", "DELTA", "DK", "DV", "DKP", "DVP", "DQ"):
             sig[a] = {"O": "*bf16", "DK": "*bf16", "DV": "*bf16", "cu_q": "*i32", "cu_k": "*i32"}.get(a, "*fp32")
         else:
             sig[a] = "fp32" if a == "qk_scale" else "i32"

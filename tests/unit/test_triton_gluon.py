@@ -86,27 +86,34 @@ def test_wrapper_launch_matches_the_kernel(monkeypatch):
     assert seen["grid"] == (min(132, 3 * 4 * 2),)                # 3 tiles of 128 rows x 4 query heads x 2 KV heads
 
 
-@pytest.mark.parametrize("d, varlen", [(128, False), (64, True)])
-def test_gluon_dkdv_compiles_for_hopper(d, varlen):
-    k = _compile(d=d, block_n=T._GLUON_KEY_ROWS, varlen=varlen, bwd=True)
+@pytest.mark.parametrize("d, varlen, fused_dq", [(128, False, False), (64, True, False), (128, True, True)])
+def test_gluon_dkdv_compiles_for_hopper(d, varlen, fused_dq):
+    k = _compile(d=d, block_n=T._GLUON_KEY_ROWS, varlen=varlen, bwd=True, fused_dq=fused_dq)
     ttgir = k["ttgir"]
     assert "ttg.warp_specialize" in ttgir and "requestedRegisters = array<i32: 240, 24>" in ttgir
-    assert ttgir.count("ttng.warp_group_dot") >= 8      # S^T, dP^T, dV, dK in each consumer
+    # S^T, dP^T, dV, dK in each consumer (and dQ with its atomic adds when fused)
+    assert ttgir.count("ttng.warp_group_dot ") >= (10 if fused_dq else 8)
+    assert ("tt.atomic_rmw" in ttgir) == fused_dq
     assert 0 < k["shared"] <= H100_SMEM, k["shared"]
 
 
-def test_backward_wrapper_launches_the_gluon_dkdv_with_its_parameters(monkeypatch):
+@pytest.mark.parametrize("fused_dq", [False, True])
+def test_backward_wrapper_launches_the_gluon_dkdv_with_its_parameters(monkeypatch, fused_dq):
     """With SWAA_TRITON_GLUON_BWD the backward hands the Gluon dK/dV kernel exactly its parameters and a grid over
     128-key blocks plus the sink chunks (the other kernels run under the interpreter as usual)."""
     seen = _capture(monkeypatch, "_bwd_dkdv_gluon_kernel")
     monkeypatch.setattr(T, "_GLUON_BWD", True)
+    monkeypatch.setattr(T, "_GLUON_DQ", fused_dq)
     monkeypatch.setattr(T, "_GLUON_FWD", False)                  # the forward: the triton-language kernel here
     monkeypatch.setattr(T, "_gluon_why_not", lambda q, geo: None)
     mk = lambda h: torch.randn(1, h, 300, 128, dtype=torch.bfloat16)
     q, k, v = mk(4), mk(2), mk(2)
     geo = T._Geometry(q, k)
     o, lse = T._forward(q, k, v, geo, 64, 4, 0.1)
-    T._backward(torch.randn_like(o), q, k, v, o, lse, geo, 64, 4, 0.1)
+    dq, _, _ = T._backward(torch.randn_like(o), q, k, v, o, lse, geo, 64, 4, 0.1)
+    dq_arg = seen["args"][len(seen["args"]) - 1]                 # DQ: the fp32 accumulator, or dq unused
+    assert dq_arg.dtype == (torch.float32 if fused_dq else q.dtype) and dq_arg.stride() == q.stride()
+    assert seen["kw"]["FUSED_DQ"] == fused_dq and dq.dtype == q.dtype and dq.stride() == q.stride()
     kernel = importlib.import_module("swaa.attention.triton._bwd_gluon")._bwd_dkdv_gluon_kernel
     names = kernel.arg_names
     kw = set(seen["kw"]) - {"num_warps", "maxnreg"}

@@ -59,6 +59,8 @@ _GLUON_FWD = {"0": False, "1": True}.get(os.environ.get("SWAA_TRITON_GLUON", "")
 _GLUON_BWD = os.environ.get("SWAA_TRITON_GLUON_BWD", "1") != "0"
 # BLOCK_N, K stages, V stages, sink tiles visited last, consumers taking turns (session 8 sweep: neither helped)
 _GLUON_CFG = tuple(int(x) for x in os.environ.get("SWAA_TRITON_GLUON_CFG", "128,3,3,0,0").split(","))
+# "1": the Gluon dK/dV also computes dQ (atomic adds into fp32) instead of the separate dQ kernel (session 9, trial)
+_GLUON_DQ = os.environ.get("SWAA_TRITON_GLUON_DQ", "0") == "1"
 # the Gluon dK/dV's (Q, dO) ring stages (session 9 sweep: 3 no faster than 2)
 _GLUON_BWD_STAGES = int(os.environ.get("SWAA_TRITON_GLUON_BWD_STAGES", "2"))
 _TMA = os.environ.get("SWAA_TRITON_TMA", "1") != "0"      # "0": pointer loads everywhere (for comparisons)
@@ -372,10 +374,12 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
     grid = (nkb + nsb * (parts - 1), heads)                               # no split: parts == 1, one per block
     args = (lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse_b), geo.lq,
             geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E, dkp, dvp, nkb, nsb, chunk)
+    fused_dq = gluon and _GLUON_DQ and geo.d == 128
     if gluon:                  # 12 warps as in the Gluon forward: two 240-register consumers, one loader
-        _bwd_dkdv_gluon_kernel[grid](q_, k_, v_, do_, *args, D=geo.d, BLOCK_M=bm, BLOCK_N=bn,
-                                     STAGES=_GLUON_BWD_STAGES, VARLEN=geo.varlen, SPLIT=bool(split), num_warps=4,
-                                     maxnreg=168)
+        dq_acc = torch.zeros_like(q, dtype=torch.float32) if fused_dq else dq        # q's strides
+        _bwd_dkdv_gluon_kernel[grid](q_, k_, v_, do_, *args, dq_acc, D=geo.d, BLOCK_M=bm, BLOCK_N=bn,
+                                     STAGES=_GLUON_BWD_STAGES, VARLEN=geo.varlen, SPLIT=bool(split),
+                                     FUSED_DQ=fused_dq, num_warps=4, maxnreg=168)
     else:
         _bwd_dkdv_kernel[grid](q_, k_, v_, do_, *args, BLOCK_M=bm, BLOCK_N=bn, TMA=tma, SPLIT=bool(split),
                                num_warps=warps, num_stages=stages, **common)
@@ -385,6 +389,8 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
         _bwd_sink_sum_kernel[(nsb * bn // sb, heads)](dkp, dvp, dk, dv, geo.cu_k, *geo.sk, *sv, geo.lk, geo.hkv,
                                                       nsb * bn // sb, parts, D=geo.d, BLOCK_D=geo.block_d,
                                                       BLOCK_N=sb, VARLEN=geo.varlen)
+    if fused_dq:
+        return dq.copy_(dq_acc), dk, dv
     bm, bn, warps, stages = _blocks(geo.d, "dq")
     (q_, k_, v_, do_), tma = operands(bm, bn)
     _bwd_dq_kernel[(triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)](

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                                warpgroup_mma_wait)
 
 from ._bwd import _dkdv_block, _dkdv_queries
 from ._fwd import _rule_mask, _seq_bounds, _tma_origin
@@ -85,11 +86,12 @@ def _glb_loader(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem
 
 
 @gluon.jit
-def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA, DK, DV, DKP, DVP, cu_q, cu_k,
-                  stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
+def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV, DKP,
+                  DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb,
+                  stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
                   Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK,
                   WG: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, VARLEN: gl.constexpr, SPLIT: gl.constexpr):
+                  STAGES: gl.constexpr, VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr):
     HALF: gl.constexpr = 64
     t_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_M, 16])      # S^T, dP^T: keys x queries
@@ -98,6 +100,9 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DE
     key_t: gl.constexpr = gl.SliceLayout(1, t_layout)
     qry_t: gl.constexpr = gl.SliceLayout(0, t_layout)
     one_l: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    DQ_COLS: gl.constexpr = D // 2          # FUSED_DQ (head_dim 128): each consumer's half of dQ's columns
+    q_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, DQ_COLS, 16])
     pid_bh, b, kvh, q0, Lq, k0, Lk, far, j, n_start = _glb_program(cu_q, cu_k, Lq_fixed, Lk_fixed, HKV, NKB, NSB,
                                                                    BLOCK_N, VARLEN, SPLIT)
     if n_start < Lk:
@@ -142,9 +147,31 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DE
             dv = warpgroup_mma(gl.convert_layout(pT.to(q_b.dtype), op_layout), do_b, dv, is_async=True)
             dpT = warpgroup_mma_wait(1, deps=(dpT,))
             dsT = pT * (dpT - delta[None, :])
-            dk = warpgroup_mma(gl.convert_layout(dsT.to(q_b.dtype), op_layout), q_b, dk, is_async=True)
-            dk, dv = warpgroup_mma_wait(0, deps=(dk, dv))
-            mbarrier.arrive(empty.index(s), count=1)
+            ds_lo = dsT.to(q_b.dtype)
+            dk = warpgroup_mma(gl.convert_layout(ds_lo, op_layout), q_b, dk, is_async=True)
+            if FUSED_DQ:
+                # dQ[:, this warpgroup's half of the columns] += dS K over the block's 128 keys: each consumer puts
+                # its dS^T rows in the tile's shared buffer (two, alternating), both wait for both halves, and the
+                # fp32 result goes to the dQ accumulator by atomic adds
+                p = it % 2
+                ds_b = ds_bufs.index(p)
+                ds_b.slice(WG * HALF, HALF).store(ds_lo)
+                fence_async_shared()
+                mbarrier.arrive(ds_bar.index(p), count=1)
+                mbarrier.wait(ds_bar.index(p), (it // 2) & 1)
+                dq = warpgroup_mma(ds_b.permute((1, 0)), k_smem.slice(WG * DQ_COLS, DQ_COLS, dim=1),
+                                   gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout), use_acc=False, is_async=True)
+                dk, dv, dq = warpgroup_mma_wait(0, deps=(dk, dv, dq))
+                mbarrier.arrive(empty.index(s), count=1)
+                rows_q = start_m + gl.arange(0, BLOCK_M, gl.SliceLayout(1, q_layout))
+                cols_q = WG * DQ_COLS + gl.arange(0, DQ_COLS, gl.SliceLayout(0, q_layout))
+                q_ptrs = (DQ + b * stride_qb + (kvh * GROUPS + g) * stride_qh + (q0 + rows_q)[:, None] * stride_qm
+                          + cols_q[None, :])
+                gl.atomic_add(q_ptrs, dq * (qk_scale * 0.6931471805599453), mask=(rows_q < Lq)[:, None],
+                              sem="relaxed")
+            else:
+                dk, dv = warpgroup_mma_wait(0, deps=(dk, dv))
+                mbarrier.arrive(empty.index(s), count=1)
         dk = dk * (qk_scale * 0.6931471805599453)                     # back to natural-log scale
         rows_k = key0 + gl.arange(0, HALF, gl.SliceLayout(1, a_layout))
         cols = gl.arange(0, D, gl.SliceLayout(0, a_layout))
@@ -162,15 +189,17 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DE
 
 
 @gluon.jit
-def _glb_consumer1(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA, DK, DV, DKP, DVP, cu_q, cu_k,
-                   stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
+def _glb_consumer1(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV, DKP,
+                   DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb,
+                   stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
                    Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK,
                    D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                   VARLEN: gl.constexpr, SPLIT: gl.constexpr):
-    _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA, DK, DV, DKP, DVP, cu_q, cu_k,
-                  stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
+                   VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr):
+    _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV, DKP,
+                  DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb,
+                  stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
                   Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 1, D, BLOCK_M, BLOCK_N, STAGES,
-                  VARLEN, SPLIT)
+                  VARLEN, SPLIT, FUSED_DQ)
 
 
 @gluon.jit
@@ -178,10 +207,12 @@ def _bwd_dkdv_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, 
                            stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                            stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
                            stride_lb, stride_lh, stride_lm,
-                           Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, DKP, DVP, NKB, NSB, CHUNK,
+                           Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, DKP, DVP, NKB, NSB, CHUNK, DQ,
                            D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                           VARLEN: gl.constexpr, SPLIT: gl.constexpr):
-    """``_bwd_dkdv_kernel``'s grid and arguments (with TMA descriptors), BLOCK_N = 128 keys per CTA."""
+                           VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr = False):
+    """``_bwd_dkdv_kernel``'s grid and arguments (with TMA descriptors), BLOCK_N = 128 keys per CTA. With FUSED_DQ
+    it also adds each tile's dQ = dS K (scaled) into ``DQ``, a zeroed fp32 tensor with q's strides, by atomics
+    (head_dim 128 only: each consumer takes 64 of dQ's columns, one 128-byte swizzle span of K's tile)."""
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [BLOCK_N, D], k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [BLOCK_N, D], v_desc.layout)
     q_bufs = gl.allocate_shared_memory(q_desc.dtype, [STAGES, BLOCK_M, D], q_desc.layout)
@@ -189,19 +220,30 @@ def _bwd_dkdv_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, 
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    if FUSED_DQ:             # dS^T of a tile, [keys, queries], two alternating buffers
+        ds_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, BLOCK_N, BLOCK_M],
+                                            gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2))
+    else:
+        ds_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, 8, BLOCK_M],
+                                            gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2))
+    ds_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(ds_bar.index(i), count=2)                      # both consumers' halves stored
     mbarrier.init(kv_bar, count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)                       # both consumers release a buffer
     gl.warp_specialize([
-        (_glb_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA, DK, DV, DKP, DVP, cu_q,
-                         cu_k, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, stride_lb, stride_lh,
-                         stride_lm, Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK,
-                         0, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT)),
-        (_glb_consumer1, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA, DK, DV, DKP, DVP, cu_q,
-                          cu_k, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, stride_lb, stride_lh,
-                          stride_lm, Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK,
-                          D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT)),
+        (_glb_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV,
+                         DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                         stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm, Lq_fixed, Lk_fixed, HKV,
+                         GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 0, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT,
+                         FUSED_DQ)),
+        (_glb_consumer1, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV,
+                          DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                          stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm, Lq_fixed, Lk_fixed, HKV,
+                          GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT,
+                          FUSED_DQ)),
         (_glb_loader, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, cu_q,
                        cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
                        stride_vn, stride_ob, stride_oh, stride_om, Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, NKB, NSB,
