@@ -166,3 +166,31 @@ if PART == "dq":
             fb_time(*shape, fused=True)
     T._GLUON_BWD, T._GLUON_DQ = True, False
     log.save()
+
+if PART == "dqcfg":
+    # the dQ kernel's tiles (SWAA_TRITON_DQ = BLOCK_M, BLOCK_N, warps, stages), with the Gluon dK/dV: dq against the
+    # default's, and the kernel's time from the profiler
+    T._GLUON_BWD, T._GLUON_DQ = True, False
+    for name, n, hq, hkv, d, w, s_ in [("qwen3-4b", 32768, 32, 8, 128, 2048, 100), ("smollm2", 32768, 9, 3, 64, 2048, 100)]:
+        mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        q, k, v = mk(hq), mk(hkv), mk(hkv)
+        do = torch.randn_like(q)
+        fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s_,
+                                                        backend="triton"), (q,), do)[0]
+        base = fn()
+        for cfg in os.environ.get("DQ_CFGS", "64,64,4,2;128,64,8,2;64,128,4,2;128,64,8,3;128,128,8,2;64,64,4,3;"
+                                  "64,64,4,2").split(";"):
+            if log.out_of_time():
+                break
+            os.environ["SWAA_TRITON_DQ"] = cfg
+            try:
+                got = fn()
+                rel = ((got.float() - base.float()).abs().max() / base.float().abs().max()).item()
+                ker = kernel_times(fn)
+                log.rec(kind="dq_cfg", shape=name, n=n, cfg=cfg, rel_vs_default=rel, ok=rel < 2e-2,
+                        dq_ms=ker.get("_bwd_dq_kernel"), fwdbwd_ms=round(timeit(fn), 3))
+            except Exception as e:
+                log.rec(kind="dq_cfg", shape=name, cfg=cfg, error=str(e)[-400:])
+        os.environ.pop("SWAA_TRITON_DQ", None)
+        torch.cuda.empty_cache()
+    log.save()
