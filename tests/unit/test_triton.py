@@ -166,7 +166,9 @@ def test_triton_rank_follows_the_h200_measurements():
     assert _triton_rank(q64[:, :, :1], q64, None, None) == 5               # decode
     assert _triton_rank(q128, q128, None, None) == 35                      # full prefill: after SDPA (20)
     qg = q64.clone().requires_grad_(True)
-    assert _triton_rank(qg, q64, 2048, None, keep_first=0) == 45           # training without sinks, 64: flex
+    assert _triton_rank(qg, q64, 2048, None, keep_first=0) == 45           # training without sinks, 64, 4k: flex
+    q64_long = torch.empty(1, 8, 16384, 64, requires_grad=True)
+    assert _triton_rank(q64_long, q64_long, 2048, None, keep_first=0) == 5  # from 16k queries on: ours
     assert _triton_rank(qg, q64, 2048, None, keep_first=100) == 5          # with sinks: ours (split dK/dV)
     assert _triton_rank(qg, q64, None, None, keep_first=0) == 45
     qg128 = q128.clone().requires_grad_(True)
@@ -214,3 +216,20 @@ def test_dense_layouts_are_kept_and_gapped_ones_copied_for_the_backward():
     assert not _dense(sliced) and _kernel_layout(sliced, False) is sliced        # the forward reads it in place
     assert _kernel_layout(sliced, True).is_contiguous()
     assert not _dense(torch.zeros(2, 1, 5, 8).expand(2, 4, 5, 8))                # overlapping: broadcast heads
+
+
+def test_launch_bookkeeping_is_done_once_per_device(monkeypatch):
+    """The host work a launch repeats is looked up once: the dense cu_seqlens stand-in (one int32 zero per device,
+    not an allocation and a fill per call) and the compute capability (torch's lookup ran 12 times per
+    forward+backward, ~15 us each, in the session-9 host profile)."""
+    import swaa.attention.triton as T
+    geo_a = T._Geometry(*_qkv(4, 2, 8, torch.float32)[:2])
+    geo_b = T._Geometry(*_qkv(2, 1, 5, torch.float32)[:2])
+    assert geo_a.cu_q is geo_b.cu_q is geo_a.cu_k
+    assert geo_a.cu_q.dtype == torch.int32 and geo_a.cu_q.tolist() == [0]
+    calls = []
+    monkeypatch.setattr(T, "_CAPABILITY", {})
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: calls.append(i) or (9, 0))
+    dev = torch.device("cuda", 3)
+    assert [T._capability(dev) for _ in range(5)] == [(9, 0)] * 5
+    assert calls == [3]

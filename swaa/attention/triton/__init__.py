@@ -59,7 +59,9 @@ _GLUON_FWD = {"0": False, "1": True}.get(os.environ.get("SWAA_TRITON_GLUON", "")
 _GLUON_BWD = os.environ.get("SWAA_TRITON_GLUON_BWD", "1") != "0"
 # BLOCK_N, K stages, V stages, sink tiles visited last, consumers taking turns (session 8 sweep: neither helped)
 _GLUON_CFG = tuple(int(x) for x in os.environ.get("SWAA_TRITON_GLUON_CFG", "128,3,3,0,0").split(","))
-# "1": the Gluon dK/dV also computes dQ (atomic adds into fp32) instead of the separate dQ kernel (session 9, trial)
+# "1": the Gluon dK/dV also computes dQ (atomic adds into fp32) instead of the separate dQ kernel. Off: correct, but
+# slower (session 9, H200, 32k: 9.0 ms against 4.2 + 2.95 for the two kernels; Triton 3.6 emits one scalar
+# red.global.add.f32 per element and Gluon has no TMA reduce yet)
 _GLUON_DQ = os.environ.get("SWAA_TRITON_GLUON_DQ", "0") == "1"
 # the Gluon dK/dV's (Q, dO) ring stages (session 9 sweep: 3 no faster than 2)
 _GLUON_BWD_STAGES = int(os.environ.get("SWAA_TRITON_GLUON_BWD_STAGES", "2"))

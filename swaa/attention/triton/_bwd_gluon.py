@@ -18,6 +18,11 @@ Both consumers walk the same query tiles (the block's, over the GQA group's head
 released when both have arrived (count 2). Per tile a consumer issues S^T = K Q^T and dP^T = V dO^T together,
 computes P^T while dP^T finishes, issues dV += P^T dO, then dS^T and dK += dS^T Q, with P^T and dS^T in registers as
 the A operands. Scalar bounds come from the helpers ``_bwd_dkdv_kernel`` uses, so both visit the same query blocks.
+
+With FUSED_DQ (``SWAA_TRITON_GLUON_DQ=1``, head_dim 128) the consumers also compute dQ, FlashAttention-2/3 style:
+both put their dS^T rows into a shared [128 keys, 64 queries] buffer, each multiplies it by half of K's columns and
+adds the fp32 result into a dQ accumulator by atomics; the dQ kernel's two recomputed products go. It is correct
+but off: the atomics bound it (session 9, H200, 32k: 9.0 ms against 4.2 + 2.95 for this kernel plus the dQ kernel).
 """
 from __future__ import annotations
 
