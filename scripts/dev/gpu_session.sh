@@ -66,7 +66,7 @@ g)
             | tee "$OUT/gpu_tests.log" | tail -12
     fi ;;
 h)
-    # next session: the Gluon dK/dV kernel, never run yet: its gradients and times, then the GPU tests that force it
+    # session 9, first call: the Gluon dK/dV kernel (not run before): its gradients and times, then its GPU tests
     PART=bwd HANG_S=60 SWEEP_BUDGET_S=240 timeout 300 python3 scripts/dev/sweep_session8.py 2>&1 | tee "$OUT/bwd.log" \
         | grep -v Warning | tail -30
     timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu/test_triton_gpu.py \

@@ -139,7 +139,7 @@ if PART == "check":
     save()
     print("ALL OK" if res["all_ok"] else "FAILURES", flush=True)
 elif PART == "bwd":
-    # for the next GPU session: the Gluon dK/dV kernel (written and compiled offline in session 8, never run): its
+    # session 9, first call: the Gluon dK/dV kernel (written and compiled offline in session 8, not run before): its
     # gradients against the triton-language kernel's, then forward+backward times with either dK/dV
     for n, hq, hkv, d, w, s_ in [(1000, 8, 2, 128, 256, 100), (4096, 32, 8, 128, 2048, 100), (3000, 9, 3, 64, 512, 4)]:
         mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
