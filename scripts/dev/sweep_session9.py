@@ -194,3 +194,54 @@ if PART == "dqcfg":
         os.environ.pop("SWAA_TRITON_DQ", None)
         torch.cuda.empty_cache()
     log.save()
+
+if PART == "overlap":
+    # the Gluon dK/dV's consumers taking turns (PINGPONG) and the dQ kernel on a side stream beside dK/dV: gradients
+    # against the default's, then forward+backward times, variants interleaved
+    variants = {"default": (False, False), "pingpong": (True, False), "streams": (False, True), "both": (True, True)}
+
+    def use_variant(name):
+        T._GLUON_BWD, T._GLUON_DQ = True, False
+        T._GLUON_BWD_PINGPONG, T._BWD_STREAMS = variants[name]
+
+    ok = True
+    for n, hq, hkv, d, w, s_ in [(4096, 32, 8, 128, 2048, 100), (3000, 9, 3, 64, 512, 4), (777, 6, 2, 128, 1, 300),
+                                 (130, 4, 2, 128, 64, 129)]:
+        mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        q, k, v = mk(hq), mk(hkv), mk(hkv)
+        do = torch.randn_like(q)
+        got = {}
+        for name in variants:
+            use_variant(name)
+            got[name] = torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s_,
+                                                           backend="triton"), (q, k, v), do)
+            torch.cuda.synchronize()
+        for name in variants:
+            rel = max(((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(5e-2)).item()
+                      for a, b in zip(got[name], got["default"]))
+            ok &= rel < 2e-2
+            log.rec(kind="check_overlap", variant=name, n=n, hq=hq, d=d, window=w, keep_first=s_, rel_vs_default=rel,
+                    ok=rel < 2e-2)
+    print("ALL OK" if ok else "FAILURES", flush=True)
+    if ok:
+        for name_, n, hq, hkv, d, w, s_ in [("qwen3-4b", 32768, 32, 8, 128, 2048, 100),
+                                            ("smollm2", 32768, 9, 3, 64, 2048, 100),
+                                            ("qwen3-4b", 131072, 32, 8, 128, 2048, 100)]:
+            mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            q, k, v = mk(hq), mk(hkv), mk(hkv)
+            do = torch.randn_like(q)
+            for rnd in range(2):
+                for name in ["flex"] + list(variants):
+                    if log.out_of_time():
+                        break
+                    be = "flex" if name == "flex" else "triton"
+                    if be == "triton":
+                        use_variant(name)
+                    fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s_,
+                                                                    backend=be), (q, k, v), do)
+                    ms = timeit(fn)
+                    log.rec(kind="fwdbwd", shape=name_, n=n, round=rnd, variant=name, ms=round(ms, 3),
+                            ms_back_to_back=round(timeit(fn, inner=3), 3))
+            torch.cuda.empty_cache()
+    use_variant("default")
+    log.save()
