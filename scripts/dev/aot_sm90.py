@@ -94,7 +94,7 @@ def build(kind, bm, bn, n=32768, hq=32, hkv=8, d=128, W=2048, S=100, **flags):
         mod = load("_bwd_gluon")
         fn = mod._bwd_dkdv_gluon_kernel
         const = dict(D=d, BLOCK_M=bm, BLOCK_N=bn, STAGES=int(flags.pop("STAGES", 2)), VARLEN=False, SPLIT=True,
-                     FUSED_DQ=bool(int(flags.pop("FUSED_DQ", 0))), PINGPONG=bool(int(flags.pop("PINGPONG", 0))))
+                     FUSED_DQ=bool(int(flags.pop("FUSED_DQ", 0))))
         lay = lambda rows: mod.gl.NVMMASharedLayout.get_default_for([rows, d], mod.gl.bfloat16)
         descs = dict(q_desc=(bm, lay(bm)), do_desc=(bm, lay(bm)), k_desc=(bn, lay(bn)), v_desc=(bn, lay(bn)))
         ptrs = dict(LSE="*fp32", DELTA="*fp32", DK="*bf16", DV="*bf16", cu_q="*i32", cu_k="*i32", DKP="*fp32",

@@ -197,7 +197,9 @@ if PART == "dqcfg":
 
 if PART == "overlap":
     # the Gluon dK/dV's consumers taking turns (PINGPONG) and the dQ kernel on a side stream beside dK/dV: gradients
-    # against the default's, then forward+backward times, variants interleaved
+    # against the default's, then forward+backward times, variants interleaved. Ran at commit 264d854, whose two options
+    # (T._GLUON_BWD_PINGPONG, T._BWD_STREAMS) were removed after: neither beat the default
+    # (triton_sweep_session9_h200.json)
     variants = {"default": (False, False), "pingpong": (True, False), "streams": (False, True), "both": (True, True)}
 
     def use_variant(name):

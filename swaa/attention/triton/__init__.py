@@ -6,7 +6,6 @@ Layouts: dense q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D); packed q (total_q, Hq, D),
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
@@ -66,11 +65,6 @@ _GLUON_CFG = tuple(int(x) for x in os.environ.get("SWAA_TRITON_GLUON_CFG", "128,
 _GLUON_DQ = os.environ.get("SWAA_TRITON_GLUON_DQ", "0") == "1"
 # the Gluon dK/dV's (Q, dO) ring stages (session 9 sweep: 3 no faster than 2)
 _GLUON_BWD_STAGES = int(os.environ.get("SWAA_TRITON_GLUON_BWD_STAGES", "2"))
-# "1": the two consumers of the Gluon dK/dV take turns to issue a tile's first products (session 9, trial)
-_GLUON_BWD_PINGPONG = os.environ.get("SWAA_TRITON_GLUON_BWD_PINGPONG", "0") == "1"
-# "1": the dQ kernel runs on a side stream beside dK/dV, each filling the other's last wave (session 9, trial)
-_BWD_STREAMS = os.environ.get("SWAA_TRITON_BWD_STREAMS", "0") == "1"
-_SIDE: dict = {}
 _TMA = os.environ.get("SWAA_TRITON_TMA", "1") != "0"      # "0": pointer loads everywhere (for comparisons)
 
 
@@ -383,17 +377,11 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
     args = (lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse_b), geo.lq,
             geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E, dkp, dvp, nkb, nsb, chunk)
     fused_dq = gluon and _GLUON_DQ and geo.d == 128
-    side = None
-    if _BWD_STREAMS and not fused_dq and q.device.type == "cuda":
-        if q.device not in _SIDE:
-            _SIDE[q.device] = torch.cuda.Stream(q.device)
-        side = _SIDE[q.device]
-        side.wait_stream(torch.cuda.current_stream(q.device))        # delta, the LSE and dq's allocation first
     if gluon:                  # 12 warps as in the Gluon forward: two 240-register consumers, one loader
         dq_acc = torch.zeros_like(q, dtype=torch.float32) if fused_dq else dq        # q's strides
         _bwd_dkdv_gluon_kernel[grid](q_, k_, v_, do_, *args, dq_acc, D=geo.d, BLOCK_M=bm, BLOCK_N=bn,
                                      STAGES=_GLUON_BWD_STAGES, VARLEN=geo.varlen, SPLIT=bool(split),
-                                     FUSED_DQ=fused_dq, PINGPONG=_GLUON_BWD_PINGPONG, num_warps=4, maxnreg=168)
+                                     FUSED_DQ=fused_dq, num_warps=4, maxnreg=168)
     else:
         _bwd_dkdv_kernel[grid](q_, k_, v_, do_, *args, BLOCK_M=bm, BLOCK_N=bn, TMA=tma, SPLIT=bool(split),
                                num_warps=warps, num_stages=stages, **common)
@@ -407,13 +395,10 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
         return dq.copy_(dq_acc), dk, dv
     bm, bn, warps, stages = _blocks(geo.d, "dq")
     (q_, k_, v_, do_), tma = operands(bm, bn)
-    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-        _bwd_dq_kernel[(triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)](
-            q_, k_, v_, do_, lse_b, delta, dq, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
-            *geo.lse_strides(lse_b), geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E,
-            BLOCK_M=bm, BLOCK_N=bn, TMA=tma, num_warps=warps, num_stages=stages, **common)
-    if side is not None:
-        torch.cuda.current_stream(q.device).wait_stream(side)       # before anything here is freed or returned
+    _bwd_dq_kernel[(triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)](
+        q_, k_, v_, do_, lse_b, delta, dq, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
+        *geo.lse_strides(lse_b), geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E,
+        BLOCK_M=bm, BLOCK_N=bn, TMA=tma, num_warps=warps, num_stages=stages, **common)
     return dq, dk, dv
 
 

@@ -33,7 +33,6 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 
 from ._bwd import _dkdv_block, _dkdv_queries
 from ._fwd import _rule_mask, _seq_bounds, _tma_origin
-from ._fwd_gluon import _gl_pass, _gl_turn
 
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared      # Triton 3.6 / later names
 KEY_ROWS = 128          # keys per CTA, 64 per consumer
@@ -92,13 +91,12 @@ def _glb_loader(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem
 
 
 @gluon.jit
-def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, turn, LSE, DELTA, DK, DV, DKP,
+def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV, DKP,
                   DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb,
                   stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
                   Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK,
                   WG: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr,
-                  PINGPONG: gl.constexpr):
+                  STAGES: gl.constexpr, VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr):
     HALF: gl.constexpr = 64
     t_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_M, 16])      # S^T, dP^T: keys x queries
@@ -139,10 +137,8 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
             mbarrier.wait(ready.index(s), (it // STAGES) & 1)
             q_b = q_bufs.index(s)
             do_b = do_bufs.index(s)
-            _gl_turn(turn, it, WG, PINGPONG)               # with PINGPONG the consumers take turns to issue these
             sT = warpgroup_mma(k_w, q_b.permute((1, 0)), zero_t, use_acc=False, is_async=True)
             dpT = warpgroup_mma(v_w, do_b.permute((1, 0)), zero_t, use_acc=False, is_async=True)
-            _gl_pass(turn, WG, PINGPONG)
             # spread to the score tiles' column layout (through shared memory) while the products run
             lse = gl.convert_layout(lse_1, qry_t)
             delta = gl.convert_layout(delta_1, qry_t)
@@ -198,17 +194,17 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
 
 
 @gluon.jit
-def _glb_consumer1(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, turn, LSE, DELTA, DK,
-                   DV, DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
-                   stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
+def _glb_consumer1(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV, DKP,
+                   DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb,
+                   stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
                    Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK,
                    D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                   VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr, PINGPONG: gl.constexpr):
-    _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, turn, LSE, DELTA, DK, DV, DKP,
+                   VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr):
+    _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV, DKP,
                   DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb,
                   stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
                   Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 1, D, BLOCK_M, BLOCK_N, STAGES,
-                  VARLEN, SPLIT, FUSED_DQ, PINGPONG)
+                  VARLEN, SPLIT, FUSED_DQ)
 
 
 @gluon.jit
@@ -218,8 +214,7 @@ def _bwd_dkdv_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, 
                            stride_lb, stride_lh, stride_lm,
                            Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, DKP, DVP, NKB, NSB, CHUNK, DQ,
                            D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                           VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr = False,
-                           PINGPONG: gl.constexpr = False):
+                           VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr = False):
     """``_bwd_dkdv_kernel``'s grid and arguments (with TMA descriptors), BLOCK_N = 128 keys per CTA. With FUSED_DQ
     it also adds each tile's dQ = dS K (scaled) into ``DQ``, a zeroed fp32 tensor with q's strides, by atomics
     (head_dim 128 only: each consumer takes 64 of dQ's columns, one 128-byte swizzle span of K's tile)."""
@@ -237,25 +232,23 @@ def _bwd_dkdv_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, 
         ds_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, 8, BLOCK_M],
                                             gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2))
     ds_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2):
         mbarrier.init(ds_bar.index(i), count=2)                      # both consumers' halves stored
-        mbarrier.init(turn.index(i), count=1)
     mbarrier.init(kv_bar, count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)                       # both consumers release a buffer
     gl.warp_specialize([
-        (_glb_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, turn, LSE, DELTA, DK,
-                         DV, DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+        (_glb_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV,
+                         DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                          stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm, Lq_fixed, Lk_fixed, HKV,
                          GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 0, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT,
-                         FUSED_DQ, PINGPONG)),
-        (_glb_consumer1, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, turn, LSE, DELTA, DK,
-                          DV, DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh,
-                          stride_kn, stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm, Lq_fixed,
-                          Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, D, BLOCK_M, BLOCK_N, STAGES, VARLEN,
-                          SPLIT, FUSED_DQ, PINGPONG)),
+                         FUSED_DQ)),
+        (_glb_consumer1, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV,
+                          DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                          stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm, Lq_fixed, Lk_fixed, HKV,
+                          GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT,
+                          FUSED_DQ)),
         (_glb_loader, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, cu_q,
                        cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
                        stride_vn, stride_ob, stride_oh, stride_om, Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, NKB, NSB,
