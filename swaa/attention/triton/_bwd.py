@@ -70,6 +70,24 @@ def _dkdv_queries(n_start, far, j, Lq, Lk, W, S, NSB, CHUNK, BLOCK_M: tl.constex
 
 
 @triton.jit
+def _dkdv_store(dk, dv, rows, cols, to_partial, slot, pid_bh, DKP, DVP, DK, DV, b, kvh, k0, Lk, stride_kb, stride_kh,
+                stride_kn, stride_vb, stride_vh, stride_vn, NSB, D, BLOCK_N: tl.constexpr, ROW: tl.constexpr):
+    """A key block's dK/dV (``rows``: its keys' offsets in the sequence, ``cols``: 0..ROW): with ``to_partial`` the
+    fp32 partial of slot ``slot`` (rows NSB * BLOCK_N per slot and sequence x KV head, ROW wide) that
+    ``_bwd_sink_sum_kernel`` sums, else DK and DV in their dtype. Shared by both dK/dV kernels and the sum."""
+    if to_partial:
+        rows_p = ((slot * tl.num_programs(1) + pid_bh).to(tl.int64) * (NSB * BLOCK_N) + rows) * ROW
+        tl.store(DKP + rows_p[:, None] + cols[None, :], dk)
+        tl.store(DVP + rows_p[:, None] + cols[None, :], dv)
+    else:
+        ok = (rows < Lk)[:, None] & (cols < D)[None, :]
+        tl.store(DK + b * stride_kb + kvh * stride_kh + (k0 + rows)[:, None] * stride_kn + cols[None, :],
+                 dk.to(DK.dtype.element_ty), mask=ok)
+        tl.store(DV + b * stride_vb + kvh * stride_vh + (k0 + rows)[:, None] * stride_vn + cols[None, :],
+                 dv.to(DV.dtype.element_ty), mask=ok)
+
+
+@triton.jit
 def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
                      stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                      stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
@@ -97,7 +115,6 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     col_ok = offs_n < Lk
-    kv_mask = col_ok[:, None] & d_ok[None, :]
     if TMA:
         kr, kc = _tma_origin(b, kvh, stride_kb, stride_kh, stride_kn)
         vr, vc = _tma_origin(b, kvh, stride_vb, stride_vh, stride_vn)
@@ -144,16 +161,9 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
         dsT = pT * (dpT - delta[None, :])
         dk = _dot(dsT.to(q.dtype), q, dk, DOT)
     dk = dk * (qk_scale * 0.6931471805599453)                                       # back to natural-log scale
-    if split_here:                  # fp32 partial of a sink block: slot 0 (window rows) or 1 + chunk
-        slot = tl.where(far, 1 + j // NSB, 0)
-        rows_p = ((slot * tl.num_programs(1) + pid_bh).to(tl.int64) * (NSB * BLOCK_N) + offs_n) * BLOCK_D
-        tl.store(DKP + rows_p[:, None] + offs_d[None, :], dk)
-        tl.store(DVP + rows_p[:, None] + offs_d[None, :], dv)
-    else:
-        tl.store(DK + b * stride_kb + kvh * stride_kh + (k0 + offs_n)[:, None] * stride_kn + offs_d[None, :],
-                 dk.to(DK.dtype.element_ty), mask=kv_mask)
-        tl.store(DV + b * stride_vb + kvh * stride_vh + (k0 + offs_n)[:, None] * stride_vn + offs_d[None, :],
-                 dv.to(DV.dtype.element_ty), mask=kv_mask)
+    # a sink block's partial goes to slot 0 (window rows) or 1 + chunk
+    _dkdv_store(dk, dv, offs_n, offs_d, split_here, tl.where(far, 1 + j // NSB, 0), pid_bh, DKP, DVP, DK, DV, b, kvh,
+                k0, Lk, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, NSB, D, BLOCK_N, BLOCK_D)
 
 
 @triton.jit
@@ -178,11 +188,8 @@ def _bwd_sink_sum_kernel(DKP, DVP, DK, DV, cu_k, stride_kb, stride_kh, stride_kn
         rows_p = ((part * tl.num_programs(1) + pid_bh).to(tl.int64) * (NSB * BLOCK_N) + offs_n) * BLOCK_D
         dk += tl.load(DKP + rows_p[:, None] + offs_d[None, :])
         dv += tl.load(DVP + rows_p[:, None] + offs_d[None, :])
-    kv_mask = (offs_n < Lk)[:, None] & (offs_d < D)[None, :]
-    tl.store(DK + b * stride_kb + kvh * stride_kh + (k0 + offs_n)[:, None] * stride_kn + offs_d[None, :],
-             dk.to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(DV + b * stride_vb + kvh * stride_vh + (k0 + offs_n)[:, None] * stride_vn + offs_d[None, :],
-             dv.to(DV.dtype.element_ty), mask=kv_mask)
+    _dkdv_store(dk, dv, offs_n, offs_d, False, 0, pid_bh, DKP, DVP, DK, DV, b, kvh, k0, Lk, stride_kb, stride_kh,
+                stride_kn, stride_vb, stride_vh, stride_vn, NSB, D, BLOCK_N, BLOCK_D)
 
 
 @triton.jit

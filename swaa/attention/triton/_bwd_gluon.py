@@ -31,7 +31,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                 warpgroup_mma_wait)
 
-from ._bwd import _dkdv_block, _dkdv_queries
+from ._bwd import _dkdv_block, _dkdv_queries, _dkdv_store
 from ._fwd import _rule_mask, _seq_bounds, _tma_origin
 
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared      # Triton 3.6 / later names
@@ -50,14 +50,13 @@ def _glb_program(cu_q, cu_k, Lq_fixed, Lk_fixed, HKV, NKB, NSB, BLOCK_N: gl.cons
 
 
 @gluon.jit
-def _glb_row_stats(LSE, DELTA, it, n_m, m_lo, b, kvh, GROUPS, q0, Lq, stride_lb, stride_lh, stride_lm,
-                   BLOCK_M: gl.constexpr, layout: gl.constexpr):
-    """The LSE and delta of query tile ``it``, one element per thread: a pointer tensor in the score
-    tiles' column layout would cost registers the products need."""
-    g = it // n_m
-    rows = m_lo + (it - g * n_m) * BLOCK_M + gl.arange(0, BLOCK_M, layout)
+def _glb_row_stats(LSE, DELTA, start_m, b, h, q0, Lq, stride_lb, stride_lh, stride_lm, BLOCK_M: gl.constexpr,
+                   layout: gl.constexpr):
+    """The LSE and delta of query head ``h``'s tile at ``start_m``, one element per thread: a pointer tensor in the
+    score tiles' column layout would cost registers the products need."""
+    rows = start_m + gl.arange(0, BLOCK_M, layout)
     ok = rows < Lq
-    base = b * stride_lb + (kvh * GROUPS + g) * stride_lh + (q0 + rows) * stride_lm
+    base = b * stride_lb + h * stride_lh + (q0 + rows) * stride_lm
     return gl.load(LSE + base, mask=ok, other=float("inf")), gl.load(DELTA + base, mask=ok, other=0.0)
 
 
@@ -127,12 +126,13 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
         for it in range(GROUPS * n_m):
             g = it // n_m
             start_m = m_lo + (it - g * n_m) * BLOCK_M
+            h = kvh * GROUPS + g
             rows = start_m + gl.arange(0, BLOCK_M, qry_t)
             row_ok = rows < Lq
             # loaded before the products are issued, used after: the load's latency hides behind them (session 9,
             # H200: 4.0 against 4.8 ms at 32k with the loads waited for first; a prefetch one tile ahead, 4.1-4.3)
-            lse_1, delta_1 = _glb_row_stats(LSE, DELTA, it, n_m, m_lo, b, kvh, GROUPS, q0, Lq, stride_lb, stride_lh,
-                                            stride_lm, BLOCK_M, one_l)
+            lse_1, delta_1 = _glb_row_stats(LSE, DELTA, start_m, b, h, q0, Lq, stride_lb, stride_lh, stride_lm, BLOCK_M,
+                                            one_l)
             s = it % STAGES
             mbarrier.wait(ready.index(s), (it // STAGES) & 1)
             q_b = q_bufs.index(s)
@@ -170,8 +170,7 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
                 mbarrier.arrive(empty.index(s), count=1)
                 rows_q = start_m + gl.arange(0, BLOCK_M, gl.SliceLayout(1, q_layout))
                 cols_q = WG * DQ_COLS + gl.arange(0, DQ_COLS, gl.SliceLayout(0, q_layout))
-                q_ptrs = (DQ + b * stride_qb + (kvh * GROUPS + g) * stride_qh + (q0 + rows_q)[:, None] * stride_qm
-                          + cols_q[None, :])
+                q_ptrs = DQ + b * stride_qb + h * stride_qh + (q0 + rows_q)[:, None] * stride_qm + cols_q[None, :]
                 gl.atomic_add(q_ptrs, dq * (qk_scale * 0.6931471805599453), mask=(rows_q < Lq)[:, None],
                               sem="relaxed")
             else:
@@ -180,31 +179,9 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
         dk = dk * (qk_scale * 0.6931471805599453)                     # back to natural-log scale
         rows_k = key0 + gl.arange(0, HALF, gl.SliceLayout(1, a_layout))
         cols = gl.arange(0, D, gl.SliceLayout(0, a_layout))
-        if split_here:              # fp32 partial of a sink block: slot 0 (window rows) or 1 + chunk
-            slot = gl.where(far, 1 + j // NSB, 0)
-            rows_p = ((slot * gl.num_programs(1) + pid_bh).to(gl.int64) * (NSB * BLOCK_N) + rows_k) * D
-            gl.store(DKP + rows_p[:, None] + cols[None, :], dk)
-            gl.store(DVP + rows_p[:, None] + cols[None, :], dv)
-        else:
-            ok = (rows_k < Lk)[:, None] & (cols < D)[None, :]
-            gl.store(DK + b * stride_kb + kvh * stride_kh + (k0 + rows_k)[:, None] * stride_kn + cols[None, :],
-                     dk.to(DK.dtype.element_ty), mask=ok)
-            gl.store(DV + b * stride_vb + kvh * stride_vh + (k0 + rows_k)[:, None] * stride_vn + cols[None, :],
-                     dv.to(DV.dtype.element_ty), mask=ok)
-
-
-@gluon.jit
-def _glb_consumer1(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV, DKP,
-                   DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb,
-                   stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
-                   Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK,
-                   D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                   VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr):
-    _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV, DKP,
-                  DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb,
-                  stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
-                  Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 1, D, BLOCK_M, BLOCK_N, STAGES,
-                  VARLEN, SPLIT, FUSED_DQ)
+        # a sink block's partial goes to slot 0 (window rows) or 1 + chunk
+        _dkdv_store(dk, dv, rows_k, cols, split_here, gl.where(far, 1 + j // NSB, 0), pid_bh, DKP, DVP, DK, DV, b,
+                    kvh, k0, Lk, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, NSB, D, BLOCK_N, D)
 
 
 @gluon.jit
@@ -225,12 +202,10 @@ def _bwd_dkdv_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, 
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    if FUSED_DQ:             # dS^T of a tile, [keys, queries], two alternating buffers
-        ds_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, BLOCK_N, BLOCK_M],
-                                            gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2))
-    else:
-        ds_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, 8, BLOCK_M],
-                                            gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2))
+    # FUSED_DQ: dS^T of a tile, [keys, queries], two alternating buffers (a token 8 rows when unused)
+    DS_ROWS: gl.constexpr = BLOCK_N if FUSED_DQ else 8
+    ds_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, DS_ROWS, BLOCK_M],
+                                        gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2))
     ds_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2):
         mbarrier.init(ds_bar.index(i), count=2)                      # both consumers' halves stored
@@ -244,10 +219,10 @@ def _bwd_dkdv_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, 
                          stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm, Lq_fixed, Lk_fixed, HKV,
                          GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 0, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT,
                          FUSED_DQ)),
-        (_glb_consumer1, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV,
+        (_glb_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV,
                           DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                           stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm, Lq_fixed, Lk_fixed, HKV,
-                          GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT,
+                          GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 1, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT,
                           FUSED_DQ)),
         (_glb_loader, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, cu_q,
                        cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,

@@ -219,20 +219,6 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
 
 
 @gluon.jit
-def _gl_consumer1(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE, cu_q,
-                  cu_k,
-                  n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
-                  stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                  D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-                  VARLEN: gl.constexpr, SINKS_LAST: gl.constexpr, PINGPONG: gl.constexpr):
-    _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE, cu_q,
-                 cu_k,
-                 n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
-                 stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm, 1, D, BLOCK_N, K_STAGES, V_STAGES,
-                 VARLEN, SINKS_LAST, PINGPONG)
-
-
-@gluon.jit
 def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
                       stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                       stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
@@ -267,10 +253,10 @@ def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
                         cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                         stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
                         0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST, PINGPONG)),
-        (_gl_consumer1, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE,
-                         cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
-                         stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                         D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST, PINGPONG)),
+        (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE,
+                        cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                        stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
+                        1, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST, PINGPONG)),
         (_gl_loader, (k_desc, k_bufs, k_ready, k_empty, cu_q, cu_k, n_tiles, n_mg, stride_kb, stride_kh, stride_kn,
                       Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, K_STAGES, VARLEN, SINKS_LAST)),
         (_gl_loader, (v_desc, v_bufs, v_ready, v_empty, cu_q, cu_k, n_tiles, n_mg, stride_vb, stride_vh, stride_vn,
