@@ -27,6 +27,13 @@ log = SweepLog(f"sweep_session9_{PART}", "median ms (benchmarks.attention.timeit
                hang_s=float(os.environ.get("HANG_S", "100")), part=PART)
 
 
+def grad_inputs(n, hq, hkv, d):
+    """bf16 (1, H, n, d) q, k, v needing gradients, and an upstream gradient for the output."""
+    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q = mk(hq)
+    return q, mk(hkv), mk(hkv), torch.randn_like(q)
+
+
 def timeline(fn):
     """(name, start us, duration us, idle us before it) of each GPU kernel of one call, from the profiler."""
     from torch.profiler import ProfilerActivity, profile
@@ -50,9 +57,7 @@ def timeline(fn):
 
 
 def case(name, n, hq, hkv, d, w, s, gluon_bwd):
-    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    q, k, v = mk(hq), mk(hkv), mk(hkv)
-    do = torch.randn_like(q)
+    q, k, v, do = grad_inputs(n, hq, hkv, d)
     pairs = visible_pairs(n, n, w, s)
     for be in ("flex", "triton"):
         if log.out_of_time():
@@ -100,9 +105,7 @@ def grads(q, k, v, do, w, s, fused):
 
 
 def fb_time(name, n, hq, hkv, d, w, s, fused, flex=False):
-    mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    q, k, v = mk(hq), mk(hkv), mk(hkv)
-    do = torch.randn_like(q)
+    q, k, v, do = grad_inputs(n, hq, hkv, d)
     pairs = visible_pairs(n, n, w, s)
     for be in (("flex", "triton") if flex else ("triton",)):
         if log.out_of_time():
@@ -128,9 +131,7 @@ if PART == "dq":
     for n, hq, hkv, d, w, s_ in [(130, 4, 2, 128, 64, 129), (1000, 8, 2, 128, 256, 100), (777, 6, 2, 128, 1, 300),
                                  (3000, 9, 3, 64, 512, 4), (4096, 32, 8, 128, 2048, 100), (1, 4, 4, 128, 8, 2)][
             :0 if os.environ.get("SKIP_CHECK") else None]:
-        mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        q, k, v = mk(hq), mk(hkv), mk(hkv)
-        do = torch.randn_like(q)
+        q, k, v, do = grad_inputs(n, hq, hkv, d)
         base, got = grads(q, k, v, do, w, s_, False), grads(q, k, v, do, w, s_, True)
         # relative to the largest gradient, floored at 0.05 (with one key dq and dk vanish: rel is noise there)
         rel = [((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(5e-2)).item()
@@ -172,9 +173,7 @@ if PART == "dqcfg":
     # default's, and the kernel's time from the profiler
     T._GLUON_BWD, T._GLUON_DQ = True, False
     for name, n, hq, hkv, d, w, s_ in [("qwen3-4b", 32768, 32, 8, 128, 2048, 100), ("smollm2", 32768, 9, 3, 64, 2048, 100)]:
-        mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        q, k, v = mk(hq), mk(hkv), mk(hkv)
-        do = torch.randn_like(q)
+        q, k, v, do = grad_inputs(n, hq, hkv, d)
         fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s_,
                                                         backend="triton"), (q,), do)[0]
         base = fn()
@@ -209,9 +208,7 @@ if PART == "overlap":
     ok = True
     for n, hq, hkv, d, w, s_ in [(4096, 32, 8, 128, 2048, 100), (3000, 9, 3, 64, 512, 4), (777, 6, 2, 128, 1, 300),
                                  (130, 4, 2, 128, 64, 129)]:
-        mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        q, k, v = mk(hq), mk(hkv), mk(hkv)
-        do = torch.randn_like(q)
+        q, k, v, do = grad_inputs(n, hq, hkv, d)
         got = {}
         for name in variants:
             use_variant(name)
@@ -229,9 +226,7 @@ if PART == "overlap":
         for name_, n, hq, hkv, d, w, s_ in [("qwen3-4b", 32768, 32, 8, 128, 2048, 100),
                                             ("smollm2", 32768, 9, 3, 64, 2048, 100),
                                             ("qwen3-4b", 131072, 32, 8, 128, 2048, 100)]:
-            mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-            q, k, v = mk(hq), mk(hkv), mk(hkv)
-            do = torch.randn_like(q)
+            q, k, v, do = grad_inputs(n, hq, hkv, d)
             for rnd in range(2):
                 for name in ["flex"] + list(variants):
                     if log.out_of_time():
