@@ -69,6 +69,41 @@ def _capture(monkeypatch, kernel):
     return seen
 
 
+@pytest.mark.parametrize("which", ["forward", "dkdv"])
+def test_a_gluon_kernel_that_does_not_compile_falls_back_with_a_warning(monkeypatch, which):
+    """A Triton whose Gluon API has moved on: the first launch's CompilationError turns the Gluon kernels off (with a
+    warning that says why) and the call completes on the triton-language kernels, with exactly their results."""
+    class _Broken:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                raise T.triton.CompilationError(None, None, "moved on")
+            return launch
+
+    mk = lambda h: torch.randn(1, h, 70, 128, dtype=torch.bfloat16)
+    q, k, v = mk(4), mk(2), mk(2)
+    do = torch.randn_like(q)
+    geo = T._Geometry(q, k)
+
+    def run():
+        o, lse = T._forward(q, k, v, geo, 16, 4, 0.1)
+        return (o, *T._backward(do, q, k, v, o, lse, geo, 16, 4, 0.1))
+
+    monkeypatch.setattr(T, "_GLUON_FWD", False)
+    monkeypatch.setattr(T, "_GLUON_BWD", False)
+    expect = run()                                                  # the triton-language kernels alone
+    monkeypatch.setattr(T, "_GLUON_ERROR", None)
+    monkeypatch.setattr(T, "_gluon_why_not", lambda q, geo: T._GLUON_ERROR)    # as on a Hopper GPU, until disabled
+    monkeypatch.setattr(T, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(T, "_GLUON_FWD", which == "forward")
+    monkeypatch.setattr(T, "_GLUON_BWD", which == "dkdv")
+    monkeypatch.setattr(T, "_fwd_gluon_kernel" if which == "forward" else "_bwd_dkdv_gluon_kernel", _Broken())
+    with pytest.warns(RuntimeWarning, match=f"Gluon {'forward' if which == 'forward' else 'dK/dV'} does not compile"):
+        got = run()
+    assert "moved on" in T._GLUON_ERROR and not T.LAST_BWD_GLUON
+    for g, e in zip(got, expect):
+        assert torch.equal(g, e)
+
+
 def test_wrapper_launch_matches_the_kernel(monkeypatch):
     """The wrapper's launch passes exactly the kernel's parameters (a mismatch only shows on a GPU otherwise)."""
     seen = _capture(monkeypatch, "_fwd_gluon_kernel")

@@ -245,7 +245,7 @@ def _gluon_auto(geo: _Geometry) -> bool:
 def _gluon_disable(why: str):
     global _GLUON_ERROR
     _GLUON_ERROR = why
-    warnings.warn(f"{why.splitlines()[0]}; using the triton-language forward", RuntimeWarning, stacklevel=3)
+    warnings.warn(f"{why.splitlines()[0]}; using the triton-language kernels", RuntimeWarning, stacklevel=3)
 
 
 def _gluon_why_not(q, geo: _Geometry) -> str | None:
@@ -379,9 +379,13 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
     fused_dq = gluon and _GLUON_DQ and geo.d == 128
     if gluon:                  # 12 warps as in the Gluon forward: two 240-register consumers, one loader
         dq_acc = torch.zeros_like(q, dtype=torch.float32) if fused_dq else dq        # q's strides
-        _bwd_dkdv_gluon_kernel[grid](q_, k_, v_, do_, *args, dq_acc, D=geo.d, BLOCK_M=bm, BLOCK_N=bn,
-                                     STAGES=_GLUON_BWD_STAGES, VARLEN=geo.varlen, SPLIT=bool(split),
-                                     FUSED_DQ=fused_dq, num_warps=4, maxnreg=168)
+        try:
+            _bwd_dkdv_gluon_kernel[grid](q_, k_, v_, do_, *args, dq_acc, D=geo.d, BLOCK_M=bm, BLOCK_N=bn,
+                                         STAGES=_GLUON_BWD_STAGES, VARLEN=geo.varlen, SPLIT=bool(split),
+                                         FUSED_DQ=fused_dq, num_warps=4, maxnreg=168)
+        except triton.CompilationError as e:       # as in _forward: the Gluon kernels off, this backward again
+            _gluon_disable(f"the Gluon dK/dV does not compile with triton {triton.__version__}: {e}")
+            return _backward(do, q, k, v, o, lse2, geo, w, s, scale)
     else:
         _bwd_dkdv_kernel[grid](q_, k_, v_, do_, *args, BLOCK_M=bm, BLOCK_N=bn, TMA=tma, SPLIT=bool(split),
                                num_warps=warps, num_stages=stages, **common)
