@@ -77,6 +77,36 @@ def test_backward_with_sink_blocks_split(lq, lk, w, s, g, dtype, monkeypatch):
         torch.testing.assert_close(a, b, atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=1e-4)
 
 
+@pytest.mark.parametrize("varlen", [False, True])
+def test_dq_preamble_gives_the_delta_kernels_backward(varlen, monkeypatch):
+    """The default backward (the dQ kernel computes delta and the LSE with +inf for rows that see no key, for its own
+    rows, and runs before dK/dV) against the separate _bwd_delta_kernel pass first: the same gradients, with rows
+    that see nothing (more queries than keys), sinks and several sequences."""
+    import swaa.attention.triton as T
+    from swaa.attention.triton import swaa_attention_varlen
+    lens_q, lens_k = ([150, 7, 40], [97, 30, 40]) if varlen else ([150], [97])
+    mk = lambda lens, h: torch.randn(sum(lens), h, 32, requires_grad=True)
+    q, k, v = mk(lens_q, 6), mk(lens_k, 2), mk(lens_k, 2)
+    cu = lambda lens: torch.tensor([0, *itertools.accumulate(lens)], dtype=torch.int32)
+
+    def grads():
+        if varlen:
+            out = swaa_attention_varlen(q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k),
+                                        sliding_window_size=16, keep_first=5)
+        else:
+            tr = lambda t: t.transpose(0, 1)[None]
+            out = swaa_attention(tr(q), tr(k), tr(v), sliding_window_size=16, keep_first=5, backend="triton")
+        return torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+
+    monkeypatch.setattr(T, "_DQ_PREAMBLE", True)
+    fused = grads()
+    monkeypatch.setattr(T, "_DQ_PREAMBLE", False)
+    for a, b in zip(fused, grads()):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert fused[0][:53].abs().max() == 0          # the first query rows see no key: no gradient
+
+
 def test_sink_split_sizes():
     from swaa.attention.triton import _Geometry, _sink_split
     mk = lambda lq, lk: _Geometry(torch.empty(1, 32, lq, 128), torch.empty(1, 8, lk, 128))

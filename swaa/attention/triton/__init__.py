@@ -66,6 +66,9 @@ _GLUON_DQ = os.environ.get("SWAA_TRITON_GLUON_DQ", "0") == "1"
 # the Gluon dK/dV's (Q, dO) ring stages (session 9 sweep: 3 no faster than 2)
 _GLUON_BWD_STAGES = int(os.environ.get("SWAA_TRITON_GLUON_BWD_STAGES", "2"))
 _TMA = os.environ.get("SWAA_TRITON_TMA", "1") != "0"      # "0": pointer loads everywhere (for comparisons)
+# the dQ kernel computes delta and the backward LSE for its own rows and runs before dK/dV (no separate pass over O
+# and dO); "0": _bwd_delta_kernel first, as before session 10 (for comparisons)
+_DQ_PREAMBLE = os.environ.get("SWAA_TRITON_DQ_PREAMBLE", "1") != "0"
 
 
 def triton_available() -> str | None:
@@ -338,17 +341,13 @@ def _sink_split(geo: _Geometry, w, s, bm, bn):
 def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
     do = do if do.stride() == o.stride() else torch.empty_like(o).copy_(do)
     so = _strides_packed(o) if geo.varlen else _strides_dense(o)
-    # delta = rowsum(dO * O) and the LSE with +inf for rows that saw nothing, in one pass (as PyTorch ops this
-    # preamble took 1.0 ms of a 12.7 ms backward at 32k on the H200: fp32 copies of O and dO)
-    delta, lse_b = torch.empty_like(lse2), torch.empty_like(lse2)      # (B, H, Lq) or (H, T), lse2's strides
-    rows, seqs = (q.shape[0], 1) if geo.varlen else (geo.lq, geo.nseq)
-    block_r = 32 if INTERPRET else 64
-    _bwd_delta_kernel[(triton.cdiv(rows, block_r), seqs * geo.hq)](
-        o, do, lse2, delta, lse_b, rows, geo.hq, *so, *geo.lse_strides(lse2), D=geo.d, BLOCK_D=geo.block_d,
-        BLOCK_R=block_r, num_warps=4)
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     sv = _strides_packed(v) if geo.varlen else _strides_dense(v)
     common = dict(D=geo.d, BLOCK_D=geo.block_d, VARLEN=geo.varlen, DOT=geo.dot)
+    # delta = rowsum(dO * O) and the LSE with +inf for rows that saw nothing (lse_b): computed by the dQ kernel for
+    # its own rows when it runs first, else (fused dQ) by one pass of _bwd_delta_kernel (as PyTorch ops this
+    # preamble took 1.0 ms of a 12.7 ms backward at 32k on the H200: fp32 copies of O and dO)
+    delta, lse_b = torch.empty_like(lse2), torch.empty_like(lse2)      # (B, H, Lq) or (H, T), lse2's strides
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
     def operands(bm, bn, gluon=False):  # TMA descriptors for (q, k, v, do) with these tiles, else the tensors
         descs = (*_qkv_descs(q, k, v, sv, geo, bm, bn, gluon), _tma_desc(do, so, geo.hq, bm, geo.block_d, gluon))
@@ -359,6 +358,16 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
     if _GLUON_BWD and _gluon_why_not(q, geo) is None:
         bm, bn = 64, _GLUON_KEY_ROWS
         (q_, k_, v_, do_), gluon = operands(bm, bn, gluon=True)
+    fused_dq = gluon and _GLUON_DQ and geo.d == 128
+    preamble = _DQ_PREAMBLE and not fused_dq
+    if preamble:
+        _dq(o, lse2, delta, lse_b, dq, geo, w, s, scale, operands, sv, so, common, preamble=True)
+    else:
+        rows, seqs = (q.shape[0], 1) if geo.varlen else (geo.lq, geo.nseq)
+        block_r = 32 if INTERPRET else 64
+        _bwd_delta_kernel[(triton.cdiv(rows, block_r), seqs * geo.hq)](
+            o, do, lse2, delta, lse_b, rows, geo.hq, *so, *geo.lse_strides(lse2), D=geo.d, BLOCK_D=geo.block_d,
+            BLOCK_R=block_r, num_warps=4)
     if not gluon:
         bm, bn, warps, stages = _blocks(geo.d, "dkdv")
         (q_, k_, v_, do_), tma = operands(bm, bn)
@@ -376,7 +385,6 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
     grid = (nkb + nsb * (parts - 1), heads)                               # no split: parts == 1, one per block
     args = (lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse_b), geo.lq,
             geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E, dkp, dvp, nkb, nsb, chunk)
-    fused_dq = gluon and _GLUON_DQ and geo.d == 128
     if gluon:                  # 12 warps as in the Gluon forward: two 240-register consumers, one loader
         dq_acc = torch.zeros_like(q, dtype=torch.float32) if fused_dq else dq        # q's strides
         try:
@@ -397,13 +405,20 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
                                                       BLOCK_N=sb, VARLEN=geo.varlen)
     if fused_dq:
         return dq.copy_(dq_acc), dk, dv
+    if not preamble:
+        _dq(o, lse_b, delta, lse_b, dq, geo, w, s, scale, operands, sv, so, common, preamble=False)
+    return dq, dk, dv
+
+
+def _dq(o, lse, delta, lse_b, dq, geo: _Geometry, w, s, scale, operands, sv, so, common, preamble: bool):
+    """The dQ kernel into ``dq`` (``lse``: lse_b, or with ``preamble`` the forward's LSE, and then it also writes
+    ``delta`` and ``lse_b`` from ``o`` and dO, and must run before the dK/dV kernel)."""
     bm, bn, warps, stages = _blocks(geo.d, "dq")
     (q_, k_, v_, do_), tma = operands(bm, bn)
     _bwd_dq_kernel[(triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)](
-        q_, k_, v_, do_, lse_b, delta, dq, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
-        *geo.lse_strides(lse_b), geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E,
-        BLOCK_M=bm, BLOCK_N=bn, TMA=tma, num_warps=warps, num_stages=stages, **common)
-    return dq, dk, dv
+        q_, k_, v_, do_, lse, delta, dq, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse),
+        geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E, o, lse_b,
+        BLOCK_M=bm, BLOCK_N=bn, TMA=tma, PREAMBLE=preamble, num_warps=warps, num_stages=stages, **common)
 
 
 class _SWAAFunction(torch.autograd.Function):

@@ -9,8 +9,9 @@ about a window's work, each its own program writing fp32 partial dK/dV for the s
 ``_bwd_sink_sum_kernel`` sums in a fixed order. Only blocks on the diagonal, the window's end or the sequence's
 end apply the rule; the others (every pair visible) skip the mask. dQ: one program per (query block, sequence,
 query head), the forward's single loop over sink and window key blocks, with the query heads of one KV head side
-by side in the grid. Scores are recomputed from the saved base-2 LSE; ``delta = rowsum(dO * O)`` comes from the
-wrapper. Q/K/V/dO tiles come through TMA descriptors when the wrapper could build them (``TMA``), else through
+by side in the grid. Scores are recomputed from the saved base-2 LSE. ``delta = rowsum(dO * O)``: the dQ kernel
+computes it for its own rows and runs first (``PREAMBLE``), or ``_bwd_delta_kernel`` does where no dQ kernel runs
+(the Gluon dK/dV with fused dQ). Q/K/V/dO tiles come through TMA descriptors when the wrapper could build them (``TMA``), else through
 pointer loads.
 """
 from __future__ import annotations
@@ -197,9 +198,14 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
                    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                    stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
                    stride_lb, stride_lh, stride_lm,
-                   Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
+                   Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale, O, LSE_B,
                    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False):
+                   VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False,
+                   PREAMBLE: tl.constexpr = False):
+    """dQ of one (query block, sequence, query head). With PREAMBLE it also does ``_bwd_delta_kernel``'s work for
+    its rows first (one program per rows and head: each row once): LSE is then the forward's base-2 LSE, and the
+    program stores delta = rowsum(dO * O) to DELTA and the LSE with +inf for rows that saw nothing to LSE_B, which
+    the dK/dV kernel launched after it reads. (O has dO's strides.) Without, LSE is LSE_B and DELTA is read."""
     pid_m, b, h, kvh = _query_program(H, GROUPS)                  # the forward's grid
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
     m_start = pid_m * BLOCK_M
@@ -223,8 +229,18 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
                    row_ok, d_ok, TMA)
     do = _load_rows(DO, dr + q0 + m_start, dc, b * stride_ob + h * stride_oh, q0 + offs_m, stride_om, offs_d,
                     row_ok, d_ok, TMA)
-    lse = tl.load(LSE + b * stride_lb + h * stride_lh + (q0 + offs_m) * stride_lm, mask=row_ok, other=float("inf"))
-    delta = tl.load(DELTA + b * stride_lb + h * stride_lh + (q0 + offs_m) * stride_lm, mask=row_ok, other=0.0)
+    lrow = b * stride_lb + h * stride_lh + (q0 + offs_m) * stride_lm
+    if PREAMBLE:
+        o = tl.load(O + b * stride_ob + h * stride_oh + (q0 + offs_m)[:, None] * stride_om + offs_d[None, :],
+                    mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        lse = tl.load(LSE + lrow, mask=row_ok, other=float("-inf"))
+        lse = tl.where(lse == float("-inf"), float("inf"), lse)
+        tl.store(DELTA + lrow, delta, mask=row_ok)
+        tl.store(LSE_B + lrow, lse, mask=row_ok)
+    else:
+        lse = tl.load(LSE + lrow, mask=row_ok, other=float("inf"))
+        delta = tl.load(DELTA + lrow, mask=row_ok, other=0.0)
     k_base = b * stride_kb + kvh * stride_kh
     v_base = b * stride_vb + kvh * stride_vh
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
