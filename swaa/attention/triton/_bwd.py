@@ -11,8 +11,8 @@ end apply the rule; the others (every pair visible) skip the mask. dQ: one progr
 query head), the forward's single loop over sink and window key blocks, with the query heads of one KV head side
 by side in the grid. Scores are recomputed from the saved base-2 LSE. ``delta = rowsum(dO * O)``: the dQ kernel
 computes it for its own rows and runs first (``PREAMBLE``), or ``_bwd_delta_kernel`` does where no dQ kernel runs
-(the Gluon dK/dV with fused dQ). Q/K/V/dO tiles come through TMA descriptors when the wrapper could build them (``TMA``), else through
-pointer loads.
+(the Gluon dK/dV with fused dQ). Q/K/V/dO tiles come through TMA descriptors when the wrapper could build them
+(``TMA``), else through pointer loads.
 """
 from __future__ import annotations
 
