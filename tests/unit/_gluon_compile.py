@@ -22,12 +22,12 @@ class _FakeBase:            # what a descriptor needs to state its type: a dtype
 
 
 def compile_gluon(d, block_n, k_stages=2, v_stages=2, varlen=False, sinks_last=False, pingpong=False, bwd=False,
-                  fused_dq=False):
+                  fused_dq=False, dq_vec=1):
     """The forward (or with ``bwd`` the dK/dV kernel, block_n keys per CTA, in the wrapper's default configuration)."""
     if bwd:
         fn = T._bwd_dkdv_gluon_kernel
         const = dict(D=d, BLOCK_M=64, BLOCK_N=block_n, STAGES=T._GLUON_BWD_STAGES, VARLEN=varlen, SPLIT=True,
-                     FUSED_DQ=fused_dq)
+                     FUSED_DQ=fused_dq, DQ_VEC=dq_vec)
         rows_of = lambda a: 64 if a in ("q_desc", "do_desc") else block_n
     else:
         fn = T._fwd_gluon_kernel
@@ -48,7 +48,7 @@ def compile_gluon(d, block_n, k_stages=2, v_stages=2, varlen=False, sinks_last=F
             sig[a] = "fp32" if a == "qk_scale" else "i32"
     k = triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32),
                        options=dict(num_warps=4, maxnreg=168))
-    return dict(shared=k.metadata.shared, ttgir=k.asm["ttgir"])
+    return dict(shared=k.metadata.shared, ttgir=k.asm["ttgir"], ptx=k.asm["ptx"])
 
 
 if __name__ == "__main__":

@@ -121,14 +121,18 @@ def test_wrapper_launch_matches_the_kernel(monkeypatch):
     assert seen["grid"] == (min(132, 3 * 4 * 2),)                # 3 tiles of 128 rows x 4 query heads x 2 KV heads
 
 
-@pytest.mark.parametrize("d, varlen, fused_dq", [(128, False, False), (64, True, False), (128, True, True)])
-def test_gluon_dkdv_compiles_for_hopper(d, varlen, fused_dq):
-    k = _compile(d=d, block_n=T._GLUON_KEY_ROWS, varlen=varlen, bwd=True, fused_dq=fused_dq)
-    ttgir = k["ttgir"]
+@pytest.mark.parametrize("d, varlen, fused_dq, dq_vec", [(128, False, False, 1), (64, True, False, 1),
+                                                         (128, True, True, 1), (128, False, True, 2),
+                                                         (128, False, True, 4)])
+def test_gluon_dkdv_compiles_for_hopper(d, varlen, fused_dq, dq_vec):
+    k = _compile(d=d, block_n=T._GLUON_KEY_ROWS, varlen=varlen, bwd=True, fused_dq=fused_dq, dq_vec=dq_vec)
+    ttgir, ptx = k["ttgir"], k["ptx"]
     assert "ttg.warp_specialize" in ttgir and "requestedRegisters = array<i32: 240, 24>" in ttgir
-    # S^T, dP^T, dV, dK in each consumer (and dQ with its atomic adds when fused)
+    # S^T, dP^T, dV, dK in each consumer (and dQ with its reductions when fused)
     assert ttgir.count("ttng.warp_group_dot ") >= (10 if fused_dq else 8)
-    assert ("tt.atomic_rmw" in ttgir) == fused_dq
+    assert ("tt.atomic_rmw" in ttgir) == (fused_dq and dq_vec == 1)
+    for vec in (2, 4):
+        assert (f"red.relaxed.gpu.global.add.v{vec}.f32" in ptx) == (fused_dq and dq_vec == vec)
     assert 0 < k["shared"] <= H100_SMEM, k["shared"]
 
 
@@ -149,6 +153,7 @@ def test_backward_wrapper_launches_the_gluon_dkdv_with_its_parameters(monkeypatc
     dq_arg = seen["args"][len(seen["args"]) - 1]                 # DQ: the fp32 accumulator, or dq unused
     assert dq_arg.dtype == (torch.float32 if fused_dq else q.dtype) and dq_arg.stride() == q.stride()
     assert seen["kw"]["FUSED_DQ"] == fused_dq and dq.dtype == q.dtype and dq.stride() == q.stride()
+    assert seen["kw"]["DQ_VEC"] == (T._GLUON_DQ_VEC if fused_dq else 1)
     kernel = importlib.import_module("swaa.attention.triton._bwd_gluon")._bwd_dkdv_gluon_kernel
     names = kernel.arg_names
     kw = set(seen["kw"]) - {"num_warps", "maxnreg"}

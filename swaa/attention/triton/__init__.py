@@ -63,6 +63,8 @@ _GLUON_CFG = tuple(int(x) for x in os.environ.get("SWAA_TRITON_GLUON_CFG", "128,
 # slower (session 9, H200, 32k: 9.0 ms against 4.2 + 2.95 for the two kernels; Triton 3.6 emits one scalar
 # red.global.add.f32 per element and Gluon has no TMA reduce yet)
 _GLUON_DQ = os.environ.get("SWAA_TRITON_GLUON_DQ", "0") == "1"
+# the fused dQ's reductions: 1 gl.atomic_add (scalar), 2 / 4 red.global.add.v2 / .v4.f32 by inline PTX (session 10)
+_GLUON_DQ_VEC = int(os.environ.get("SWAA_TRITON_GLUON_DQ_VEC", "2"))
 # the Gluon dK/dV's (Q, dO) ring stages (session 9 sweep: 3 no faster than 2)
 _GLUON_BWD_STAGES = int(os.environ.get("SWAA_TRITON_GLUON_BWD_STAGES", "2"))
 _TMA = os.environ.get("SWAA_TRITON_TMA", "1") != "0"      # "0": pointer loads everywhere (for comparisons)
@@ -390,7 +392,8 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
         try:
             _bwd_dkdv_gluon_kernel[grid](q_, k_, v_, do_, *args, dq_acc, D=geo.d, BLOCK_M=bm, BLOCK_N=bn,
                                          STAGES=_GLUON_BWD_STAGES, VARLEN=geo.varlen, SPLIT=bool(split),
-                                         FUSED_DQ=fused_dq, num_warps=4, maxnreg=168)
+                                         FUSED_DQ=fused_dq, DQ_VEC=_GLUON_DQ_VEC if fused_dq else 1, num_warps=4,
+                                         maxnreg=168)
         except triton.CompilationError as e:       # as in _forward: the Gluon kernels off, this backward again
             _gluon_disable(f"the Gluon dK/dV does not compile with triton {triton.__version__}: {e}")
             return _backward(do, q, k, v, o, lse2, geo, w, s, scale)

@@ -61,6 +61,29 @@ def _glb_row_stats(LSE, DELTA, start_m, b, h, q0, Lq, stride_lb, stride_lh, stri
 
 
 @gluon.jit
+def _glb_red_add(ptrs, vals, mask, VEC: gl.constexpr):
+    """``*ptrs += vals`` where ``mask`` (relaxed fp32 reductions in L2): VEC 1 by ``gl.atomic_add`` (one scalar
+    red.global.add.f32 per element in Triton 3.6); VEC 2 by ``red.global.add.v2.f32`` on the element pairs a thread
+    holds side by side (columns 2i, 2i + 1 of the wgmma accumulator layout); VEC 4 by ``.v4`` (a layout with four
+    columns per thread). For the fused dQ's sweep (session 10)."""
+    if VEC == 1:
+        gl.atomic_add(ptrs, vals, mask=mask, sem="relaxed")
+    else:
+        m = gl.full(vals.shape, 0, gl.int32, vals.type.layout) + mask.to(gl.int32)
+        if VEC == 2:
+            gl.inline_asm_elementwise(
+                "{ .reg .pred p; setp.ne.b32 p, $4, 0; @p red.relaxed.gpu.global.add.v2.f32 [$2], {$6, $7}; "
+                "mov.b32 $0, 0; mov.b32 $1, 0; }",
+                "=r,=r,l,l,r,r,r,r", [ptrs.to(gl.int64), m, vals], dtype=gl.int32, is_pure=False, pack=2)
+        else:
+            gl.inline_asm_elementwise(
+                "{ .reg .pred p; setp.ne.b32 p, $8, 0; "
+                "@p red.relaxed.gpu.global.add.v4.f32 [$4], {$12, $13, $14, $15}; "
+                "mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; mov.b32 $3, 0; }",
+                "=r,=r,=r,=r,l,l,l,l,r,r,r,r,r,r,r,r", [ptrs.to(gl.int64), m, vals], dtype=gl.int32, is_pure=False, pack=4)
+
+
+@gluon.jit
 def _glb_loader(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, cu_q, cu_k,
                 stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
                 stride_ob, stride_oh, stride_om, Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, NKB, NSB, CHUNK,
@@ -95,7 +118,8 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
                   stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
                   Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK,
                   WG: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr):
+                  STAGES: gl.constexpr, VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr,
+                  DQ_VEC: gl.constexpr):
     HALF: gl.constexpr = 64
     t_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_M, 16])      # S^T, dP^T: keys x queries
@@ -107,6 +131,10 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
     DQ_COLS: gl.constexpr = D // 2          # FUSED_DQ (head_dim 128): each consumer's half of dQ's columns
     q_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, DQ_COLS, 16])
+    if DQ_VEC == 4:         # the fused dQ's reductions four columns per thread (16 threads across 64 columns)
+        red_layout: gl.constexpr = gl.BlockedLayout([1, 4], [2, 16], [4, 1], [1, 0])
+    else:
+        red_layout: gl.constexpr = q_layout
     pid_bh, b, kvh, q0, Lq, k0, Lk, far, j, n_start = _glb_program(cu_q, cu_k, Lq_fixed, Lk_fixed, HKV, NKB, NSB,
                                                                    BLOCK_N, VARLEN, SPLIT)
     if n_start < Lk:
@@ -168,11 +196,11 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
                                    gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout), use_acc=False, is_async=True)
                 dk, dv, dq = warpgroup_mma_wait(0, deps=(dk, dv, dq))
                 mbarrier.arrive(empty.index(s), count=1)
-                rows_q = start_m + gl.arange(0, BLOCK_M, gl.SliceLayout(1, q_layout))
-                cols_q = WG * DQ_COLS + gl.arange(0, DQ_COLS, gl.SliceLayout(0, q_layout))
+                dq = gl.convert_layout(dq * (qk_scale * 0.6931471805599453), red_layout)
+                rows_q = start_m + gl.arange(0, BLOCK_M, gl.SliceLayout(1, red_layout))
+                cols_q = WG * DQ_COLS + gl.arange(0, DQ_COLS, gl.SliceLayout(0, red_layout))
                 q_ptrs = DQ + b * stride_qb + h * stride_qh + (q0 + rows_q)[:, None] * stride_qm + cols_q[None, :]
-                gl.atomic_add(q_ptrs, dq * (qk_scale * 0.6931471805599453), mask=(rows_q < Lq)[:, None],
-                              sem="relaxed")
+                _glb_red_add(q_ptrs, dq, (rows_q < Lq)[:, None], DQ_VEC)
             else:
                 dk, dv = warpgroup_mma_wait(0, deps=(dk, dv))
                 mbarrier.arrive(empty.index(s), count=1)
@@ -191,7 +219,8 @@ def _bwd_dkdv_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, 
                            stride_lb, stride_lh, stride_lm,
                            Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, DKP, DVP, NKB, NSB, CHUNK, DQ,
                            D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                           VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr = False):
+                           VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr = False,
+                           DQ_VEC: gl.constexpr = 1):
     """``_bwd_dkdv_kernel``'s grid and arguments (with TMA descriptors), BLOCK_N = 128 keys per CTA. With FUSED_DQ
     it also adds each tile's dQ = dS K (scaled) into ``DQ``, a zeroed fp32 tensor with q's strides, by atomics
     (head_dim 128 only: each consumer takes 64 of dQ's columns, one 128-byte swizzle span of K's tile)."""
@@ -218,12 +247,12 @@ def _bwd_dkdv_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, 
                          DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                          stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm, Lq_fixed, Lk_fixed, HKV,
                          GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 0, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT,
-                         FUSED_DQ)),
+                         FUSED_DQ, DQ_VEC)),
         (_glb_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV,
                           DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                           stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm, Lq_fixed, Lk_fixed, HKV,
                           GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 1, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT,
-                          FUSED_DQ)),
+                          FUSED_DQ, DQ_VEC)),
         (_glb_loader, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, cu_q,
                        cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
                        stride_vn, stride_ob, stride_oh, stride_om, Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, NKB, NSB,
