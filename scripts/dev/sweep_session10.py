@@ -115,7 +115,7 @@ def bwd(rounds=2):
                     log.rec(**r)
                 except Exception as e:
                     log.rec(kind="fwdbwd", shape=name, n=n, variant=variant, error=str(e)[-600:])
-        del q, k, v, do
+        q = k = v = do = None
         torch.cuda.empty_cache()
     use("default")
 
@@ -145,7 +145,7 @@ def fwd(rounds=2):
                     r["kernel_ms"] = max(ker.values()) if ker else None
                     r["kernels_ms"] = ker
                     log.rec(**r)
-        del q, k, v
+        q = k = v = None
         torch.cuda.empty_cache()
     T._GLUON_CFG = cfgs["sinks-first"]
 
@@ -172,7 +172,7 @@ def host():
                     host_ms = (time.perf_counter() - t) / reps * 1e3
                     torch.cuda.synchronize()
                     log.rec(kind="host", shape=name, n=n, backend=be, mode=mode, host_ms=round(host_ms, 3))
-            del q, k, v, do
+            q = k = v = do = None
             torch.cuda.empty_cache()
 
 
