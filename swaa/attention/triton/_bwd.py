@@ -19,7 +19,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._fwd import _block_start, _dot, _key_runs, _needs_mask, _query_program, _rule_mask, _seq_bounds, _tma_origin
+from ._fwd import (_SINK_ONLY_MASK, _block_start, _dot, _key_runs, _masked, _query_program, _rule_mask, _seq_bounds,
+                   _tma_origin)
 
 
 @triton.jit
@@ -31,6 +32,19 @@ def _load_rows(src, r, c, base, rows, stride, offs_d, row_ok, d_ok, TMA: tl.cons
     else:
         return tl.load(src + base + rows[:, None] * stride + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :],
                        other=0.0)
+
+
+@triton.jit
+def _key_vis(keys, pos, row_ok, p_min, n_last, Lk, W, S):
+    """The rule on a (keys, queries) tile of the dK/dV kernels: ``keys`` along rows (the last visible one
+    ``n_last``), query positions ``pos`` along columns (the first ``p_min``), ``row_ok`` the queries inside the
+    sequence. When the first query's window starts after ``n_last`` (the sink blocks' later queries), a key is seen
+    exactly when it is a sink: one compare per key, not the per-pair rule."""
+    if _SINK_ONLY_MASK and (p_min - n_last >= W):
+        vis = ((keys < S) & (keys < Lk))[:, None] & row_ok[None, :]
+    else:
+        vis = _rule_mask(pos[None, :], keys[:, None], Lk, W, S) & row_ok[None, :]
+    return vis
 
 
 @triton.jit
@@ -155,8 +169,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
         # every pair visible: the first row sees the block's last key, the last row its first (or all are sinks)
         inner = (start_m + off >= n_last) & ((start_m + BLOCK_M - 1 + off - n_start < W) | all_sinks)
         if (not inner) | (start_m + BLOCK_M > Lq):
-            vis = _rule_mask(pos[None, :], offs_n[:, None], Lk, W, S) & row_ok[None, :]
-            pT = tl.where(vis, pT, 0.0)
+            pT = tl.where(_key_vis(offs_n, pos, row_ok, start_m + off, n_last, Lk, W, S), pT, 0.0)
         dv = _dot(pT.to(do.dtype), do, dv, DOT)
         dpT = _dot(v, tl.trans(do), None, DOT)
         dsT = pT * (dpT - delta[None, :])
@@ -225,16 +238,17 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
         vr, vc = _tma_origin(b, kvh, stride_vb, stride_vh, stride_vn)
     else:
         qr, qc, dr, dc, kr, kc, vr, vc = 0, 0, 0, 0, 0, 0, 0, 0
+    lrow = b * stride_lb + h * stride_lh + (q0 + offs_m) * stride_lm
+    if PREAMBLE:            # O and the forward's LSE first, so that their loads overlap Q's and dO's
+        o = tl.load(O + b * stride_ob + h * stride_oh + (q0 + offs_m)[:, None] * stride_om + offs_d[None, :],
+                    mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+        lse = tl.load(LSE + lrow, mask=row_ok, other=float("-inf"))
     q = _load_rows(Q, qr + q0 + m_start, qc, b * stride_qb + h * stride_qh, q0 + offs_m, stride_qm, offs_d,
                    row_ok, d_ok, TMA)
     do = _load_rows(DO, dr + q0 + m_start, dc, b * stride_ob + h * stride_oh, q0 + offs_m, stride_om, offs_d,
                     row_ok, d_ok, TMA)
-    lrow = b * stride_lb + h * stride_lh + (q0 + offs_m) * stride_lm
     if PREAMBLE:
-        o = tl.load(O + b * stride_ob + h * stride_oh + (q0 + offs_m)[:, None] * stride_om + offs_d[None, :],
-                    mask=row_ok[:, None] & d_ok[None, :], other=0.0)
         delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-        lse = tl.load(LSE + lrow, mask=row_ok, other=float("-inf"))
         lse = tl.where(lse == float("-inf"), float("inf"), lse)
         tl.store(DELTA + lrow, delta, mask=row_ok)
         tl.store(LSE_B + lrow, lse, mask=row_ok)
@@ -257,8 +271,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
             qk = _dot(q, tl.trans(k), None, DOT)                                      # (BM, BN)
             dp = _dot(do, tl.trans(v), None, DOT)
             p = tl.math.exp2(qk * qk_scale - lse[:, None])
-            if _needs_mask(start_n, sink_full, int_lo, int_hi):                      # sink or edge block
-                p = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), p, 0.0)
+            p = _masked(p, 0.0, start_n, cols, pos, ws, sink_full, int_lo, int_hi, Lk, W, S)   # sink or edge block
             ds = p * (dp - delta[:, None])
             dq = _dot(ds.to(k.dtype), k, dq, DOT)
     dq = dq * (qk_scale * 0.6931471805599453)
