@@ -8,7 +8,9 @@ PART=bwd: forward+backward times (benchmarks.attention.timeit: back to back; and
 variants interleaved over rounds, 32k and 128k. PART=fwd: forward at 32k/128k, W=2048, S = 0 / 100 / 128, ours
 (sinks first, the default, and sinks last) against Flex, steady and synced, with the forward kernel's own time.
 PART=host: the host's enqueue time per forward and per forward+backward. PART=all (default): check, then the others
-if every check passed. Writes $OUT/sweep_session10_<part>.json as it goes. Not a test."""
+if every check passed. PART=ab: the default configuration's forward and forward+backward times (kernel times from
+the profiler), rows tagged $TAG, Flex too with FLEX=1: run in alternating processes with SWAA_TRITON_SINK_ONLY_MASK=0
+and unset, so both builds are timed in one GPU call. Writes $OUT/sweep_session10_<part>.json as it goes. Not a test."""
 import os
 import sys
 import time
@@ -24,7 +26,8 @@ import swaa.attention.triton as T
 from sweep_log import SweepLog
 
 PART = os.environ.get("PART", "all")
-log = SweepLog(f"sweep_session10_{PART}", "median ms; ms: back to back (benchmarks.attention.timeit), ms_sync: a "
+TAG = os.environ.get("TAG", "")
+log = SweepLog(f"sweep_session10_{PART}{TAG}", "median ms; ms: back to back (benchmarks.attention.timeit), ms_sync: a "
                "host sync before each rep; tflops = 4 (fwd) or 10 (fwd+bwd) * pairs * D * H / ms, visible pairs only",
                hang_s=float(os.environ.get("HANG_S", "120")), part=PART,
                budget_s=float(os.environ.get("SWEEP_BUDGET_S", "420")))
@@ -176,6 +179,34 @@ def host():
             torch.cuda.empty_cache()
 
 
+def ab():
+    name, hq, hkv, d = QWEN
+    use("default")
+    bes = ["triton"] + (["flex"] if os.environ.get("FLEX") == "1" else [])
+    for mode, n, s in [("fwd", 32768, 100), ("fwd", 32768, 0), ("fwd", 32768, 128), ("fwd", 131072, 100),
+                       ("fwd", 131072, 0), ("fwd", 131072, 128), ("fwdbwd", 32768, 100), ("fwdbwd", 32768, 0),
+                       ("fwdbwd", 131072, 100)]:
+        q, k, v, do = grad_inputs(n, hq, hkv, d)
+        pairs = visible_pairs(n, n, 2048, s)
+        for be in bes:
+            if log.out_of_time():
+                return
+            if mode == "fwd":
+                fn = lambda: swaa_attention(q.detach(), k.detach(), v.detach(), sliding_window_size=2048,
+                                            keep_first=s, backend=be)
+            else:
+                fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=2048, keep_first=s,
+                                                                backend=be), (q, k, v), do)
+            ms = timeit(fn)
+            log.rec(kind=mode, tag=TAG, shape=name, n=n, window=2048, keep_first=s, backend=be, ms=round(ms, 3),
+                    tflops=round((4 if mode == "fwd" else 10) * pairs * d * hq / ms / 1e9, 1),
+                    kernels_ms=kernel_times(fn))
+        q = k = v = do = None
+        torch.cuda.empty_cache()
+
+
+if PART == "ab":
+    ab()
 if PART in ("check", "all"):
     good = check()
     print("ALL OK" if good else "FAILURES", flush=True)
