@@ -6,7 +6,7 @@
 # (scripts/dev/sweep_session6_bwd.py). PHASE=d (session 7): the forward/backward sweep (scripts/dev/sweep_session7.py),
 # then the Triton GPU tests with the deferred forward loop. PHASE=e: the whole GPU tier, then the attention benchmark
 # into benchmarks/results/attention_gpu_h200.json. PHASE=f (session 8): the Gluon forward (scripts/dev/sweep_session8.py); g: its check, the benchmark, the tier; h: the Gluon dK/dV; i (session 9): its configurations; j: the benchmark and
-# the Triton GPU tests; k: the rest of the tier; l (session 10): tests, the sink-mask A/B, the benchmark. Each step has its own timeout so the call returns inside the 600 s limit.
+# the Triton GPU tests; k: the rest of the tier; l (session 10): tests, the sink-mask A/B, the benchmark; m: the tier and a clock trace; n: the benchmark. Each step has its own timeout so the call returns inside the 600 s limit.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s)
@@ -102,5 +102,16 @@ l)
     done
     timeout $(( $(left) - 10 )) python3 benchmarks/attention.py --out "$OUT/attention_gpu_h200.json" 2>&1 \
         | tee "$OUT/attention.log" | grep -v Warning | tail -45 ;;
+m)
+    # session 10: the GPU tier at the final kernels (Triton tests first), with the clock trace of the forward between
+    timeout 230 python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu/test_triton_gpu.py \
+        --junitxml="$OUT/gpu_tests_triton.xml" 2>&1 | tee "$OUT/gpu_tests_triton.log" | tail -6
+    PART=clock timeout 60 python3 scripts/dev/sweep_session10.py 2>&1 | grep -v -i warn | cut -c1-300
+    timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu --deselect \
+        tests/gpu/test_triton_gpu.py --junitxml="$OUT/gpu_tests_rest.xml" 2>&1 | tee "$OUT/gpu_tests_rest.log" | tail -8 ;;
+n)
+    # session 10: the attention benchmark of record
+    timeout $(( $(left) - 10 )) python3 benchmarks/attention.py --out "$OUT/attention_gpu_h200.json" 2>&1 \
+        | tee "$OUT/attention.log" | grep -v Warning | tail -12 ;;
 esac
 echo "call took $(( $(date +%s) - T0 )) s"

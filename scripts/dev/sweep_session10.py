@@ -10,7 +10,9 @@ variants interleaved over rounds, 32k and 128k. PART=fwd: forward at 32k/128k, W
 PART=host: the host's enqueue time per forward and per forward+backward. PART=all (default): check, then the others
 if every check passed. PART=ab: the default configuration's forward and forward+backward times (kernel times from
 the profiler), rows tagged $TAG, Flex too with FLEX=1: run in alternating processes with SWAA_TRITON_SINK_ONLY_MASK=0
-and unset, so both builds are timed in one GPU call. Writes $OUT/sweep_session10_<part>.json as it goes. Not a test."""
+and unset, so both builds are timed in one GPU call (commit 4aacc09, whose per-key sink mask was reverted after:
+5-8% slower in every forward case, S = 0 included, and no faster in the backward). PART=clock: the SM clock and
+power (nvidia-smi every 20 ms) while the 32k and the 128k forward run back to back for a few hundred ms each. Writes $OUT/sweep_session10_<part>.json as it goes. Not a test."""
 import os
 import sys
 import time
@@ -205,8 +207,60 @@ def ab():
         torch.cuda.empty_cache()
 
 
+def clock():
+    import subprocess
+    import statistics
+    name, hq, hkv, d = QWEN
+    use("default")
+    trace = os.path.join(os.environ.get("OUT", "."), "clock_trace.csv")
+    mon = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu",
+                            "--format=csv,noheader,nounits", "-lms", "20"], stdout=open(trace, "w"))
+    marks = []
+    try:
+        for n, reps in [(32768, 200), (131072, 50), (32768, 200)]:
+            mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)
+            q, k, v = mk(hq), mk(hkv), mk(hkv)
+            with torch.no_grad():
+                fn = lambda: swaa_attention(q, k, v, sliding_window_size=2048, keep_first=100, backend="triton")
+                fn()
+                torch.cuda.synchronize()
+                time.sleep(1.0)
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                t0 = time.time()
+                a.record()
+                for _ in range(reps):
+                    fn()
+                b.record()
+                b.synchronize()
+                marks.append((n, t0, time.time(), a.elapsed_time(b) / reps))
+            q = k = v = None
+            torch.cuda.empty_cache()
+    finally:
+        time.sleep(0.3)
+        mon.terminate()
+        mon.wait()
+    from datetime import datetime
+    samples = []
+    for line in open(trace):
+        parts = [x.strip() for x in line.split(",")]
+        try:
+            ts = datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
+            samples.append((ts, float(parts[1]), float(parts[2]), float(parts[3])))
+        except (ValueError, IndexError):
+            continue
+    for n, t0, t1, ms in marks:
+        inside = [s for s in samples if t0 + 0.05 <= s[0] <= t1]
+        log.rec(kind="clock", n=n, ms_per_call=round(ms, 3), seconds=round(t1 - t0, 2), samples=len(inside),
+                sm_mhz_median=statistics.median([s[1] for s in inside]) if inside else None,
+                sm_mhz_min=min([s[1] for s in inside]) if inside else None,
+                power_w_median=statistics.median([s[2] for s in inside]) if inside else None,
+                temp_c_max=max([s[3] for s in inside]) if inside else None)
+
+
 if PART == "ab":
     ab()
+if PART == "clock":
+    clock()
 if PART in ("check", "all"):
     good = check()
     print("ALL OK" if good else "FAILURES", flush=True)

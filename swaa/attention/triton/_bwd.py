@@ -19,8 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._fwd import (_SINK_ONLY_MASK, _block_start, _dot, _key_runs, _masked, _query_program, _rule_mask, _seq_bounds,
-                   _tma_origin)
+from ._fwd import _block_start, _dot, _key_runs, _needs_mask, _query_program, _rule_mask, _seq_bounds, _tma_origin
 
 
 @triton.jit
@@ -32,19 +31,6 @@ def _load_rows(src, r, c, base, rows, stride, offs_d, row_ok, d_ok, TMA: tl.cons
     else:
         return tl.load(src + base + rows[:, None] * stride + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :],
                        other=0.0)
-
-
-@triton.jit
-def _key_vis(keys, pos, row_ok, p_min, n_last, Lk, W, S):
-    """The rule on a (keys, queries) tile of the dK/dV kernels: ``keys`` along rows (the last visible one
-    ``n_last``), query positions ``pos`` along columns (the first ``p_min``), ``row_ok`` the queries inside the
-    sequence. When the first query's window starts after ``n_last`` (the sink blocks' later queries), a key is seen
-    exactly when it is a sink: one compare per key, not the per-pair rule."""
-    if _SINK_ONLY_MASK and (p_min - n_last >= W):
-        vis = ((keys < S) & (keys < Lk))[:, None] & row_ok[None, :]
-    else:
-        vis = _rule_mask(pos[None, :], keys[:, None], Lk, W, S) & row_ok[None, :]
-    return vis
 
 
 @triton.jit
@@ -169,7 +155,8 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
         # every pair visible: the first row sees the block's last key, the last row its first (or all are sinks)
         inner = (start_m + off >= n_last) & ((start_m + BLOCK_M - 1 + off - n_start < W) | all_sinks)
         if (not inner) | (start_m + BLOCK_M > Lq):
-            pT = tl.where(_key_vis(offs_n, pos, row_ok, start_m + off, n_last, Lk, W, S), pT, 0.0)
+            vis = _rule_mask(pos[None, :], offs_n[:, None], Lk, W, S) & row_ok[None, :]
+            pT = tl.where(vis, pT, 0.0)
         dv = _dot(pT.to(do.dtype), do, dv, DOT)
         dpT = _dot(v, tl.trans(do), None, DOT)
         dsT = pT * (dpT - delta[None, :])
@@ -271,7 +258,8 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
             qk = _dot(q, tl.trans(k), None, DOT)                                      # (BM, BN)
             dp = _dot(do, tl.trans(v), None, DOT)
             p = tl.math.exp2(qk * qk_scale - lse[:, None])
-            p = _masked(p, 0.0, start_n, cols, pos, ws, sink_full, int_lo, int_hi, Lk, W, S)   # sink or edge block
+            if _needs_mask(start_n, sink_full, int_lo, int_hi):                      # sink or edge block
+                p = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), p, 0.0)
             ds = p * (dp - delta[:, None])
             dq = _dot(ds.to(k.dtype), k, dq, DOT)
     dq = dq * (qk_scale * 0.6931471805599453)

@@ -31,8 +31,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                 warpgroup_mma_wait)
 
-from ._bwd import _dkdv_block, _dkdv_queries, _dkdv_store, _key_vis
-from ._fwd import _seq_bounds, _tma_origin
+from ._bwd import _dkdv_block, _dkdv_queries, _dkdv_store
+from ._fwd import _rule_mask, _seq_bounds, _tma_origin
 
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared      # Triton 3.6 / later names
 KEY_ROWS = 128          # keys per CTA, 64 per consumer
@@ -175,7 +175,8 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
             # every pair visible: the first query sees this warpgroup's last key, the last its first (or all sinks)
             inner = (start_m + off >= last_w) & ((start_m + BLOCK_M - 1 + off - key0 < W) | sinks_w)
             if (inner == 0) | (start_m + BLOCK_M > Lq):
-                pT = gl.where(_key_vis(offs_n, rows + off, row_ok, start_m + off, last_w, Lk, W, S), pT, 0.0)
+                vis = _rule_mask((rows + off)[None, :], offs_n[:, None], Lk, W, S) & row_ok[None, :]
+                pT = gl.where(vis, pT, 0.0)
             dv = warpgroup_mma(gl.convert_layout(pT.to(q_b.dtype), op_layout), do_b, dv, is_async=True)
             dpT = warpgroup_mma_wait(1, deps=(dpT,))
             dsT = pT * (dpT - delta[None, :])

@@ -17,13 +17,8 @@ and packed (total, H, D) with cu_seqlens.
 """
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
-
-# "0": the sink run's blocks take the per-pair rule like the edge blocks (for comparisons; see _masked)
-_SINK_ONLY_MASK = tl.constexpr(os.environ.get("SWAA_TRITON_SINK_ONLY_MASK", "1") != "0")
 
 
 @triton.jit
@@ -130,26 +125,11 @@ def _load_v(v_src, vr, vc, start_n, cols, stride_vn, d_ok, Lk, TMA: tl.constexpr
 
 
 @triton.jit
-def _masked(x, fill, start_n, cols, pos, ws, sink_full, int_lo, int_hi, Lk, W, S):
-    """``x`` (queries along rows, keys ``cols`` along columns) with ``fill`` where the rule hides a pair, on the
-    blocks that need the rule (``_needs_mask``). A block that ends at or below ``ws`` (every row's window start,
-    rounded down to blocks: the sink run) holds keys that each row sees exactly when they are sinks, so it takes one
-    compare per key instead of the per-pair rule (session 10, H200: masking the 100-sink block per pair cost 3-4%
-    of the forward, against S = 128 whose sink block needs no mask)."""
+def _softmax_probs(qk, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk, W, S, qk_scale):
+    """Online-softmax update with one block's scores: the rule applied on sink and edge blocks only; returns the
+    probabilities (fp32), the factor alpha that rescales what was accumulated before, and the new sum and max."""
     if _needs_mask(start_n, sink_full, int_lo, int_hi):                      # sink or edge block
-        if _SINK_ONLY_MASK and (start_n + x.shape[1] <= ws):
-            x = tl.where((cols < S)[None, :], x, fill)
-        else:
-            x = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), x, fill)
-    return x
-
-
-@triton.jit
-def _softmax_probs(qk, l_i, m_i, start_n, cols, pos, ws, sink_full, int_lo, int_hi, Lk, W, S, qk_scale):
-    """Online-softmax update with one block's scores: the rule applied on sink and edge blocks only (``_masked``);
-    returns the probabilities (fp32), the factor alpha that rescales what was accumulated before, and the new sum
-    and max."""
-    qk = _masked(qk, float("-inf"), start_n, cols, pos, ws, sink_full, int_lo, int_hi, Lk, W, S)
+        qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
     m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
     m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)                     # rows that saw nothing yet
     p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
@@ -171,7 +151,8 @@ def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_
         k = _load_k(k_src, kr, kc, start_n, cols, stride_kn, d_ok, Lk, TMA)
         qk = _dot(q, k, None, DOT)
         if LAZY:
-            qk = _masked(qk, float("-inf"), start_n, cols, pos, ws, sink_full, int_lo, int_hi, Lk, W, S)
+            if _needs_mask(start_n, sink_full, int_lo, int_hi):
+                qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
             m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             # rescale only when some row's maximum grew by more than 2^8 (probabilities stay <= 256 otherwise,
             # exact since l and acc share the reference); rows that saw nothing yet compare NaN and never ask
@@ -185,8 +166,8 @@ def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_
             p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
             l_i = l_i + tl.sum(p, 1)
         else:
-            p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, cols, pos, ws, sink_full, int_lo, int_hi, Lk,
-                                                W, S, qk_scale)
+            p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk, W,
+                                                S, qk_scale)
             acc = acc * alpha[:, None]
         v = _load_v(v_src, vr, vc, start_n, cols, stride_vn, d_ok, Lk, TMA)
         acc = _dot(p.to(v.dtype), v, acc, DOT)
@@ -211,8 +192,8 @@ def _fwd_loop_deferred(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn
         qk = _dot(q, k, None, DOT)
         v = _load_v(v_src, vr, vc, prev_n, prev_n + offs_n, stride_vn, d_ok, Lk, TMA)
         acc = _dot(p_prev.to(q.dtype), v, acc * a_prev[:, None], DOT)
-        p_prev, a_prev, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, cols, pos, ws, sink_full, int_lo, int_hi,
-                                                  Lk, W, S, qk_scale)
+        p_prev, a_prev, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk,
+                                                  W, S, qk_scale)
     last_n = tl.multiple_of(_block_start(n_iter - 1, n_sink, ws, BLOCK_N), BLOCK_N)
     v = _load_v(v_src, vr, vc, last_n, last_n + offs_n, stride_vn, d_ok, Lk, TMA)
     return _dot(p_prev.to(q.dtype), v, acc * a_prev[:, None], DOT), l_i, m_i

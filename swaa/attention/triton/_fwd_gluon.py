@@ -164,8 +164,8 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
                 qk = warpgroup_mma_wait(0, deps=(qk,))
                 mbarrier.arrive(k_empty.index(ks), count=1)
                 start_n = _gl_block_start(0, n_sink, ws, n_iter, BLOCK_N, SINKS_LAST)
-                p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, ws_own, sink_full,
-                                                    int_lo, int_hi, Lk, W, S, qk_scale)
+                p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, sink_full, int_lo,
+                                                    int_hi, Lk, W, S, qk_scale)
                 for it in range(1, n_iter):
                     j = kv_it + it
                     ks = j % K_STAGES
@@ -185,8 +185,8 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
                     qk = warpgroup_mma_wait(1, deps=(qk,))                   # groups complete in order
                     mbarrier.arrive(k_empty.index(ks), count=1)
                     start_n = _gl_block_start(it, n_sink, ws, n_iter, BLOCK_N, SINKS_LAST)
-                    p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, ws_own,
-                                                        sink_full, int_lo, int_hi, Lk, W, S, qk_scale)
+                    p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, sink_full,
+                                                        int_lo, int_hi, Lk, W, S, qk_scale)
                     acc = warpgroup_mma_wait(0, deps=(acc,))
                     mbarrier.arrive(v_empty.index(vs), count=1)
                 mbarrier.arrive(q_empty.index(WG), count=1)                  # the loader may fetch the next Q
