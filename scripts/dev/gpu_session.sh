@@ -6,7 +6,7 @@
 # (scripts/dev/sweep_session6_bwd.py). PHASE=d (session 7): the forward/backward sweep (scripts/dev/sweep_session7.py),
 # then the Triton GPU tests with the deferred forward loop. PHASE=e: the whole GPU tier, then the attention benchmark
 # into benchmarks/results/attention_gpu_h200.json. PHASE=f (session 8): the Gluon forward (scripts/dev/sweep_session8.py); g: its check, the benchmark, the tier; h: the Gluon dK/dV; i (session 9): its configurations; j: the benchmark and
-# the Triton GPU tests; k: the rest of the tier; l (session 10): tests, the sink-mask A/B, the benchmark; m: the tier and a clock trace; n: the benchmark. Each step has its own timeout so the call returns inside the 600 s limit.
+# the Triton GPU tests; k: the rest of the tier; l (session 10): tests, the sink-mask A/B, the benchmark; m: the tier and a clock trace; n: the benchmark; o: the dK/dV order A/B. Each step has its own timeout so the call returns inside the 600 s limit.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s)
@@ -109,6 +109,18 @@ m)
     PART=clock timeout 60 python3 scripts/dev/sweep_session10.py 2>&1 | grep -v -i warn | cut -c1-300
     timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu --deselect \
         tests/gpu/test_triton_gpu.py --junitxml="$OUT/gpu_tests_rest.xml" 2>&1 | tee "$OUT/gpu_tests_rest.log" | tail -8 ;;
+o)
+    # session 10: the Triton GPU tests, the dK/dV launch order against the old one (SWAA_TRITON_DKDV_ORDER=0) in
+    # alternating processes, the forward's clock trace
+    timeout 230 python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu/test_triton_gpu.py \
+        --junitxml="$OUT/gpu_tests_triton.xml" 2>&1 | tee "$OUT/gpu_tests_triton.log" | tail -6
+    for r in 1 2; do
+        AB_MODES=fwdbwd TAG=order$r PART=ab timeout 80 python3 scripts/dev/sweep_session10.py 2>&1 \
+            | grep -v -i warn | cut -c1-250
+        SWAA_TRITON_DKDV_ORDER=0 AB_MODES=fwdbwd TAG=order0_$r PART=ab timeout 80 python3 scripts/dev/sweep_session10.py \
+            2>&1 | grep -v -i warn | cut -c1-250
+    done
+    PART=clock timeout 60 python3 scripts/dev/sweep_session10.py 2>&1 | grep -v -i warn | cut -c1-300 ;;
 n)
     # session 10: the attention benchmark of record
     timeout $(( $(left) - 10 )) python3 benchmarks/attention.py --out "$OUT/attention_gpu_h200.json" 2>&1 \

@@ -188,6 +188,8 @@ def ab():
     for mode, n, s in [("fwd", 32768, 100), ("fwd", 32768, 0), ("fwd", 32768, 128), ("fwd", 131072, 100),
                        ("fwd", 131072, 0), ("fwd", 131072, 128), ("fwdbwd", 32768, 100), ("fwdbwd", 32768, 0),
                        ("fwdbwd", 131072, 100)]:
+        if mode not in os.environ.get("AB_MODES", "fwd,fwdbwd").split(","):
+            continue
         q, k, v, do = grad_inputs(n, hq, hkv, d)
         pairs = visible_pairs(n, n, 2048, s)
         for be in bes:

@@ -16,6 +16,8 @@ computes it for its own rows and runs first (``PREAMBLE``), or ``_bwd_delta_kern
 """
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
 
@@ -33,10 +35,39 @@ def _load_rows(src, r, c, base, rows, stride, offs_d, row_ok, d_ok, TMA: tl.cons
                        other=0.0)
 
 
+# dK/dV launch order (_dkdv_block): "0" for the order before session 10 (grid (blocks, heads), far programs last)
+_DKDV_ORDER = tl.constexpr(os.environ.get("SWAA_TRITON_DKDV_ORDER", "1") != "0")
+
+
 @triton.jit
-def _dkdv_block(pid_n, NKB, NSB, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
-    """(far, chunk-program index, first key) of dK/dV program ``pid_n``. With SPLIT, programs [0, NKB) are one per
-    key block, and programs NKB + c * NSB + sb ("far") take chunk c of sink block sb's later queries."""
+def _dkdv_ids():
+    """(sequence x KV head, launch position, launch positions, sequences x KV heads) of this dK/dV program: grid
+    (heads, positions), or with the order before session 10 (positions, heads)."""
+    if _DKDV_ORDER:
+        pid_bh = tl.program_id(0)
+        p = tl.program_id(1)
+        n_p = tl.num_programs(1)
+        n_bh = tl.num_programs(0)
+    else:
+        pid_bh = tl.program_id(1)
+        p = tl.program_id(0)
+        n_p = tl.num_programs(0)
+        n_bh = tl.num_programs(1)
+    return pid_bh, p, n_p, n_bh
+
+
+@triton.jit
+def _dkdv_block(p, n_p, NKB, NSB, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+    """(far, chunk-program index, first key) of the dK/dV program at launch position ``p`` of ``n_p`` (grid axis 1;
+    axis 0 holds the sequences x KV heads, so the heads of one key block launch side by side). Program ids
+    ``pid_n`` [0, NKB) are one per key block, and with SPLIT NKB + c * NSB + sb ("far") take chunk c of sink block
+    sb's later queries. The far programs launch first and the key blocks after them in order, so the short blocks at
+    the sequences' ends (fewer queries see them) launch last and fill the launch's last wave."""
+    n_far = n_p - NKB
+    if _DKDV_ORDER:
+        pid_n = tl.where(p < n_far, NKB + p, p - n_far)
+    else:
+        pid_n = p
     if SPLIT:
         far = pid_n >= NKB
     else:
@@ -77,7 +108,7 @@ def _dkdv_store(dk, dv, rows, cols, to_partial, slot, pid_bh, DKP, DVP, DK, DV, 
     fp32 partial of slot ``slot`` (rows NSB * BLOCK_N per slot and sequence x KV head, ROW wide) that
     ``_bwd_sink_sum_kernel`` sums, else DK and DV in their dtype. Shared by both dK/dV kernels and the sum."""
     if to_partial:
-        rows_p = ((slot * tl.num_programs(1) + pid_bh).to(tl.int64) * (NSB * BLOCK_N) + rows) * ROW
+        rows_p = ((slot * _dkdv_ids()[3] + pid_bh).to(tl.int64) * (NSB * BLOCK_N) + rows) * ROW
         tl.store(DKP + rows_p[:, None] + cols[None, :], dk)
         tl.store(DVP + rows_p[:, None] + cols[None, :], dv)
     else:
@@ -98,8 +129,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
                      D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False,
                      SPLIT: tl.constexpr = False):
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh, p, n_p, _ = _dkdv_ids()
     b = pid_bh // HKV
     kvh = pid_bh % HKV
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
@@ -107,7 +137,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
     # end of its window there, and programs NKB + c * NSB + sb take chunk c (CHUNK query blocks) of the later
     # queries, which see only sinks, for sink block sb. Sink blocks write fp32 partials to DKP/DVP
     # (1 + chunks, sequences x KV heads, NSB * BLOCK_N, BLOCK_D) that _bwd_sink_sum_kernel sums.
-    far, j, n_start = _dkdv_block(pid_n, NKB, NSB, BLOCK_N, SPLIT)
+    far, j, n_start = _dkdv_block(p, n_p, NKB, NSB, BLOCK_N, SPLIT)
     if n_start >= Lk:
         return
     off = Lk - Lq
