@@ -6,7 +6,7 @@
 # (scripts/dev/sweep_session6_bwd.py). PHASE=d (session 7): the forward/backward sweep (scripts/dev/sweep_session7.py),
 # then the Triton GPU tests with the deferred forward loop. PHASE=e: the whole GPU tier, then the attention benchmark
 # into benchmarks/results/attention_gpu_h200.json. PHASE=f (session 8): the Gluon forward (scripts/dev/sweep_session8.py); g: its check, the benchmark, the tier; h: the Gluon dK/dV; i (session 9): its configurations; j: the benchmark and
-# the Triton GPU tests; k: the rest of the tier; l (session 10): tests, the sink-mask A/B, the benchmark; m: the tier and a clock trace; n: the benchmark; o: the dK/dV order A/B. Each step has its own timeout so the call returns inside the 600 s limit.
+# the Triton GPU tests; k: the rest of the tier; l (session 10): tests, the sink-mask A/B, the benchmark; m: the tier and a clock trace; n: the benchmark; o: the dK/dV order A/B; p: order A/B, benchmark, the rest of the tier. Each step has its own timeout so the call returns inside the 600 s limit.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s)
@@ -121,6 +121,29 @@ o)
             2>&1 | grep -v -i warn | cut -c1-250
     done
     PART=clock timeout 60 python3 scripts/dev/sweep_session10.py 2>&1 | grep -v -i warn | cut -c1-300 ;;
+p)
+    # session 10, last call: dK/dV order 1 (far programs first) against 0 (before) in alternating processes; the
+    # faster at 32k + 128k (S=100) runs the attention benchmark of record; then the rest of the GPU tier
+    for r in 1 2; do
+        for o in 1 0; do
+            SWAA_TRITON_DKDV_ORDER=$o AB_MODES=fwdbwd TAG=o${o}_$r PART=ab timeout 80 python3 scripts/dev/sweep_session10.py \
+                2>&1 | grep -v -i warn | cut -c1-200
+        done
+    done
+    WIN=$(python3 -c "
+import json, glob, collections
+t = collections.defaultdict(float)
+for f in glob.glob('$OUT/sweep_session10_abo*.json'):
+    for r in json.load(open(f))['rows']:
+        if r['keep_first'] == 100:
+            t[r['tag'][1]] += r['ms'] / (1 if r['n'] == 32768 else 4)
+print(min(t, key=t.get) if t else 1)")
+    echo "dK/dV order for the benchmark: $WIN" | tee "$OUT/dkdv_order.txt"
+    SWAA_TRITON_DKDV_ORDER=$WIN timeout 300 python3 benchmarks/attention.py --out "$OUT/attention_gpu_h200.json" 2>&1 \
+        | tee "$OUT/attention.log" | grep -v Warning | grep qwen3 | grep -v decode | tail -30
+    SWAA_TRITON_DKDV_ORDER=$WIN timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu \
+        --deselect tests/gpu/test_triton_gpu.py --junitxml="$OUT/gpu_tests_rest.xml" 2>&1 | tee "$OUT/gpu_tests_rest.log" \
+        | tail -8 ;;
 n)
     # session 10: the attention benchmark of record
     timeout $(( $(left) - 10 )) python3 benchmarks/attention.py --out "$OUT/attention_gpu_h200.json" 2>&1 \

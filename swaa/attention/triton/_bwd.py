@@ -35,15 +35,17 @@ def _load_rows(src, r, c, base, rows, stride, offs_d, row_ok, d_ok, TMA: tl.cons
                        other=0.0)
 
 
-# dK/dV launch order (_dkdv_block): "0" for the order before session 10 (grid (blocks, heads), far programs last)
-_DKDV_ORDER = tl.constexpr(os.environ.get("SWAA_TRITON_DKDV_ORDER", "1") != "0")
+# dK/dV launch order (_dkdv_block), SWAA_TRITON_DKDV_ORDER: 1 (default) grid (positions, heads), the far programs
+# first; 0 the same grid with the far programs last (before session 10); 2 grid (heads, positions), far first (session
+# 10, H200: 7% slower dK/dV at 128k, the heads side by side read more query tiles at once)
+_DKDV_ORDER = tl.constexpr(int(os.environ.get("SWAA_TRITON_DKDV_ORDER", "1")))
 
 
 @triton.jit
 def _dkdv_ids():
     """(sequence x KV head, launch position, launch positions, sequences x KV heads) of this dK/dV program: grid
-    (heads, positions), or with the order before session 10 (positions, heads)."""
-    if _DKDV_ORDER:
+    (positions, heads), or with order 2 (heads, positions)."""
+    if _DKDV_ORDER == 2:
         pid_bh = tl.program_id(0)
         p = tl.program_id(1)
         n_p = tl.num_programs(1)
@@ -58,13 +60,13 @@ def _dkdv_ids():
 
 @triton.jit
 def _dkdv_block(p, n_p, NKB, NSB, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
-    """(far, chunk-program index, first key) of the dK/dV program at launch position ``p`` of ``n_p`` (grid axis 1;
-    axis 0 holds the sequences x KV heads, so the heads of one key block launch side by side). Program ids
-    ``pid_n`` [0, NKB) are one per key block, and with SPLIT NKB + c * NSB + sb ("far") take chunk c of sink block
-    sb's later queries. The far programs launch first and the key blocks after them in order, so the short blocks at
-    the sequences' ends (fewer queries see them) launch last and fill the launch's last wave."""
+    """(far, chunk-program index, first key) of the dK/dV program at launch position ``p`` of ``n_p`` (one head's
+    programs; ``_dkdv_ids``). Program ids ``pid_n`` [0, NKB) are one per key block, and with SPLIT NKB + c * NSB + sb
+    ("far") take chunk c of sink block sb's later queries. The far programs launch first and the key blocks after
+    them in order, so that a head's short blocks at the sequence's end (fewer queries see them) launch last (order
+    0: the far programs last)."""
     n_far = n_p - NKB
-    if _DKDV_ORDER:
+    if _DKDV_ORDER != 0:
         pid_n = tl.where(p < n_far, NKB + p, p - n_far)
     else:
         pid_n = p
