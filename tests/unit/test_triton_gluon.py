@@ -159,4 +159,4 @@ def test_backward_wrapper_launches_the_gluon_dkdv_with_its_parameters(monkeypatc
     kw = set(seen["kw"]) - {"num_warps", "maxnreg"}
     assert kw <= set(names) and len(seen["args"]) + len(kw) == len(names), kw - set(names)
     nsb, chunk, parts = T._sink_split(geo, 64, 4, 64, T._GLUON_KEY_ROWS)
-    assert seen["grid"] == (3 + nsb * (parts - 1), 2)          # 3 blocks of 128 keys and the sink chunks; 2 KV heads
+    assert seen["grid"] == (3 + nsb * (parts - 1), 2)          # 3 blocks of 128 keys, plus the sink chunks

@@ -71,8 +71,6 @@ _TMA = os.environ.get("SWAA_TRITON_TMA", "1") != "0"      # "0": pointer loads e
 # the dQ kernel computes delta and the backward LSE for its own rows and runs before dK/dV (no separate pass over O
 # and dO); "0": _bwd_delta_kernel first, as before session 10 (for comparisons)
 _DQ_PREAMBLE = os.environ.get("SWAA_TRITON_DQ_PREAMBLE", "1") != "0"
-# dK/dV launch order (_bwd._DKDV_ORDER, which the kernels read): 2 puts the heads on the grid's first axis
-_DKDV_ORDER = int(os.environ.get("SWAA_TRITON_DKDV_ORDER", "1"))
 
 
 def triton_available() -> str | None:
@@ -386,8 +384,7 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
         nsb, chunk, parts, dkp, dvp = 1, 1, 1, dk, dv
     global LAST_BWD_GLUON
     LAST_BWD_GLUON = gluon
-    # one axis the heads, the other the far programs then the key blocks (_dkdv_ids); no split: parts == 1
-    grid = (heads, nkb + nsb * (parts - 1)) if _DKDV_ORDER == 2 else (nkb + nsb * (parts - 1), heads)
+    grid = (nkb + nsb * (parts - 1), heads)                               # no split: parts == 1, one per block
     args = (lse_b, delta, dk, dv, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so, *geo.lse_strides(lse_b), geo.lq,
             geo.lk, geo.hkv, geo.groups, w, s, scale * _LOG2E, dkp, dvp, nkb, nsb, chunk)
     if gluon:                  # 12 warps as in the Gluon forward: two 240-register consumers, one loader

@@ -16,8 +16,6 @@ computes it for its own rows and runs first (``PREAMBLE``), or ``_bwd_delta_kern
 """
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
@@ -35,41 +33,10 @@ def _load_rows(src, r, c, base, rows, stride, offs_d, row_ok, d_ok, TMA: tl.cons
                        other=0.0)
 
 
-# dK/dV launch order (_dkdv_block), SWAA_TRITON_DKDV_ORDER: 1 (default) grid (positions, heads), the far programs
-# first; 0 the same grid with the far programs last (before session 10); 2 grid (heads, positions), far first (session
-# 10, H200: 7% slower dK/dV at 128k, the heads side by side read more query tiles at once)
-_DKDV_ORDER = tl.constexpr(int(os.environ.get("SWAA_TRITON_DKDV_ORDER", "1")))
-
-
 @triton.jit
-def _dkdv_ids():
-    """(sequence x KV head, launch position, launch positions, sequences x KV heads) of this dK/dV program: grid
-    (positions, heads), or with order 2 (heads, positions)."""
-    if _DKDV_ORDER == 2:
-        pid_bh = tl.program_id(0)
-        p = tl.program_id(1)
-        n_p = tl.num_programs(1)
-        n_bh = tl.num_programs(0)
-    else:
-        pid_bh = tl.program_id(1)
-        p = tl.program_id(0)
-        n_p = tl.num_programs(0)
-        n_bh = tl.num_programs(1)
-    return pid_bh, p, n_p, n_bh
-
-
-@triton.jit
-def _dkdv_block(p, n_p, NKB, NSB, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
-    """(far, chunk-program index, first key) of the dK/dV program at launch position ``p`` of ``n_p`` (one head's
-    programs; ``_dkdv_ids``). Program ids ``pid_n`` [0, NKB) are one per key block, and with SPLIT NKB + c * NSB + sb
-    ("far") take chunk c of sink block sb's later queries. The far programs launch first and the key blocks after
-    them in order, so that a head's short blocks at the sequence's end (fewer queries see them) launch last (order
-    0: the far programs last)."""
-    n_far = n_p - NKB
-    if _DKDV_ORDER != 0:
-        pid_n = tl.where(p < n_far, NKB + p, p - n_far)
-    else:
-        pid_n = p
+def _dkdv_block(pid_n, NKB, NSB, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+    """(far, chunk-program index, first key) of dK/dV program ``pid_n``. With SPLIT, programs [0, NKB) are one per
+    key block, and programs NKB + c * NSB + sb ("far") take chunk c of sink block sb's later queries."""
     if SPLIT:
         far = pid_n >= NKB
     else:
@@ -110,7 +77,7 @@ def _dkdv_store(dk, dv, rows, cols, to_partial, slot, pid_bh, DKP, DVP, DK, DV, 
     fp32 partial of slot ``slot`` (rows NSB * BLOCK_N per slot and sequence x KV head, ROW wide) that
     ``_bwd_sink_sum_kernel`` sums, else DK and DV in their dtype. Shared by both dK/dV kernels and the sum."""
     if to_partial:
-        rows_p = ((slot * _dkdv_ids()[3] + pid_bh).to(tl.int64) * (NSB * BLOCK_N) + rows) * ROW
+        rows_p = ((slot * tl.num_programs(1) + pid_bh).to(tl.int64) * (NSB * BLOCK_N) + rows) * ROW
         tl.store(DKP + rows_p[:, None] + cols[None, :], dk)
         tl.store(DVP + rows_p[:, None] + cols[None, :], dv)
     else:
@@ -131,7 +98,8 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
                      D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False,
                      SPLIT: tl.constexpr = False):
-    pid_bh, p, n_p, _ = _dkdv_ids()
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
     b = pid_bh // HKV
     kvh = pid_bh % HKV
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
@@ -139,7 +107,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k,
     # end of its window there, and programs NKB + c * NSB + sb take chunk c (CHUNK query blocks) of the later
     # queries, which see only sinks, for sink block sb. Sink blocks write fp32 partials to DKP/DVP
     # (1 + chunks, sequences x KV heads, NSB * BLOCK_N, BLOCK_D) that _bwd_sink_sum_kernel sums.
-    far, j, n_start = _dkdv_block(p, n_p, NKB, NSB, BLOCK_N, SPLIT)
+    far, j, n_start = _dkdv_block(pid_n, NKB, NSB, BLOCK_N, SPLIT)
     if n_start >= Lk:
         return
     off = Lk - Lq

@@ -31,7 +31,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
                                                                 warpgroup_mma_wait)
 
-from ._bwd import _dkdv_block, _dkdv_ids, _dkdv_queries, _dkdv_store
+from ._bwd import _dkdv_block, _dkdv_queries, _dkdv_store
 from ._fwd import _rule_mask, _seq_bounds, _tma_origin
 
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared      # Triton 3.6 / later names
@@ -42,10 +42,10 @@ KEY_ROWS = 128          # keys per CTA, 64 per consumer
 def _glb_program(cu_q, cu_k, Lq_fixed, Lk_fixed, HKV, NKB, NSB, BLOCK_N: gl.constexpr, VARLEN: gl.constexpr,
                  SPLIT: gl.constexpr):
     """The program's (sequence x KV head, sequence, KV head, sequence bounds, far, chunk index, first key)."""
-    pid_bh, p, n_p, _ = _dkdv_ids()
+    pid_bh = gl.program_id(1)
     b = pid_bh // HKV
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
-    far, j, n_start = _dkdv_block(p, n_p, NKB, NSB, BLOCK_N, SPLIT)
+    far, j, n_start = _dkdv_block(gl.program_id(0), NKB, NSB, BLOCK_N, SPLIT)
     return pid_bh, b, pid_bh % HKV, q0, Lq, k0, Lk, far, j, n_start
 
 
