@@ -93,8 +93,9 @@ def copy_bandwidth(nbytes=2 << 30):
     return 2 * nbytes / ms / 1e6          # GB/s (read + write)
 
 
-def run_case(backend, mode, q, k, v, w, s):
-    """(steady-state median ms, median ms of one call from an idle GPU) of ``backend`` on these inputs."""
+def run_case(backend, mode, q, k, v, w, s, sync=True):
+    """(steady-state median ms, median ms of one call from an idle GPU or None without ``sync``) of ``backend`` on
+    these inputs."""
     kw = dict(sliding_window_size=w, keep_first=s)
     if backend == "sdpa-full":
         fwd = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] == k.shape[2],
@@ -103,13 +104,33 @@ def run_case(backend, mode, q, k, v, w, s):
         fwd = lambda: swaa_attention(q, k, v, backend=backend, **kw)
     if mode == "fwd" or mode == "decode":
         with torch.no_grad():
-            return timeit(fwd), timeit(fwd, sync_each=True)
+            return timeit(fwd), (timeit(fwd, sync_each=True) if sync else None)
     do = torch.randn_like(q)
 
     def fb():
         out = fwd()
         torch.autograd.grad(out, (q, k, v), do)
-    return timeit(fb), timeit(fb, sync_each=True)
+    return timeit(fb), (timeit(fb, sync_each=True) if sync else None)
+
+
+def interleaved(backends, run, rounds):
+    """{backend: (median over rounds of the steady ms, the first round's synced ms, [steady ms per round])} with the
+    backends timed in turn, the order rotated each round, so that the card's clock drifting over a run (it runs
+    1725-1980 MHz as load and temperature change: session 10) falls on every backend alike; a backend that raises
+    maps to its exception."""
+    got, sync = {b: [] for b in backends}, {}
+    for r in range(rounds):
+        for b in backends[r % len(backends):] + backends[:r % len(backends)]:
+            if isinstance(got[b], Exception):
+                continue
+            try:
+                ms, ms1 = run(b, r == 0)
+            except Exception as e:  # keep going; the JSON says what failed
+                got[b] = e
+                continue
+            got[b].append(ms)
+            sync.setdefault(b, ms1)
+    return {b: v if isinstance(v, Exception) else (statistics.median(v), sync[b], v) for b, v in got.items()}
 
 
 def main(argv=None):
@@ -120,6 +141,7 @@ def main(argv=None):
     ap.add_argument("--modes", default="fwd,fwdbwd,decode")
     ap.add_argument("--backends", default="sdpa-full,flex,triton")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per case (median over them)")
     a = ap.parse_args(argv)
     assert torch.cuda.is_available(), "this benchmark needs a GPU"
     shapes = (a.shapes or ("qwen3-4b" if a.quick else "qwen3-4b,smollm2")).split(",")
@@ -138,10 +160,13 @@ def main(argv=None):
     res = dict(benchmark="attention", device=torch.cuda.get_device_name(), torch=torch.__version__,
                triton=triton.__version__, python=platform.python_version(), dtype="bfloat16", batch=1,
                copy_bandwidth_gbps=round(bw, 1),
-               note="median_ms: medians of 10 timed reps after 3 warm-ups, CUDA events, reps back to back without "
-                    "a host sync (the GPU's time per call when the host launches ahead, as triton.testing.do_bench "
+               rounds=a.rounds,
+               note="median_ms: median over `rounds` interleaved rounds (the backends of a case timed in turn, "
+                    "the order rotated each round; rounds_ms lists them) of medians of 10 timed reps after 3 "
+                    "warm-ups, CUDA events, reps back to back without a host sync (the GPU's time per call when the host launches ahead, as triton.testing.do_bench "
                     "times; calls under 2 ms timed several per rep); median_ms_sync: the same with a host sync before "
-                    "each rep, so each starts on an idle GPU and counts the host's launch time (the method of the "
+                    "each rep in the first round, so each starts on an idle GPU and counts the host's launch time (the "
+                    "method of the "
                     "results before session 10); TFLOP/s (from median_ms) count only visible pairs "
                     "(fwd 4*pairs*D*H, fwd+bwd 10*pairs*D*H); decode GB/s = K/V bytes the mask needs / time",
                rows=rows)
@@ -169,16 +194,17 @@ def main(argv=None):
                            median_ms_sync=round(ms1, 3))
                 for w, s in windows:
                     pairs = visible_pairs(n, n, w, s)
-                    for be in [b for b in backends if b != "sdpa-full"]:
-                        try:
-                            ms, ms1 = run_case(be, mode, q, k, v, w, s)
-                        except Exception as e:  # keep going; the JSON says what failed
+                    got = interleaved([b for b in backends if b != "sdpa-full"],
+                                      lambda be, sync: run_case(be, mode, q, k, v, w, s, sync), a.rounds)
+                    for be, res_be in got.items():
+                        if isinstance(res_be, Exception):
                             record(shape=shape, mode=mode, n=n, backend=be, window=w, keep_first=s,
-                                   error=str(e).splitlines()[0][:200])
+                                   error=str(res_be).splitlines()[0][:200])
                             continue
+                        ms, ms1, per_round = res_be
                         record(shape=shape, mode=mode, n=n, backend=be, window=w, keep_first=s,
                                median_ms=round(ms, 3), tflops=round(mult * pairs * d * hq / ms / 1e9, 1),
-                               median_ms_sync=round(ms1, 3))
+                               median_ms_sync=round(ms1, 3), rounds_ms=[round(x, 3) for x in per_round])
             del q, k, v
         if "decode" in modes:
             for n in ([32768] if a.quick else [32768, 131072]):
@@ -188,13 +214,14 @@ def main(argv=None):
                 for w, s in [(None, 0)] + windows[:2]:
                     keys = n if w is None else min(n, w + s)
                     kv_bytes = 2 * keys * hkv * d * 2
-                    for be in [b for b in backends if b != "sdpa-full"] + (["sdpa"] if w is None else []):
-                        try:
-                            ms, ms1 = run_case(be, "decode", q, k, v, w, s)
-                        except Exception as e:
+                    got = interleaved([b for b in backends if b != "sdpa-full"] + (["sdpa"] if w is None else []),
+                                      lambda be, sync: run_case(be, "decode", q, k, v, w, s, sync), a.rounds)
+                    for be, res_be in got.items():
+                        if isinstance(res_be, Exception):
                             record(shape=shape, mode="decode", n=n, backend=be, window=w, keep_first=s,
-                                   error=str(e).splitlines()[0][:200])
+                                   error=str(res_be).splitlines()[0][:200])
                             continue
+                        ms, ms1, per_round = res_be
                         record(shape=shape, mode="decode", n=n, backend=be, window=w, keep_first=s,
                                median_ms=round(ms, 4), median_ms_sync=round(ms1, 4),
                                kv_gbps=round(kv_bytes / ms / 1e6, 1),
