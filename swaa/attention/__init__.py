@@ -182,11 +182,13 @@ def _triton_rank(q, k, window, mask, keep_first=0) -> int:
     # the Gluon forward at head_dim 128): forward 1.35-1.42x flex at 32k-128k, forward+backward 1.41x with sinks and
     # 1.10x without; at 9 x 64 flex 2% ahead without sinks (so it kept flex), ours 1.93x with. Session 9 (the Gluon
     # dK/dV): forward+backward 1.61x with sinks and 1.21x without at 32 x 128 (32k); at 9 x 64 without sinks ours
-    # 1.11-1.21x at 32k, 1.02x / 0.90x at 8k (W=2048 / 4096): ours from 16k queries on, as for inference
+    # 1.11-1.21x at 32k, 1.02x / 0.90x at 8k (W=2048 / 4096): ours from 16k queries on, as for inference. Session 10
+    # (reps back to back, interleaved rounds): at 9 x 64 and 8k flex is ahead with sinks too (ours 0.73-0.80x: both
+    # host-bound there, and our launches take longer), ours 1.2-2.8x at 32k; at 32 x 128 ours 1.22-1.65x from 8k
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k))
     if needs_grad:
         long_or_wide = q.shape[-1] > 64 or q.shape[-2] >= 16384
-        return 5 if window is not None and (keep_first > 0 or long_or_wide) else 45
+        return 5 if window is not None and long_or_wide else 45
     if q.shape[-2] <= 16:
         return 5                                   # decode: split-KV kernel
     if window is not None:
