@@ -163,7 +163,8 @@ def main(argv=None):
                rounds=a.rounds,
                note="median_ms: median over `rounds` interleaved rounds (the backends of a case timed in turn, "
                     "the order rotated each round; rounds_ms lists them) of medians of 10 timed reps after 3 "
-                    "warm-ups, CUDA events, reps back to back without a host sync (the GPU's time per call when the host launches ahead, as triton.testing.do_bench "
+                    "warm-ups, CUDA events, reps back to back without a host sync (the GPU's time per call when "
+                    "the host launches ahead, as triton.testing.do_bench "
                     "times; calls under 2 ms timed several per rep); median_ms_sync: the same with a host sync before "
                     "each rep in the first round, so each starts on an idle GPU and counts the host's launch time (the "
                     "method of the "

@@ -12,7 +12,8 @@ if every check passed. PART=ab: the default configuration's forward and forward+
 the profiler), rows tagged $TAG, Flex too with FLEX=1: run in alternating processes with SWAA_TRITON_SINK_ONLY_MASK=0
 and unset, so both builds are timed in one GPU call (commit 4aacc09, whose per-key sink mask was reverted after:
 5-8% slower in every forward case, S = 0 included, and no faster in the backward). PART=clock: the SM clock and
-power (nvidia-smi every 20 ms) while the 32k and the 128k forward run back to back for a few hundred ms each. Writes $OUT/sweep_session10_<part>.json as it goes. Not a test."""
+power (nvidia-smi every 20 ms) while the 32k and the 128k forward run back to back for a few hundred ms each.
+Writes $OUT/sweep_session10_<part>.json as it goes. Not a test."""
 import os
 import sys
 import time

@@ -63,8 +63,11 @@ _GLUON_CFG = tuple(int(x) for x in os.environ.get("SWAA_TRITON_GLUON_CFG", "128,
 # slower (session 9, H200, 32k: 9.0 ms against 4.2 + 2.95 for the two kernels; Triton 3.6 emits one scalar
 # red.global.add.f32 per element and Gluon has no TMA reduce yet)
 _GLUON_DQ = os.environ.get("SWAA_TRITON_GLUON_DQ", "0") == "1"
-# the fused dQ's reductions: 1 gl.atomic_add (scalar), 2 / 4 red.global.add.v2 / .v4.f32 by inline PTX (session 10)
-_GLUON_DQ_VEC = int(os.environ.get("SWAA_TRITON_GLUON_DQ_VEC", "2"))
+# the fused dQ's reductions: 1 gl.atomic_add (scalar), 2 / 4 red.global.add.v2 / .v4.f32 by inline PTX (session 10,
+# H200, 32k: the dK/dV kernel with fused dQ 9.2 / 9.3 / 8.0 ms; 128k 36.0 / 36.7 / 31.3)
+_GLUON_DQ_VEC = int(os.environ.get("SWAA_TRITON_GLUON_DQ_VEC", "4"))
+if _GLUON_DQ_VEC not in (1, 2, 4):
+    raise ValueError(f"SWAA_TRITON_GLUON_DQ_VEC={_GLUON_DQ_VEC}: use 1 (scalar atomics), 2 or 4 (vector reductions)")
 # the Gluon dK/dV's (Q, dO) ring stages (session 9 sweep: 3 no faster than 2)
 _GLUON_BWD_STAGES = int(os.environ.get("SWAA_TRITON_GLUON_BWD_STAGES", "2"))
 _TMA = os.environ.get("SWAA_TRITON_TMA", "1") != "0"      # "0": pointer loads everywhere (for comparisons)

@@ -22,7 +22,8 @@ the A operands. Scalar bounds come from the helpers ``_bwd_dkdv_kernel`` uses, s
 With FUSED_DQ (``SWAA_TRITON_GLUON_DQ=1``, head_dim 128) the consumers also compute dQ, FlashAttention-2/3 style:
 both put their dS^T rows into a shared [128 keys, 64 queries] buffer, each multiplies it by half of K's columns and
 adds the fp32 result into a dQ accumulator by atomics; the dQ kernel's two recomputed products go. It is correct
-but off: the atomics bound it (session 9, H200, 32k: 9.0 ms against 4.2 + 2.95 for this kernel plus the dQ kernel).
+but off: the reductions bound it (session 9, H200, 32k: 9.0 ms against 4.2 + 2.95 for this kernel plus the dQ kernel
+with scalar atomics; session 10: 9.3 with red.global.add.v2.f32, 8.0 with .v4, against 4.1 + 3.0).
 """
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ def _glb_red_add(ptrs, vals, mask, VEC: gl.constexpr):
                 "{ .reg .pred p; setp.ne.b32 p, $8, 0; "
                 "@p red.relaxed.gpu.global.add.v4.f32 [$4], {$12, $13, $14, $15}; "
                 "mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; mov.b32 $3, 0; }",
-                "=r,=r,=r,=r,l,l,l,l,r,r,r,r,r,r,r,r", [ptrs.to(gl.int64), m, vals], dtype=gl.int32, is_pure=False, pack=4)
+                "=r,=r,=r,=r,l,l,l,l,r,r,r,r,r,r,r,r", [ptrs.to(gl.int64), m, vals], dtype=gl.int32, is_pure=False,
+                pack=4)
 
 
 @gluon.jit
