@@ -102,15 +102,16 @@ def run_case(backend, mode, q, k, v, w, s, sync=True):
                                                      enable_gqa=q.shape[1] != k.shape[1])
     else:
         fwd = lambda: swaa_attention(q, k, v, backend=backend, **kw)
+    both = lambda fn: (timeit(fn), timeit(fn, sync_each=True) if sync else None)
     if mode == "fwd" or mode == "decode":
         with torch.no_grad():
-            return timeit(fwd), (timeit(fwd, sync_each=True) if sync else None)
+            return both(fwd)
     do = torch.randn_like(q)
 
     def fb():
         out = fwd()
         torch.autograd.grad(out, (q, k, v), do)
-    return timeit(fb), (timeit(fb, sync_each=True) if sync else None)
+    return both(fb)
 
 
 def interleaved(backends, run, rounds):
@@ -164,11 +165,10 @@ def main(argv=None):
                note="median_ms: median over `rounds` interleaved rounds (the backends of a case timed in turn, "
                     "the order rotated each round; rounds_ms lists them) of medians of 10 timed reps after 3 "
                     "warm-ups, CUDA events, reps back to back without a host sync (the GPU's time per call when "
-                    "the host launches ahead, as triton.testing.do_bench "
-                    "times; calls under 2 ms timed several per rep); median_ms_sync: the same with a host sync before "
-                    "each rep in the first round, so each starts on an idle GPU and counts the host's launch time (the "
-                    "method of the "
-                    "results before session 10); TFLOP/s (from median_ms) count only visible pairs "
+                    "the host launches ahead, as triton.testing.do_bench times; calls under 2 ms timed several per "
+                    "rep); median_ms_sync: the same with a host sync before each rep in the first round, so each "
+                    "starts on an idle GPU and counts the host's launch time (the method of the results before "
+                    "session 10); TFLOP/s (from median_ms) count only visible pairs "
                     "(fwd 4*pairs*D*H, fwd+bwd 10*pairs*D*H); decode GB/s = K/V bytes the mask needs / time",
                rows=rows)
 
@@ -176,6 +176,17 @@ def main(argv=None):
         rows.append(r)
         print(" ".join(f"{k}={v}" for k, v in r.items()), flush=True)
         out.write_text(json.dumps(res, indent=1) + "\n")          # as it goes: a cut run keeps its rows
+
+    def record_interleaved(got, key, digits, derived):
+        """One row per backend of an ``interleaved`` case (``key``: its shape, mode, length, window, sinks): the
+        medians, the rounds and the fields ``derived`` computes from the steady median, or the error raised."""
+        for be, res_be in got.items():
+            if isinstance(res_be, Exception):
+                record(**key, backend=be, error=str(res_be).splitlines()[0][:200])
+                continue
+            ms, ms1, per_round = res_be
+            record(**key, backend=be, median_ms=round(ms, digits), median_ms_sync=round(ms1, digits), **derived(ms),
+                   rounds_ms=[round(x, digits) for x in per_round])
 
     for shape in shapes:
         hq, hkv, d = SHAPES[shape]
@@ -197,15 +208,8 @@ def main(argv=None):
                     pairs = visible_pairs(n, n, w, s)
                     got = interleaved([b for b in backends if b != "sdpa-full"],
                                       lambda be, sync: run_case(be, mode, q, k, v, w, s, sync), a.rounds)
-                    for be, res_be in got.items():
-                        if isinstance(res_be, Exception):
-                            record(shape=shape, mode=mode, n=n, backend=be, window=w, keep_first=s,
-                                   error=str(res_be).splitlines()[0][:200])
-                            continue
-                        ms, ms1, per_round = res_be
-                        record(shape=shape, mode=mode, n=n, backend=be, window=w, keep_first=s,
-                               median_ms=round(ms, 3), tflops=round(mult * pairs * d * hq / ms / 1e9, 1),
-                               median_ms_sync=round(ms1, 3), rounds_ms=[round(x, 3) for x in per_round])
+                    record_interleaved(got, dict(shape=shape, mode=mode, n=n, window=w, keep_first=s), 3,
+                                       lambda ms: dict(tflops=round(mult * pairs * d * hq / ms / 1e9, 1)))
             del q, k, v
         if "decode" in modes:
             for n in ([32768] if a.quick else [32768, 131072]):
@@ -217,16 +221,9 @@ def main(argv=None):
                     kv_bytes = 2 * keys * hkv * d * 2
                     got = interleaved([b for b in backends if b != "sdpa-full"] + (["sdpa"] if w is None else []),
                                       lambda be, sync: run_case(be, "decode", q, k, v, w, s, sync), a.rounds)
-                    for be, res_be in got.items():
-                        if isinstance(res_be, Exception):
-                            record(shape=shape, mode="decode", n=n, backend=be, window=w, keep_first=s,
-                                   error=str(res_be).splitlines()[0][:200])
-                            continue
-                        ms, ms1, per_round = res_be
-                        record(shape=shape, mode="decode", n=n, backend=be, window=w, keep_first=s,
-                               median_ms=round(ms, 4), median_ms_sync=round(ms1, 4),
-                               kv_gbps=round(kv_bytes / ms / 1e6, 1),
-                               frac_of_copy_bw=round(kv_bytes / ms / 1e6 / bw, 3))
+                    record_interleaved(got, dict(shape=shape, mode="decode", n=n, window=w, keep_first=s), 4,
+                                       lambda ms: dict(kv_gbps=round(kv_bytes / ms / 1e6, 1),
+                                                       frac_of_copy_bw=round(kv_bytes / ms / 1e6 / bw, 3)))
                 del q, k, v
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"wrote {out}")
