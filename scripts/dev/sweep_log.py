@@ -38,6 +38,14 @@ class SweepLog:
         return time.time() > self.t_end
 
 
+def fwdbwd(q, k, v, do, w, s, backend):
+    """One forward+backward of ``backend`` under the rule (W ``w``, ``s`` sinks) as a callable, the unit the sweeps
+    time: it returns the gradients of q, k and v for the upstream gradient ``do``."""
+    from swaa.attention import swaa_attention
+    return lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend=backend),
+                                       (q, k, v), do)
+
+
 def fwd_inputs_and_flex(log, name, n, hq, hkv, d, w, s):
     """bf16 (1, H, n, d) q/k/v of one shape, Flex's forward time on them logged first (when there is a window);
     returns (q, k, v, mask kwargs, ms -> effective TFLOP/s)."""

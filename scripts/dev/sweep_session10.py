@@ -26,7 +26,7 @@ from benchmarks.attention import kernel_times, timeit
 from swaa.attention import attention_ref, swaa_attention
 from swaa.attention.masks import visible_pairs
 import swaa.attention.triton as T
-from sweep_log import SweepLog
+from sweep_log import SweepLog, fwdbwd
 
 PART = os.environ.get("PART", "all")
 TAG = os.environ.get("TAG", "")
@@ -52,8 +52,7 @@ def grad_inputs(n, hq, hkv, d):
 
 def grads(q, k, v, do, w, s, variant):
     use(variant)
-    g = torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend="triton"), (q, k, v),
-                            do)
+    g = fwdbwd(q, k, v, do, w, s, "triton")()
     torch.cuda.synchronize()
     return g
 
@@ -109,8 +108,7 @@ def bwd(rounds=2):
                 be = "flex" if variant == "flex" else "triton"
                 if be == "triton":
                     use(variant)
-                fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s,
-                                                                backend=be), (q, k, v), do)
+                fn = fwdbwd(q, k, v, do, w, s, be)
                 try:
                     ms = timeit(fn)
                     r = dict(kind="fwdbwd", shape=name, n=n, window=w, keep_first=s, round=rnd, variant=variant,
@@ -166,8 +164,7 @@ def host():
                         fn = lambda: swaa_attention(q.detach(), k.detach(), v.detach(), sliding_window_size=2048,
                                                     keep_first=100, backend=be)
                     else:
-                        fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=2048,
-                                                                        keep_first=100, backend=be), (q, k, v), do)
+                        fn = fwdbwd(q, k, v, do, 2048, 100, be)
                     for _ in range(3):
                         fn()
                     torch.cuda.synchronize()
@@ -200,8 +197,7 @@ def ab():
                 fn = lambda: swaa_attention(q.detach(), k.detach(), v.detach(), sliding_window_size=2048,
                                             keep_first=s, backend=be)
             else:
-                fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=2048, keep_first=s,
-                                                                backend=be), (q, k, v), do)
+                fn = fwdbwd(q, k, v, do, 2048, s, be)
             ms = timeit(fn)
             log.rec(kind=mode, tag=TAG, shape=name, n=n, window=2048, keep_first=s, backend=be, ms=round(ms, 3),
                     tflops=round((4 if mode == "fwd" else 10) * pairs * d * hq / ms / 1e9, 1),

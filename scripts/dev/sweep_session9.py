@@ -19,7 +19,7 @@ from benchmarks.attention import kernel_times, timeit
 from swaa.attention import attention_ref, swaa_attention
 from swaa.attention.masks import visible_pairs
 import swaa.attention.triton as T
-from sweep_log import SweepLog
+from sweep_log import SweepLog, fwdbwd
 
 PART = os.environ.get("PART", "gaps")
 log = SweepLog(f"sweep_session9_{PART}", "median ms (benchmarks.attention.timeit); tflops = 10*pairs*D*H/t "
@@ -63,8 +63,7 @@ def case(name, n, hq, hkv, d, w, s, gluon_bwd):
         if log.out_of_time():
             return
         T._GLUON_BWD = gluon_bwd
-        fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend=be),
-                                         (q, k, v), do)
+        fn = fwdbwd(q, k, v, do, w, s, be)
         try:
             one = timeit(fn)
             four = timeit(fn, inner=4)
@@ -98,8 +97,7 @@ if PART == "gaps":
 
 def grads(q, k, v, do, w, s, fused):
     T._GLUON_BWD, T._GLUON_DQ = True, fused
-    g = torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend="triton"), (q, k, v),
-                            do)
+    g = fwdbwd(q, k, v, do, w, s, "triton")()
     torch.cuda.synchronize()
     return g
 
@@ -111,8 +109,7 @@ def fb_time(name, n, hq, hkv, d, w, s, fused, flex=False):
         if log.out_of_time():
             return
         T._GLUON_BWD, T._GLUON_DQ = True, fused
-        fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend=be),
-                                         (q, k, v), do)
+        fn = fwdbwd(q, k, v, do, w, s, be)
         try:
             ms = timeit(fn)
             r = dict(kind="fwdbwd", shape=name, n=n, window=w, keep_first=s, backend=be, fused_dq=fused,
@@ -212,8 +209,7 @@ if PART == "overlap":
         got = {}
         for name in variants:
             use_variant(name)
-            got[name] = torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s_,
-                                                           backend="triton"), (q, k, v), do)
+            got[name] = fwdbwd(q, k, v, do, w, s_, "triton")()
             torch.cuda.synchronize()
         for name in variants:
             rel = max(((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(5e-2)).item()
@@ -234,8 +230,7 @@ if PART == "overlap":
                     be = "flex" if name == "flex" else "triton"
                     if be == "triton":
                         use_variant(name)
-                    fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=w, keep_first=s_,
-                                                                    backend=be), (q, k, v), do)
+                    fn = fwdbwd(q, k, v, do, w, s_, be)
                     ms = timeit(fn)
                     log.rec(kind="fwdbwd", shape=name_, n=n, round=rnd, variant=name, ms=round(ms, 3),
                             ms_back_to_back=round(timeit(fn, inner=3), 3))
