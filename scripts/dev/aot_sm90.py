@@ -12,6 +12,7 @@ Needs a Triton of the GPU box's version and no torch (the kernels' modules impor
     /tmp/t36/bin/python scripts/dev/aot_sm90.py dkdv 64,64,4,2
     /tmp/t36/bin/python scripts/dev/aot_sm90.py gluon 128,128,4,1 K_STAGES=2 V_STAGES=2
     /tmp/t36/bin/python scripts/dev/aot_sm90.py gluon_bwd 64,128,4,1 STAGES=2
+    /tmp/t36/bin/python scripts/dev/aot_sm90.py gluon_dq 64,64,4,1 K_STAGES=3 V_STAGES=3 PREAMBLE=1
     # dumps: $AOT_OUT (default /tmp/aot)/<kind>_<cfg>.{ttgir,ptx,sass}
 """
 import importlib.util
@@ -100,6 +101,15 @@ def build(kind, bm, bn, n=32768, hq=32, hkv=8, d=128, W=2048, S=100, **flags):
         ptrs = dict(LSE="*fp32", DELTA="*fp32", DK="*bf16", DV="*bf16", cu_q="*i32", cu_k="*i32", DKP="*fp32",
                     DVP="*fp32", DQ="*fp32")
         extra = dict(HKV=hkv, NKB=n // bn, NSB=-(-S // bn), CHUNK=-(-(W + bn) // bm))
+    elif kind == "gluon_dq":                         # the warp-specialised Hopper dQ (_dq_gluon.py), opt-in
+        mod = load("_dq_gluon")
+        fn = mod._bwd_dq_gluon_kernel
+        const = dict(D=d, BLOCK_N=bn, K_STAGES=int(flags.pop("K_STAGES", 3)), V_STAGES=int(flags.pop("V_STAGES", 3)),
+                     VARLEN=False, PREAMBLE=bool(int(flags.pop("PREAMBLE", 1))))
+        lay = lambda rows: mod.gl.NVMMASharedLayout.get_default_for([rows, d], mod.gl.bfloat16)
+        descs = dict(q_desc=(64, lay(64)), do_desc=(64, lay(64)), k_desc=(bn, lay(bn)), v_desc=(bn, lay(bn)))
+        ptrs = dict(LSE="*fp32", DELTA="*fp32", DQ="*bf16", O="*bf16", LSE_B="*fp32", cu_q="*i32", cu_k="*i32")
+        extra = dict(H=hq, n_tiles=(n // 128) * hq, n_mg=(n // 128) * (hq // hkv))
     elif kind == "fwd":
         fn = load("_fwd")._fwd_kernel
         const = dict(D=d, BLOCK_D=d, BLOCK_M=bm, BLOCK_N=bn, VARLEN=False, DOT=0, TMA=True, LAZY=False, DEFER=False)

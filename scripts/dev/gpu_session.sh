@@ -6,7 +6,7 @@
 # (scripts/dev/sweep_session6_bwd.py). PHASE=d (session 7): the forward/backward sweep (scripts/dev/sweep_session7.py),
 # then the Triton GPU tests with the deferred forward loop. PHASE=e: the whole GPU tier, then the attention benchmark
 # into benchmarks/results/attention_gpu_h200.json. PHASE=f (session 8): the Gluon forward (scripts/dev/sweep_session8.py); g: its check, the benchmark, the tier; h: the Gluon dK/dV; i (session 9): its configurations; j: the benchmark and
-# the Triton GPU tests; k: the rest of the tier; l (session 10): tests, the sink-mask A/B, the benchmark; m: the tier and a clock trace; n: the benchmark; o: the dK/dV order A/B; p: order A/B, benchmark, the rest of the tier. Each step has its own timeout so the call returns inside the 600 s limit.
+# the Triton GPU tests; k: the rest of the tier; l (session 10): tests, the sink-mask A/B, the benchmark; m: the tier and a clock trace; n: the benchmark; o: the dK/dV order A/B; p: order A/B, benchmark, the rest of the tier; q (session 11): the 128k study, the Triton GPU tests. Each step has its own timeout so the call returns inside the 600 s limit.
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 T0=$(date +%s)
@@ -148,5 +148,16 @@ n)
     # session 10: the attention benchmark of record
     timeout $(( $(left) - 10 )) python3 benchmarks/attention.py --out "$OUT/attention_gpu_h200.json" 2>&1 \
         | tee "$OUT/attention.log" | grep -v Warning | tail -12 ;;
+q)
+    # session 11 (written without a GPU): the Gluon dQ's check and timings, the 128k study
+    # (scripts/dev/sweep_session11.py: batch x length, layouts, utilisation trace, ncu if installed), then the
+    # Triton GPU tests at this commit (the session-10 record ran them at two earlier commits) with the time left
+    PART=dq HANG_S=60 SWEEP_BUDGET_S=150 timeout 200 python3 scripts/dev/sweep_session11.py 2>&1 | grep -v -i warn \
+        | cut -c1-220 | tail -30
+    PART=mem SWEEP_BUDGET_S=150 timeout 200 python3 scripts/dev/sweep_session11.py 2>&1 | grep -v -i warn | cut -c1-220 \
+        | tail -40
+    PART=prof timeout 120 python3 scripts/dev/sweep_session11.py 2>&1 | grep -v -i warn | cut -c1-220 | tail -10
+    timeout $(( $(left) - 10 )) python3 -m pytest -q -rfE -p no:cacheprovider tests/gpu/test_triton_gpu.py \
+        --junitxml="$OUT/gpu_tests_triton.xml" 2>&1 | tail -8 ;;
 esac
 echo "call took $(( $(date +%s) - T0 )) s"

@@ -84,19 +84,22 @@ BWD = [(2048, 2048, 32, 8, 128, 256, 100), (1023, 1023, 9, 3, 64, 1, 0), (777, 7
        (4096, 4096, 9, 3, 64, 512, 100), (3000, 3000, 8, 2, 128, 64, 300)]
 
 
-@pytest.fixture(params=["gluon", "gluon-dq", "triton-language"])
+@pytest.fixture(params=["gluon", "gluon-dq", "gluon-dq-kernel", "triton-language"])
 def dkdv_kernel(request, monkeypatch):
     """Each backward test runs every dK/dV kernel: the warp-specialised Gluon one (Hopper, head_dim 64/128, the
-    default there; the test checks it ran), the same computing dQ too (atomic adds), and the triton-language one."""
+    default there; the test checks it ran), the same computing dQ too (atomic adds), the Gluon one beside the Gluon
+    dQ kernel (SWAA_TRITON_GLUON_DQK, opt-in), and the triton-language one."""
     import swaa.attention.triton as T
     monkeypatch.setattr(T, "_GLUON_BWD", request.param != "triton-language")
     monkeypatch.setattr(T, "_GLUON_DQ", request.param == "gluon-dq")
+    monkeypatch.setattr(T, "_GLUON_DQK", request.param == "gluon-dq-kernel")
     return request.param
 
 
 def _check_dkdv_kernel(kernel, q):
     import swaa.attention.triton as T
     assert T.LAST_BWD_GLUON == (kernel != "triton-language" and _gluon_applies(q.detach()))
+    assert T.LAST_DQ_GLUON == (kernel == "gluon-dq-kernel" and _gluon_applies(q.detach()))
 
 
 @pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s", BWD + [(1, 1, 4, 4, 128, 8, 2), (130, 130, 4, 2, 128, 64, 129)])

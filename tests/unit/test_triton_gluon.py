@@ -1,4 +1,4 @@
-"""The Gluon kernels (swaa/attention/triton/_fwd_gluon.py, _bwd_gluon.py) on a machine without a GPU: they compile
+"""The Gluon kernels (swaa/attention/triton/_fwd_gluon.py, _bwd_gluon.py, _dq_gluon.py) on a machine without a GPU: they compile
 for Hopper (sm_90a) with the installed Triton, as warp-specialised partitions within the card's shared memory, the
 wrappers pass exactly their parameters, and say why they will not run here. Their numerics run on a GPU
 (tests/gpu/test_triton_gpu.py)."""
@@ -69,7 +69,7 @@ def _capture(monkeypatch, kernel):
     return seen
 
 
-@pytest.mark.parametrize("which", ["forward", "dkdv"])
+@pytest.mark.parametrize("which", ["forward", "dkdv", "dq"])
 def test_a_gluon_kernel_that_does_not_compile_falls_back_with_a_warning(monkeypatch, which):
     """A Triton whose Gluon API has moved on: the first launch's CompilationError turns the Gluon kernels off (with a
     warning that says why) and the call completes on the triton-language kernels, with exactly their results."""
@@ -96,10 +96,16 @@ def test_a_gluon_kernel_that_does_not_compile_falls_back_with_a_warning(monkeypa
     monkeypatch.setattr(T, "_sm_count", lambda device: 132)
     monkeypatch.setattr(T, "_GLUON_FWD", which == "forward")
     monkeypatch.setattr(T, "_GLUON_BWD", which == "dkdv")
-    monkeypatch.setattr(T, "_fwd_gluon_kernel" if which == "forward" else "_bwd_dkdv_gluon_kernel", _Broken())
-    with pytest.warns(RuntimeWarning, match=f"Gluon {'forward' if which == 'forward' else 'dK/dV'} does not compile"):
+    monkeypatch.setattr(T, "_GLUON_DQK", which == "dq")
+    monkeypatch.setattr(T, "_GLUON_DQK_ERROR", None)
+    kernel = {"forward": "_fwd_gluon_kernel", "dkdv": "_bwd_dkdv_gluon_kernel", "dq": "_bwd_dq_gluon_kernel"}[which]
+    monkeypatch.setattr(T, kernel, _Broken())
+    name = {"forward": "forward", "dkdv": "dK/dV", "dq": "dQ"}[which]
+    with pytest.warns(RuntimeWarning, match=f"Gluon {name} does not compile"):
         got = run()
-    assert "moved on" in T._GLUON_ERROR and not T.LAST_BWD_GLUON
+    # a broken dQ turns off only itself: the other Gluon kernels keep running where they can
+    assert "moved on" in ((T._GLUON_DQK_ERROR or "") if which == "dq" else T._GLUON_ERROR)
+    assert (T._GLUON_ERROR is None) == (which == "dq") and not T.LAST_BWD_GLUON and not T.LAST_DQ_GLUON
     for g, e in zip(got, expect):
         assert torch.equal(g, e)
 
@@ -160,3 +166,64 @@ def test_backward_wrapper_launches_the_gluon_dkdv_with_its_parameters(monkeypatc
     assert kw <= set(names) and len(seen["args"]) + len(kw) == len(names), kw - set(names)
     nsb, chunk, parts = T._sink_split(geo, 64, 4, 64, T._GLUON_KEY_ROWS)
     assert seen["grid"] == (3 + nsb * (parts - 1), 2)          # 3 blocks of 128 keys, plus the sink chunks
+
+
+@pytest.mark.parametrize("d, block_n, stages, varlen, preamble", [
+    (128, 64, 3, False, True), (128, 64, 3, True, True), (128, 64, 4, False, False), (64, 64, 3, True, True),
+    (128, 128, 2, False, True)])
+def test_gluon_dq_compiles_for_hopper(d, block_n, stages, varlen, preamble):
+    k = _compile(d=d, block_n=block_n, k_stages=stages, v_stages=stages, varlen=varlen, dq=True, preamble=preamble)
+    ttgir = k["ttgir"]
+    assert "ttg.warp_specialize" in ttgir and "requestedRegisters = array<i32: 240, 24, 24, 24>" in ttgir
+    # per consumer: S and dP of key tile 0, S, dQ and dP in the loop, the last dQ
+    assert ttgir.count("ttng.warp_group_dot ") >= 12
+    # the preamble's delta and backward LSE stores, or the loads of both
+    assert ttgir.count("tt.store") >= (4 if preamble else 2)
+    assert 0 < k["shared"] <= H100_SMEM, k["shared"]
+
+
+def test_default_gluon_dq_config_fits_the_card():
+    bn, ks, vs = T._GLUON_DQK_CFG
+    assert _compile(d=128, block_n=bn, k_stages=ks, v_stages=vs, dq=True)["shared"] <= H100_SMEM
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")       # dK/dV reads the delta the stand-in never wrote
+@pytest.mark.parametrize("preamble", [True, False])
+def test_backward_wrapper_launches_the_gluon_dq_with_its_parameters(monkeypatch, preamble):
+    """With SWAA_TRITON_GLUON_DQK the backward hands the Gluon dQ kernel exactly its parameters, a persistent grid
+    and the forward's LSE (with the preamble, which then writes delta and the backward LSE) or the backward LSE."""
+    seen = _capture(monkeypatch, "_bwd_dq_gluon_kernel")
+    monkeypatch.setattr(T, "_GLUON_DQK", True)
+    monkeypatch.setattr(T, "_GLUON_DQK_ERROR", None)
+    monkeypatch.setattr(T, "_DQ_PREAMBLE", preamble)
+    monkeypatch.setattr(T, "_GLUON_BWD", False)                  # dK/dV: the triton-language kernel here
+    monkeypatch.setattr(T, "_GLUON_FWD", False)
+    monkeypatch.setattr(T, "_gluon_why_not", lambda q, geo: None)
+    monkeypatch.setattr(T, "_sm_count", lambda device: 132)
+    mk = lambda h: torch.randn(1, h, 300, 128, dtype=torch.bfloat16)
+    q, k, v = mk(4), mk(2), mk(2)
+    geo = T._Geometry(q, k)
+    o, lse = T._forward(q, k, v, geo, 64, 4, 0.1)
+    dq, _, _ = T._backward(torch.randn_like(o), q, k, v, o, lse, geo, 64, 4, 0.1)
+    assert T.LAST_DQ_GLUON
+    kernel = importlib.import_module("swaa.attention.triton._dq_gluon")._bwd_dq_gluon_kernel
+    names = kernel.arg_names
+    kw = set(seen["kw"]) - {"num_warps", "maxnreg"}
+    assert kw <= set(names) and len(seen["args"]) + len(kw) == len(names), kw - set(names)
+    args = dict(zip(names, seen["args"]))
+    assert seen["grid"] == (3 * 4,)                          # 3 tiles of 128 rows x 4 query heads (< 132 SMs)
+    assert args["n_tiles"] == 12 and args["n_mg"] == 3 * 2 and args["DQ"] is dq
+    assert (args["LSE"] is lse) == preamble and (args["LSE"] is args["LSE_B"]) != preamble
+    assert seen["kw"]["PREAMBLE"] == preamble and seen["kw"]["BLOCK_N"] == T._GLUON_DQK_CFG[0]
+    for a in ("q_desc", "k_desc", "v_desc", "do_desc"):
+        assert isinstance(args[a], T._GluonDescriptor), a
+    assert args["q_desc"].block_shape == [T._GLUON_WG_ROWS, 128]
+    assert args["k_desc"].block_shape == [T._GLUON_DQK_CFG[0], 128]
+
+
+@pytest.mark.parametrize("cfg", ["96,3,3", "64,1,3", "64,3"])
+def test_a_bad_gluon_dq_config_is_named_at_import(cfg):
+    env = dict(os.environ, SWAA_TRITON_GLUON_DQK_CFG=cfg)
+    r = subprocess.run([sys.executable, "-c", "import swaa.attention.triton"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and f"SWAA_TRITON_GLUON_DQK_CFG={cfg}:" in r.stderr and "K_STAGES >= 2" in r.stderr

@@ -26,6 +26,7 @@ _DEFER_FWD = {"0": False, "1": True}.get(os.environ.get("SWAA_TRITON_DEFER", "")
 _SINK_SPLIT = os.environ.get("SWAA_TRITON_SINK_SPLIT", "1") == "1"   # dK/dV: sink blocks' far queries over programs
 LAST_FWD_LAUNCH = None      # the compiled forward of the last call (registers, spills, shared memory: for sweeps)
 LAST_BWD_GLUON = False      # whether the last backward's dK/dV ran the Gluon kernel
+LAST_DQ_GLUON = False       # whether the last backward's dQ ran the Gluon kernel (SWAA_TRITON_GLUON_DQK=1)
 _MAXNREG = {"maxnreg": int(os.environ["SWAA_TRITON_MAXNREG"])} if os.environ.get("SWAA_TRITON_MAXNREG") else {}
 try:
     import triton
@@ -49,6 +50,7 @@ try:                        # the warp-specialised Hopper forward needs Gluon (T
     from ._fwd_gluon import _fwd_gluon_kernel
     from ._bwd_gluon import KEY_ROWS as _GLUON_KEY_ROWS
     from ._bwd_gluon import _bwd_dkdv_gluon_kernel
+    from ._dq_gluon import _bwd_dq_gluon_kernel
     _GLUON_ERROR = None
 except Exception as e:  # pragma: no cover - depends on the Triton build
     _GLUON_ERROR = f"Gluon's Hopper ops are not importable ({e})"
@@ -70,6 +72,15 @@ if _GLUON_DQ_VEC not in (1, 2, 4):
     raise ValueError(f"SWAA_TRITON_GLUON_DQ_VEC={_GLUON_DQ_VEC}: use 1 (scalar atomics), 2 or 4 (vector reductions)")
 # the Gluon dK/dV's (Q, dO) ring stages (session 9 sweep: 3 no faster than 2)
 _GLUON_BWD_STAGES = int(os.environ.get("SWAA_TRITON_GLUON_BWD_STAGES", "2"))
+# "1": the Gluon dQ kernel (_dq_gluon.py) instead of _bwd_dq_kernel where it can run. Off: written in session 11
+# without a GPU and not yet run on one; SWAA_TRITON_GLUON_DQK_CFG = BLOCK_N (64 or 128), K stages, V stages
+_GLUON_DQK = os.environ.get("SWAA_TRITON_GLUON_DQK", "0") == "1"
+_GLUON_DQK_ERROR = None                     # set when it fails to compile: the triton-language dQ from then on
+_GLUON_DQK_CFG = tuple(int(x) for x in os.environ.get("SWAA_TRITON_GLUON_DQK_CFG", "64,3,3").split(","))
+if len(_GLUON_DQK_CFG) != 3 or _GLUON_DQK_CFG[0] not in (64, 128) or _GLUON_DQK_CFG[1] < 2 or _GLUON_DQK_CFG[2] < 1:
+    # two K stages at least: a consumer holds K_{j-1} (its dQ product) while it waits for K_j
+    raise ValueError(f"SWAA_TRITON_GLUON_DQK_CFG={','.join(map(str, _GLUON_DQK_CFG))}: use BLOCK_N,K_STAGES,V_STAGES "
+                     "with BLOCK_N 64 or 128, K_STAGES >= 2 and V_STAGES >= 1 (default 64,3,3)")
 _TMA = os.environ.get("SWAA_TRITON_TMA", "1") != "0"      # "0": pointer loads everywhere (for comparisons)
 # the dQ kernel computes delta and the backward LSE for its own rows and runs before dK/dV (no separate pass over O
 # and dO); "0": _bwd_delta_kernel first, as before session 10 (for comparisons)
@@ -344,6 +355,8 @@ def _sink_split(geo: _Geometry, w, s, bm, bn):
 
 
 def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
+    global LAST_DQ_GLUON
+    LAST_DQ_GLUON = False                  # until _dq runs the Gluon dQ kernel (not at all with fused dQ)
     do = do if do.stride() == o.stride() else torch.empty_like(o).copy_(do)
     so = _strides_packed(o) if geo.varlen else _strides_dense(o)
     sv = _strides_packed(v) if geo.varlen else _strides_dense(v)
@@ -419,6 +432,25 @@ def _backward(do, q, k, v, o, lse2, geo: _Geometry, w, s, scale):
 def _dq(o, lse, delta, lse_b, dq, geo: _Geometry, w, s, scale, operands, sv, so, common, preamble: bool):
     """The dQ kernel into ``dq`` (``lse``: lse_b, or with ``preamble`` the forward's LSE, and then it also writes
     ``delta`` and ``lse_b`` from ``o`` and dO, and must run before the dK/dV kernel)."""
+    global LAST_DQ_GLUON, _GLUON_DQK_ERROR
+    if _GLUON_DQK and _GLUON_DQK_ERROR is None and _gluon_why_not(o, geo) is None:
+        bn, k_stages, v_stages = _GLUON_DQK_CFG
+        (q_, k_, v_, do_), tma = operands(_GLUON_WG_ROWS, bn, gluon=True)
+        if tma:
+            n_mg = triton.cdiv(geo.lq, _GLUON_ROWS) * geo.groups
+            n_tiles = n_mg * geo.nseq * geo.hkv
+            try:            # persistent as the Gluon forward, whose 12-warp register split it shares
+                _bwd_dq_gluon_kernel[(min(n_tiles, _sm_count(o.device)),)](
+                    q_, k_, v_, do_, lse, delta, dq, o, lse_b, geo.cu_q, geo.cu_k, *geo.sq, *geo.sk, *sv, *so,
+                    *geo.lse_strides(lse), geo.lq, geo.lk, geo.hq, geo.groups, w, s, scale * _LOG2E, n_tiles, n_mg,
+                    D=geo.d, BLOCK_N=bn, K_STAGES=k_stages, V_STAGES=v_stages, VARLEN=geo.varlen, PREAMBLE=preamble,
+                    num_warps=4, maxnreg=168)
+                LAST_DQ_GLUON = True
+                return
+            except triton.CompilationError as e:       # the triton-language dQ below, from now on
+                _GLUON_DQK_ERROR = f"the Gluon dQ does not compile with triton {triton.__version__}: {e}"
+                warnings.warn(f"{_GLUON_DQK_ERROR.splitlines()[0]}; using the triton-language dQ kernel",
+                              RuntimeWarning, stacklevel=2)
     bm, bn, warps, stages = _blocks(geo.d, "dq")
     (q_, k_, v_, do_), tma = operands(bm, bn)
     _bwd_dq_kernel[(triton.cdiv(geo.lq, bm) * geo.groups, geo.nseq * geo.hkv)](
