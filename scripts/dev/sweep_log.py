@@ -61,3 +61,35 @@ def fwd_inputs_and_flex(log, name, n, hq, hkv, d, w, s):
         ms = timeit(lambda: swaa_attention(q, k, v, backend="flex", **kw))
         log.rec(kind="fwd", shape=name, n=n, window=w, keep_first=s, backend="flex", ms=round(ms, 3), tflops=tf(ms))
     return q, k, v, kw, tf
+
+
+class SmiTrace:
+    """``nvidia-smi --query-gpu=timestamp,<fields>`` every 20 ms into ``path`` while the with-block runs (sessions
+    10-11: the SM clock, power, utilisation under a kernel). ``samples(t0, t1)``: the rows taken in that span of
+    ``time.time()``, as (timestamp, field values as floats...)."""
+
+    def __init__(self, path, fields):
+        self.path, self.fields = path, fields
+
+    def __enter__(self):
+        import subprocess
+        self.mon = subprocess.Popen(["nvidia-smi", f"--query-gpu=timestamp,{','.join(self.fields)}",
+                                     "--format=csv,noheader,nounits", "-lms", "20"], stdout=open(self.path, "w"))
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.3)
+        self.mon.terminate()
+        self.mon.wait()
+
+    def samples(self, t0, t1):
+        from datetime import datetime
+        rows = []
+        for line in open(self.path):
+            parts = [x.strip() for x in line.split(",")]
+            try:
+                ts = datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
+                rows.append((ts, *(float(x) for x in parts[1:1 + len(self.fields)])))
+            except (ValueError, IndexError):
+                continue
+        return [r for r in rows if t0 <= r[0] <= t1]

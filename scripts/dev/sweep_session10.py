@@ -26,7 +26,7 @@ from benchmarks.attention import kernel_times, timeit
 from swaa.attention import attention_ref, swaa_attention
 from swaa.attention.masks import visible_pairs
 import swaa.attention.triton as T
-from sweep_log import SweepLog, fwdbwd
+from sweep_log import SmiTrace, SweepLog, fwdbwd
 
 PART = os.environ.get("PART", "all")
 TAG = os.environ.get("TAG", "")
@@ -207,15 +207,12 @@ def ab():
 
 
 def clock():
-    import subprocess
     import statistics
     name, hq, hkv, d = QWEN
     use("default")
-    trace = os.path.join(os.environ.get("OUT", "."), "clock_trace.csv")
-    mon = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu",
-                            "--format=csv,noheader,nounits", "-lms", "20"], stdout=open(trace, "w"))
     marks = []
-    try:
+    with SmiTrace(os.path.join(os.environ.get("OUT", "."), "clock_trace.csv"),
+                  ["clocks.sm", "power.draw", "temperature.gpu"]) as trace:
         for n, reps in [(32768, 200), (131072, 50), (32768, 200)]:
             mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)
             q, k, v = mk(hq), mk(hkv), mk(hkv)
@@ -234,21 +231,8 @@ def clock():
                 marks.append((n, t0, time.time(), a.elapsed_time(b) / reps))
             q = k = v = None
             torch.cuda.empty_cache()
-    finally:
-        time.sleep(0.3)
-        mon.terminate()
-        mon.wait()
-    from datetime import datetime
-    samples = []
-    for line in open(trace):
-        parts = [x.strip() for x in line.split(",")]
-        try:
-            ts = datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
-            samples.append((ts, float(parts[1]), float(parts[2]), float(parts[3])))
-        except (ValueError, IndexError):
-            continue
     for n, t0, t1, ms in marks:
-        inside = [s for s in samples if t0 + 0.05 <= s[0] <= t1]
+        inside = trace.samples(t0 + 0.05, t1)
         log.rec(kind="clock", n=n, ms_per_call=round(ms, 3), seconds=round(t1 - t0, 2), samples=len(inside),
                 sm_mhz_median=statistics.median([s[1] for s in inside]) if inside else None,
                 sm_mhz_min=min([s[1] for s in inside]) if inside else None,

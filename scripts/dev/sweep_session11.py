@@ -1,6 +1,7 @@
 """Developer sweep (GPU), written in session 11 (no GPU was lent then): why the forward loses 10-15% per visible
 pair from 32k to 128k when Flex does not (session 10: ours 555-575 TFLOP/s at 32k, 480-540 at 128k, Flex 351-380 at
-both; the triton-language forward loses about as much as the Gluon one, so the persistent schedule alone is not it).
+both; in session 8's sweep the non-persistent triton-language forward took 4.0-4.4 times its 32k time at 128k and
+Flex 3.75-3.83 times, so the persistent schedule alone is not it).
 
 PART=mem: the same work laid out four ways, each case's backends interleaved over rounds (benchmarks.attention):
   - batch 1 x 32k, batch 4 x 32k, batch 2 x 64k, batch 1 x 128k: if 4 x 32k runs at the 32k rate, the loss comes
@@ -33,7 +34,7 @@ from benchmarks.attention import interleaved, kernel_times, timeit
 from swaa.attention import swaa_attention
 from swaa.attention.masks import visible_pairs
 import swaa.attention.triton as T
-from sweep_log import SweepLog
+from sweep_log import SmiTrace, SweepLog
 
 PART = os.environ.get("PART", "all")
 OUT = os.environ.get("OUT", ".")
@@ -187,11 +188,9 @@ def dq_time():
 
 def utilization_trace():
     """nvidia-smi's SM and memory-controller utilisation every 20 ms while each length's forward runs ~2 s."""
-    trace = os.path.join(OUT, "util_trace.csv")
-    mon = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,utilization.gpu,utilization.memory,clocks.sm,"
-                            "power.draw", "--format=csv,noheader,nounits", "-lms", "20"], stdout=open(trace, "w"))
     marks = []
-    try:
+    with SmiTrace(os.path.join(OUT, "util_trace.csv"),
+                  ["utilization.gpu", "utilization.memory", "clocks.sm", "power.draw"]) as trace:
         for n in (32768, 131072, 32768):
             q, k, v = inputs(1, n, "bhsd")
             fn = forward("triton", q, k, v, 100)
@@ -205,21 +204,8 @@ def utilization_trace():
             marks.append((n, t0, time.time(), ms))
             q = k = v = None
             torch.cuda.empty_cache()
-    finally:
-        time.sleep(0.3)
-        mon.terminate()
-        mon.wait()
-    from datetime import datetime
-    samples = []
-    for line in open(trace):
-        parts = [x.strip() for x in line.split(",")]
-        try:
-            samples.append((datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp(),
-                            *(float(x) for x in parts[1:5])))
-        except (ValueError, IndexError):
-            continue
     for n, t0, t1, ms in marks:
-        inside = [x for x in samples if t0 + 0.1 <= x[0] <= t1]
+        inside = trace.samples(t0 + 0.1, t1)
         med = lambda i: statistics.median(x[i] for x in inside) if inside else None
         log.rec(kind="util", n=n, ms_per_call=round(ms, 3), samples=len(inside), sm_util_pct=med(1),
                 mem_util_pct=med(2), sm_mhz=med(3), power_w=med(4))

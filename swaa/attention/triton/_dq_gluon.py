@@ -32,7 +32,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
 
 from ._fwd import _key_runs, _needs_mask, _rule_mask
-from ._fwd_gluon import _gl_block_start, _gl_loader, _gl_q_loader, _gl_tile
+from ._fwd_gluon import _gl_block_start, _gl_loader, _gl_q_loader, _gl_rings, _gl_tile
 
 
 @gluon.jit
@@ -156,25 +156,9 @@ def _bwd_dq_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, O, LSE
     """Grid: (CTAs,) as the Gluon forward's (``n_tiles`` = query tiles x sequences x KV heads, ``n_mg`` = query
     tiles x GROUPS). LSE: with PREAMBLE the forward's base-2 LSE (delta and LSE_B are then written), else LSE_B,
     with DELTA read. O and dO share strides (the wrapper makes it so); DQ has q's."""
-    k_bufs = gl.allocate_shared_memory(k_desc.dtype, [K_STAGES, BLOCK_N, D], k_desc.layout)
-    v_bufs = gl.allocate_shared_memory(v_desc.dtype, [V_STAGES, BLOCK_N, D], v_desc.layout)
-    q_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, 64, D], q_desc.layout)
-    do_bufs = gl.allocate_shared_memory(do_desc.dtype, [2, 64, D], do_desc.layout)
-    k_ready = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
-    k_empty = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
-    v_empty = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
-    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(K_STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=2)                     # both consumers release a buffer
-    for i in gl.static_range(V_STAGES):
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(v_empty.index(i), count=2)
-    for i in gl.static_range(2):
-        mbarrier.init(q_ready.index(i), count=1)
-        mbarrier.init(q_empty.index(i), count=1)
+    k_bufs, v_bufs, q_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty, _ = _gl_rings(
+        k_desc, v_desc, q_desc, D, BLOCK_N, K_STAGES, V_STAGES, False)
+    do_bufs = gl.allocate_shared_memory(do_desc.dtype, [2, 64, D], do_desc.layout)     # beside Q, on its barriers
 
     gl.warp_specialize([
         (_gdq_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, do_bufs, q_ready, q_empty, LSE,

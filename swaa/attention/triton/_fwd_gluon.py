@@ -226,14 +226,12 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
 
 
 @gluon.jit
-def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
-                      stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
-                      stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
-                      stride_lb, stride_lh, stride_lm,
-                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale, n_tiles, n_mg,
-                      D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-                      VARLEN: gl.constexpr, SINKS_LAST: gl.constexpr = False, PINGPONG: gl.constexpr = False):
-    """Grid: (CTAs,) with ``n_tiles`` = query tiles x sequences x KV heads, ``n_mg`` = query tiles x GROUPS."""
+def _gl_rings(k_desc, v_desc, q_desc, D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr,
+              V_STAGES: gl.constexpr, TURN: gl.constexpr):
+    """The shared memory of a persistent Gluon kernel's loaders (this forward's, the dQ kernel's): K and V rings of
+    BLOCK_N-row tiles, one 64-row Q buffer per consumer, and their barriers initialised (a K/V buffer is released
+    when both consumers have arrived); with TURN also the consumers' turn barriers (PINGPONG), else q_empty stands in
+    for them, unused. (Allocated and initialised in the order the forward always had: its SASS is unchanged.)"""
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [K_STAGES, BLOCK_N, D], k_desc.layout)
     v_bufs = gl.allocate_shared_memory(v_desc.dtype, [V_STAGES, BLOCK_N, D], v_desc.layout)
     q_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, 64, D], q_desc.layout)
@@ -245,15 +243,33 @@ def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
     q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(K_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=2)                     # both consumers release a buffer
+        mbarrier.init(k_empty.index(i), count=2)
     for i in gl.static_range(V_STAGES):
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(v_empty.index(i), count=2)
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    if TURN:
+        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    else:
+        turn = q_empty
     for i in gl.static_range(2):
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=1)
-        mbarrier.init(turn.index(i), count=1)
+        if TURN:
+            mbarrier.init(turn.index(i), count=1)
+    return k_bufs, v_bufs, q_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty, turn
+
+
+@gluon.jit
+def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
+                      stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                      stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
+                      stride_lb, stride_lh, stride_lm,
+                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale, n_tiles, n_mg,
+                      D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
+                      VARLEN: gl.constexpr, SINKS_LAST: gl.constexpr = False, PINGPONG: gl.constexpr = False):
+    """Grid: (CTAs,) with ``n_tiles`` = query tiles x sequences x KV heads, ``n_mg`` = query tiles x GROUPS."""
+    k_bufs, v_bufs, q_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty, turn = _gl_rings(
+        k_desc, v_desc, q_desc, D, BLOCK_N, K_STAGES, V_STAGES, True)
 
     gl.warp_specialize([
         (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE,
