@@ -46,6 +46,12 @@ def fwdbwd(q, k, v, do, w, s, backend):
                                        (q, k, v), do)
 
 
+def rel(a, b):
+    """|a - b|'s largest element relative to b's largest, the scale floored at 0.05 (with one key, dq and dk vanish:
+    their relative error is noise): the sweeps' gradient check."""
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(5e-2)).item()
+
+
 def fwd_inputs_and_flex(log, name, n, hq, hkv, d, w, s):
     """bf16 (1, H, n, d) q/k/v of one shape, Flex's forward time on them logged first (when there is a window);
     returns (q, k, v, mask kwargs, ms -> effective TFLOP/s)."""

@@ -26,7 +26,7 @@ from benchmarks.attention import kernel_times, timeit
 from swaa.attention import attention_ref, swaa_attention
 from swaa.attention.masks import visible_pairs
 import swaa.attention.triton as T
-from sweep_log import SmiTrace, SweepLog, fwdbwd
+from sweep_log import SmiTrace, SweepLog, fwdbwd, rel
 
 PART = os.environ.get("PART", "all")
 TAG = os.environ.get("TAG", "")
@@ -55,10 +55,6 @@ def grads(q, k, v, do, w, s, variant):
     g = fwdbwd(q, k, v, do, w, s, "triton")()
     torch.cuda.synchronize()
     return g
-
-
-def rel(a, b):      # relative to the largest gradient, floored (with one key, dq and dk vanish: noise there)
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(5e-2)).item()
 
 
 def check() -> bool:

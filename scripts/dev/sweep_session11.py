@@ -34,7 +34,7 @@ from benchmarks.attention import interleaved, kernel_times, timeit
 from swaa.attention import swaa_attention
 from swaa.attention.masks import visible_pairs
 import swaa.attention.triton as T
-from sweep_log import SmiTrace, SweepLog
+from sweep_log import SmiTrace, SweepLog, fwdbwd, rel
 
 PART = os.environ.get("PART", "all")
 OUT = os.environ.get("OUT", ".")
@@ -92,10 +92,6 @@ def mem():
     T._GLUON_FWD = None
 
 
-def _rel(a, b):      # relative to the largest gradient, floored (with one key, dq and dk vanish: noise there)
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(5e-2)).item()
-
-
 def _grads(q, k, v, do, w, s, dqk, cfg=None, preamble=True, cu=None):
     T._GLUON_DQK, T._DQ_PREAMBLE = dqk, preamble
     if cfg:
@@ -124,8 +120,8 @@ def dq_check() -> bool:
         base, _ = _grads(q, k, v, do, w, s, False)
         for preamble in (True, False):
             got, ran = _grads(q, k, v, do, w, s, True, (64, 3, 3), preamble)
-            r_def = [_rel(a, b) for a, b in zip(got, base)]
-            r_ref = [_rel(a, b) for a, b in zip(got, ref)]
+            r_def = [rel(a, b) for a, b in zip(got, base)]
+            r_ref = [rel(a, b) for a, b in zip(got, ref)]
             good = ran and max(r_def) < 2e-2 and max(r_ref) < 3e-2
             ok &= good
             log.rec(kind="dq-check", n=n, hq=hq, hkv=hkv, d=d, window=w, keep_first=s, preamble=preamble, ran=ran,
@@ -138,7 +134,7 @@ def dq_check() -> bool:
     do = torch.randn_like(q)
     base, _ = _grads(q, k, v, do, 256, 70, False, cu=cu)
     got, ran = _grads(q, k, v, do, 256, 70, True, (64, 3, 3), cu=cu)
-    r_def = [_rel(a, b) for a, b in zip(got, base)]
+    r_def = [rel(a, b) for a, b in zip(got, base)]
     good = ran and max(r_def) < 2e-2
     ok &= good
     log.rec(kind="dq-check", varlen=lens, window=256, keep_first=70, ran=ran, rel_vs_default=r_def, ok=good)
@@ -164,19 +160,17 @@ def dq_time():
         q, k, v = mk(HQ), mk(HKV), mk(HKV)
         do = torch.randn_like(q)
         pairs = visible_pairs(n, n, W, s)
+        fn = fwdbwd(q, k, v, do, W, s, "triton")       # which dQ kernel it runs: use(variant) before each call
 
         def run(variant, first):
             use(variant)
-            return timeit(lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=W, keep_first=s,
-                                                                     backend="triton"), (q, k, v), do)), None
+            return timeit(fn), None
         got = interleaved(variants, run, rounds)
         for variant, r in got.items():
             if isinstance(r, Exception):
                 log.rec(kind="fwdbwd", n=n, keep_first=s, variant=variant, error=repr(r)[:300])
                 continue
             use(variant)
-            fn = lambda: torch.autograd.grad(swaa_attention(q, k, v, sliding_window_size=W, keep_first=s,
-                                                            backend="triton"), (q, k, v), do)
             ms, _, per_round = r
             log.rec(kind="fwdbwd", n=n, keep_first=s, variant=variant, ms=round(ms, 3),
                     rounds_ms=[round(x, 3) for x in per_round], tflops=round(10 * pairs * D * HQ / ms / 1e9, 1),

@@ -71,6 +71,19 @@ def _dkdv_queries(n_start, far, j, Lq, Lk, W, S, NSB, CHUNK, BLOCK_M: tl.constex
 
 
 @triton.jit
+def _row_stats_store(o, do, lse, DELTA, LSE_B, lrow, ok):
+    """The backward's row statistics from O, dO and the forward's base-2 LSE of some rows: delta = rowsum(dO * O) in
+    fp32, and the LSE with rows that saw no key (-inf) set to +inf so that their recomputed probabilities are 0;
+    stored at ``lrow`` where ``ok`` for the dK/dV kernel and returned. Shared by ``_bwd_delta_kernel`` and both dQ
+    kernels' preambles."""
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    lse_b = tl.where(lse == float("-inf"), float("inf"), lse)
+    tl.store(DELTA + lrow, delta, mask=ok)
+    tl.store(LSE_B + lrow, lse_b, mask=ok)
+    return delta, lse_b
+
+
+@triton.jit
 def _dkdv_store(dk, dv, rows, cols, to_partial, slot, pid_bh, DKP, DVP, DK, DV, b, kvh, k0, Lk, stride_kb, stride_kh,
                 stride_kn, stride_vb, stride_vh, stride_vn, NSB, D, BLOCK_N: tl.constexpr, ROW: tl.constexpr):
     """A key block's dK/dV (``rows``: its keys' offsets in the sequence, ``cols``: 0..ROW): with ``to_partial`` the
@@ -235,10 +248,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
     do = _load_rows(DO, dr + q0 + m_start, dc, b * stride_ob + h * stride_oh, q0 + offs_m, stride_om, offs_d,
                     row_ok, d_ok, TMA)
     if PREAMBLE:
-        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-        lse = tl.where(lse == float("-inf"), float("inf"), lse)
-        tl.store(DELTA + lrow, delta, mask=row_ok)
-        tl.store(LSE_B + lrow, lse, mask=row_ok)
+        delta, lse = _row_stats_store(o, do, lse, DELTA, LSE_B, lrow, row_ok)
     else:
         lse = tl.load(LSE + lrow, mask=row_ok, other=float("inf"))
         delta = tl.load(DELTA + lrow, mask=row_ok, other=0.0)
@@ -284,9 +294,7 @@ def _bwd_delta_kernel(O, DO, LSE, DELTA, LSE_B, R, H, stride_ob, stride_oh, stri
     base = b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
     ptrs = base + rows.to(tl.int64)[:, None] * stride_om + offs_d[None, :]
     mask = ok[:, None] & (offs_d < D)[None, :]
-    o = tl.load(O + ptrs, mask=mask, other=0.0).to(tl.float32)
-    do = tl.load(DO + ptrs, mask=mask, other=0.0).to(tl.float32)
+    o = tl.load(O + ptrs, mask=mask, other=0.0)
+    do = tl.load(DO + ptrs, mask=mask, other=0.0)
     lrow = b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + rows.to(tl.int64) * stride_lm
-    lse = tl.load(LSE + lrow, mask=ok, other=0.0)
-    tl.store(DELTA + lrow, tl.sum(o * do, 1), mask=ok)
-    tl.store(LSE_B + lrow, tl.where(lse == float("-inf"), float("inf"), lse), mask=ok)
+    _row_stats_store(o, do, tl.load(LSE + lrow, mask=ok, other=0.0), DELTA, LSE_B, lrow, ok)

@@ -17,10 +17,10 @@ then its window), five partitions:
     V loader    (1 warp)                   value tiles into a ring
     Q loader    (1 warp)                   each tile's Q and dO rows, one buffer pair per consumer
 
-Per key tile j a consumer issues S_j = Q K_j^T and dP_j = dO V_j^T, waits for S_j (which also retires
-dQ += dS_{j-1} K_{j-1}, issued before them, and so frees K_{j-1}), computes P_j = exp2(S_j - LSE) while dP_j runs,
-then dS_j = P_j (dP_j - delta), frees V_j and issues dQ += dS_j K_j, which runs on while the next tile's products
-are issued. Registers per consumer thread: dQ 64 x D fp32, S and dP 64 x BLOCK_N fp32, dS as the A operand: with
+Per key tile j (after the first, which issues only its S and dP) a consumer issues S_j = Q K_j^T, then
+dQ += dS_{j-1} K_{j-1} (dS of the tile before, kept in registers as the A operand), then dP_j = dO V_j^T; it waits
+for S_j alone and computes P_j = exp2(S_j - LSE) while the other two run, then waits for both, frees K_{j-1} and
+V_j, and forms dS_j = P_j (dP_j - delta) for the next tile. The last tile's dQ product follows the loop. Registers per consumer thread: dQ 64 x D fp32, S and dP 64 x BLOCK_N fp32, dS as the A operand: with
 BLOCK_N = 64 and D = 128, 64 + 32 + 32 + 16. With ``PREAMBLE`` each consumer first computes delta = rowsum(dO * O)
 for its rows (O by pointer loads, dO from its shared buffer) and stores delta and the LSE with +inf for rows that
 saw no key, which the dK/dV kernel launched after it reads: ``_bwd_dq_kernel``'s PREAMBLE.
@@ -31,6 +31,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
 
+from ._bwd import _row_stats_store
 from ._fwd import _key_runs, _needs_mask, _rule_mask
 from ._fwd_gluon import _gl_block_start, _gl_loader, _gl_q_loader, _gl_rings, _gl_tile
 
@@ -84,11 +85,7 @@ def _gdq_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, do
                 lrow_b = lrow_base + (q0 + rows_b) * stride_lm
                 lse_f = gl.load(LSE + lrow_b, mask=ok_b, other=float("-inf"))
                 mbarrier.wait(q_ready.index(WG), tt & 1)
-                do_r = do_smem.load(blk)
-                delta_b = gl.sum(o.to(gl.float32) * do_r.to(gl.float32), 1)
-                lse_b = gl.where(lse_f == float("-inf"), float("inf"), lse_f)
-                gl.store(DELTA + lrow_b, delta_b, mask=ok_b)
-                gl.store(LSE_B + lrow_b, lse_b, mask=ok_b)
+                delta_b, lse_b = _row_stats_store(o, do_smem.load(blk), lse_f, DELTA, LSE_B, lrow_b, ok_b)
                 delta = gl.convert_layout(delta_b, row_s)
                 lse = gl.convert_layout(lse_b, row_s)
             else:
