@@ -1,6 +1,7 @@
-"""Compile a Gluon kernel (the forward, the dK/dV, the dQ) for sm_90a and print what the compiler made of it as one JSON line. Run as
-``python -m tests.unit._gluon_compile '{"d": 128, ...}'`` without TRITON_INTERPRET (the interpreter swaps the
-kernels' triton.jit helpers for Python functions that a compiled kernel cannot call); used by test_triton_gluon.py."""
+"""Compile a Gluon kernel (the forward, the dK/dV, the dQ) for sm_90a and print what the compiler made of it as one
+JSON line. Run as ``python -m tests.unit._gluon_compile '{"d": 128, ...}'`` without TRITON_INTERPRET (the
+interpreter swaps the kernels' triton.jit helpers for Python functions that a compiled kernel cannot call); used by
+test_triton_gluon.py."""
 import json
 import sys
 

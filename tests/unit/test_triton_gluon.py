@@ -1,7 +1,7 @@
-"""The Gluon kernels (swaa/attention/triton/_fwd_gluon.py, _bwd_gluon.py, _dq_gluon.py) on a machine without a GPU: they compile
-for Hopper (sm_90a) with the installed Triton, as warp-specialised partitions within the card's shared memory, the
-wrappers pass exactly their parameters, and say why they will not run here. Their numerics run on a GPU
-(tests/gpu/test_triton_gpu.py)."""
+"""The Gluon kernels (swaa/attention/triton/_fwd_gluon.py, _bwd_gluon.py, _dq_gluon.py) on a machine without a
+GPU: they compile for Hopper (sm_90a) with the installed Triton, as warp-specialised partitions within the card's
+shared memory, the wrappers pass exactly their parameters, and say why they will not run here. Their numerics run
+on a GPU (tests/gpu/test_triton_gpu.py)."""
 import importlib
 
 import pytest

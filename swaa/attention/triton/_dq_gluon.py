@@ -20,8 +20,9 @@ then its window), five partitions:
 Per key tile j (after the first, which issues only its S and dP) a consumer issues S_j = Q K_j^T, then
 dQ += dS_{j-1} K_{j-1} (dS of the tile before, kept in registers as the A operand), then dP_j = dO V_j^T; it waits
 for S_j alone and computes P_j = exp2(S_j - LSE) while the other two run, then waits for both, frees K_{j-1} and
-V_j, and forms dS_j = P_j (dP_j - delta) for the next tile. The last tile's dQ product follows the loop. Registers per consumer thread: dQ 64 x D fp32, S and dP 64 x BLOCK_N fp32, dS as the A operand: with
-BLOCK_N = 64 and D = 128, 64 + 32 + 32 + 16. With ``PREAMBLE`` each consumer first computes delta = rowsum(dO * O)
+V_j, and forms dS_j = P_j (dP_j - delta) for the next tile. The last tile's dQ product follows the loop.
+Registers per consumer thread: dQ 64 x D fp32, S and dP 64 x BLOCK_N fp32, dS as the A operand: with BLOCK_N = 64
+and D = 128, 64 + 32 + 32 + 16. With ``PREAMBLE`` each consumer first computes delta = rowsum(dO * O)
 for its rows (O by pointer loads, dO from its shared buffer) and stores delta and the LSE with +inf for rows that
 saw no key, which the dK/dV kernel launched after it reads: ``_bwd_dq_kernel``'s PREAMBLE.
 """
