@@ -15,7 +15,7 @@ from .flash import flash_attention, flash_available, flash_unsupported
 from .flex import flex_available, flex_swaa_attention, flex_unsupported
 from .masks import check_window, dense_mask, make_mask_mod, visible, visible_pairs
 from .reference import attention_ref, merge_attention
-from .sdpa import sdpa_attention, sdpa_unsupported
+from .sdpa import one_query_span, sdpa_attention, sdpa_unsupported
 
 __all__ = [
     "swaa_attention", "attention_ref", "merge_attention", "Backend", "register_backend", "available_backends",
@@ -29,7 +29,8 @@ class Backend:
 
     ``available()`` returns None or the reason the backend cannot run here; ``unsupported(q, k, v, *, return_lse,
     mask, fa_from)`` returns None or the reason it cannot run these inputs. ``devices`` lists where ``auto``
-    considers it, in ``priority`` order (lower first).
+    considers it, in ``priority`` order (lower first). ``auto`` remembers its choice per routing features
+    (:func:`_route_key`), so these three may depend on those features only.
     """
 
     name: str
@@ -51,6 +52,7 @@ _OVERRIDE: list[str] = []          # stack; top wins when backend="auto"
 
 def register_backend(backend: Backend) -> Backend:
     _REGISTRY[backend.name] = backend
+    _ROUTES.clear()
     return backend
 
 
@@ -80,6 +82,20 @@ def _get(name: str) -> Backend:
     return _REGISTRY[name]
 
 
+_ROUTES: dict[tuple, Backend] = {}     # auto's choice per routing features (see _route_key)
+
+
+def _route_key(q, k, window, return_lse, mask, fa_from, keep_first) -> tuple:
+    """What ``auto``'s choice may depend on: device, dtype, head_dim, the query-length class (one query, decode,
+    prefill, long prefill), whether a decode query's visible keys are one run, window/sinks, mask, FA-decode split,
+    LSE and gradients. Every backend's ``rank``, ``available`` and ``unsupported`` read no more than these."""
+    lq = q.shape[-2]
+    one_run = lq == 1 and one_query_span(k.shape[-2], window, keep_first) is not None
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    return (q.device.type, q.dtype, q.shape[-1], lq == 1, lq <= 16, lq >= 16384, one_run, window is None,
+            keep_first > 0, mask is None, fa_from is None, return_lse, grad)
+
+
 def resolve_backend(name: str, q, k, v, *, window=None, return_lse=False, mask=None, fa_from=None,
                     keep_first: int = 0) -> Backend:
     """The backend that will run these inputs, or an error naming why the requested one cannot."""
@@ -93,12 +109,17 @@ def resolve_backend(name: str, q, k, v, *, window=None, return_lse=False, mask=N
         if why:
             raise RuntimeError(f"attention backend {name!r} cannot run these inputs: {why}")
         return b
+    key = _route_key(q, k, window, return_lse, mask, fa_from, keep_first)
+    hit = _ROUTES.get(key)
+    if hit is not None:
+        return hit
     tried = []
     for b in sorted(_REGISTRY.values(), key=lambda b: b.rank(q, k, window, mask, keep_first)):
         if q.device.type not in b.devices:
             continue
         why = b.available() or b.unsupported(q, k, v, return_lse=return_lse, mask=mask, fa_from=fa_from)
         if why is None:
+            _ROUTES[key] = b
             return b
         tried.append(f"{b.name}: {why}")
     raise RuntimeError("no attention backend can run these inputs: " + "; ".join(tried))
@@ -156,7 +177,15 @@ def _reference_fn(q, k, v, *, window, keep_first, scale, return_lse, mask, fa_fr
                          fa_from=fa_from, return_lse=return_lse)
 
 
-register_backend(Backend("sdpa", sdpa_attention, unsupported=sdpa_unsupported, priority=20))
+def _sdpa_rank(q, k, window, mask, keep_first=0) -> int:
+    # one decode query over one run of keys (full attention, no sinks, or sinks that touch the window): SDPA's
+    # fused decode over a view of those keys, no mask; it leads by call time (docs/kernels.md, decode table)
+    if mask is None and q.shape[-2] == 1 and one_query_span(k.shape[-2], window, keep_first) is not None:
+        return 3
+    return 20
+
+
+register_backend(Backend("sdpa", sdpa_attention, unsupported=sdpa_unsupported, priority=_sdpa_rank))
 # On CUDA flex wins for windows (H200, 32 x 128 heads, W=2048 S=100: 3.2 ms vs 69 ms for SDPA with a mask at 32k) and
 # SDPA's fused causal kernel wins for full attention (14.7 vs 21.2 ms): benchmarks/results/backends_cuda_h200.json
 register_backend(Backend("flex", flex_swaa_attention, available=flex_available, unsupported=flex_unsupported,
@@ -172,28 +201,18 @@ def _triton_fn(q, k, v, **kw):
 
 register_backend(Backend("reference", _reference_fn, priority=90))
 def _triton_rank(q, k, window, mask, keep_first=0) -> int:
-    # H200, bf16 (benchmarks/results/attention_gpu_h200.json, session 4): our forward beats flex by 15-27% on windows
-    # at head_dim 128 and by 13-20% at head_dim 64 from 32k on (flex is ~12% faster at 8k there); our split-KV
-    # decode beats flex and SDPA; SDPA wins full-attention prefill. Forward+backward (session 6,
-    # triton_sweep_session6_h200.json, 32k W=2048 S=100): ours 1.28x flex at 32 x 128 heads, 1.92x at 9 x 64 since
-    # the dK/dV kernel splits the sink blocks' work. Session 7 (triton_sweep_session7_h200.json, one-kernel delta
-    # preamble): 1.44x with sinks and 1.09x without at 32 x 128, 1.98x at 9 x 64 with sinks; head_dim 64 without
-    # sinks was not measured again (flex ~5% ahead in session 4), so it keeps flex. Session 8 (attention_gpu_h200.json,
-    # the Gluon forward at head_dim 128): forward 1.35-1.42x flex at 32k-128k, forward+backward 1.41x with sinks and
-    # 1.10x without; at 9 x 64 flex 2% ahead without sinks (so it kept flex), ours 1.93x with. Session 9 (the Gluon
-    # dK/dV): forward+backward 1.61x with sinks and 1.21x without at 32 x 128 (32k); at 9 x 64 without sinks ours
-    # 1.11-1.21x at 32k, 1.02x / 0.90x at 8k (W=2048 / 4096): ours from 16k queries on, as for inference. Session 10
-    # (reps back to back, interleaved rounds): at 9 x 64 and 8k flex is ahead with sinks too (ours 0.73-0.80x: both
-    # host-bound there, and our launches take longer), ours 1.2-2.8x at 32k; at 32 x 128 ours 1.22-1.65x from 8k
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k))
-    if needs_grad:
-        long_or_wide = q.shape[-1] > 64 or q.shape[-2] >= 16384
-        return 5 if window is not None and long_or_wide else 45
-    if q.shape[-2] <= 16:
-        return 5                                   # decode: split-KV kernel
-    if window is not None:
-        return 5 if q.shape[-1] > 64 or q.shape[-2] >= 16384 else 15
-    return 35
+    """Where ``auto`` takes our kernels on CUDA (docs/kernels.md, "Where auto routes"): windows, in inference and
+    training, at head_dim > 64 or from 16k queries on (below that at head_dim 64 Flex leads: both are bound by the
+    host's launch time there); full attention goes to SDPA's fused kernels (prefill and decode)."""
+    if window is None:
+        return 35                                  # after SDPA (20)
+    if q.shape[-2] <= 16 and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)):
+        return 5                                   # windowed decode: split-KV kernel (one run of keys: SDPA, 3)
+    wide_or_long = q.shape[-1] > 64 or q.shape[-2] >= 16384
+    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    if training:
+        return 5 if wide_or_long else 45           # after Flex (10)
+    return 5 if wide_or_long else 15
 
 
 register_backend(Backend("triton", _triton_fn, available=lambda: _triton_module().triton_available(),

@@ -69,6 +69,13 @@ def test_auto_follows_the_benchmark_on_cuda():
     assert resolve_backend("auto", qg, kg, vg, window=128).name == "triton"  # head_dim 128, no sinks: ours 1.09x
     mask = torch.ones(2, 1, 256, 256, dtype=torch.bool, device="cuda").tril()
     assert resolve_backend("auto", q, k, v, window=128, mask=mask).name == "sdpa"
+    # decode (docs/kernels.md, decode table): one query over one run of keys -> SDPA; sinks apart from the window ->
+    # ours; full attention -> SDPA
+    q1, k1, v1 = _inputs(1, 8192, 4, 128, torch.bfloat16)
+    assert resolve_backend("auto", q1, k1, v1, window=None).name == "sdpa"
+    assert resolve_backend("auto", q1, k1, v1, window=2048).name == "sdpa"
+    assert resolve_backend("auto", q1, k1, v1, window=2048, keep_first=100).name == "triton"
+    assert resolve_backend("auto", q1, k1[:, :, :2100], v1[:, :, :2100], window=2048, keep_first=100).name == "sdpa"
 
 
 def test_tiny_model_on_cuda_matches_independent_dense():

@@ -18,23 +18,34 @@ FWD = [  # (lq, lk, hq, hkv, d, window, sinks)
 ]
 
 
+def _use_gluon(monkeypatch, kinds):
+    """The Gluon kernels of ``kinds`` (fwd, dkdv, dq) wherever they can run (Hopper, head_dim 64/128), the others
+    off: the tuning table as a test sets it."""
+    from swaa.attention.triton import tuning
+    table = {kind: ({(9, 0): (64, 128)} if kind in kinds else {}) for kind in ("fwd", "dkdv", "dq")}
+    monkeypatch.setattr(tuning, "GLUON", table)
+
+
 @pytest.fixture(params=["gluon", "triton-language"])
 def fwd_kernel(request, monkeypatch):
     """Each forward test runs both forward kernels: the warp-specialised Gluon one (Hopper, head_dim 64/128; the
     test checks it ran) and the triton-language one."""
-    import swaa.attention.triton as T
-    monkeypatch.setattr(T, "_GLUON_FWD", request.param == "gluon")
+    _use_gluon(monkeypatch, {"fwd"} if request.param == "gluon" else set())
     return request.param
 
 
+def _ran(kind):
+    from swaa.attention.triton.autograd import LAST_KERNELS
+    return LAST_KERNELS.get(kind)
+
+
+def _gluon_applies(q, kind="fwd"):
+    from swaa.attention.triton import gluon
+    return gluon.why_not(kind, q, q.shape[-1]) is None and q.shape[-1] in (64, 128)
+
+
 def _ran_gluon():
-    import swaa.attention.triton as T
-    return "_fwd_gluon_kernel" in str(getattr(T.LAST_FWD_LAUNCH, "name", ""))
-
-
-def _gluon_applies(q):
-    import swaa.attention.triton as T
-    return T._gluon_why_not(q, T._Geometry(q, q)) is None
+    return _ran("fwd") == "gluon"
 
 
 @pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s", FWD)
@@ -61,11 +72,11 @@ GLUON = [(1, 1, 4, 4, 128, 64, 4, 2), (65, 65, 6, 2, 128, 1, 1, 1), (129, 700, 6
 @pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s, b", GLUON)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_gluon_forward_edges(lq, lk, hq, hkv, d, w, s, b, dtype, monkeypatch):
-    import swaa.attention.triton as T
-    monkeypatch.setattr(T, "_GLUON_FWD", True)
+    from swaa.attention.triton import gluon
+    _use_gluon(monkeypatch, {"fwd"})
     q = torch.randn(b, hq, lq, d, device="cuda", dtype=dtype, requires_grad=True)
     if not _gluon_applies(q.detach()):
-        pytest.skip(f"the Gluon forward does not run here: {T._gluon_why_not(q, T._Geometry(q, q))}")
+        pytest.skip(f"the Gluon forward does not run here: {gluon.why_not('fwd', q, d)}")
     k = torch.randn(b, hkv, lk, d, device="cuda", dtype=dtype)
     v = torch.randn(b, hkv, lk, d, device="cuda", dtype=dtype)
     kw = dict(sliding_window_size=w, keep_first=s)
@@ -84,22 +95,19 @@ BWD = [(2048, 2048, 32, 8, 128, 256, 100), (1023, 1023, 9, 3, 64, 1, 0), (777, 7
        (4096, 4096, 9, 3, 64, 512, 100), (3000, 3000, 8, 2, 128, 64, 300)]
 
 
-@pytest.fixture(params=["gluon", "gluon-dq", "gluon-dq-kernel", "triton-language"])
+@pytest.fixture(params=["gluon", "gluon-dkdv", "triton-language"])
 def dkdv_kernel(request, monkeypatch):
-    """Each backward test runs every dK/dV kernel: the warp-specialised Gluon one (Hopper, head_dim 64/128, the
-    default there; the test checks it ran), the same computing dQ too (atomic adds), the Gluon one beside the Gluon
-    dQ kernel (SWAA_TRITON_GLUON_DQK, opt-in), and the triton-language one."""
-    import swaa.attention.triton as T
-    monkeypatch.setattr(T, "_GLUON_BWD", request.param != "triton-language")
-    monkeypatch.setattr(T, "_GLUON_DQ", request.param == "gluon-dq")
-    monkeypatch.setattr(T, "_GLUON_DQK", request.param == "gluon-dq-kernel")
+    """Each backward test runs the backward kernels three ways: the Gluon dQ and dK/dV kernels (Hopper, head_dim
+    64/128; the test checks they ran), the Gluon dK/dV beside the triton-language dQ, and both triton-language."""
+    kinds = {"gluon": {"dq", "dkdv"}, "gluon-dkdv": {"dkdv"}, "triton-language": set()}[request.param]
+    _use_gluon(monkeypatch, kinds)
     return request.param
 
 
 def _check_dkdv_kernel(kernel, q):
-    import swaa.attention.triton as T
-    assert T.LAST_BWD_GLUON == (kernel != "triton-language" and _gluon_applies(q.detach()))
-    assert T.LAST_DQ_GLUON == (kernel == "gluon-dq-kernel" and _gluon_applies(q.detach()))
+    gluon = _gluon_applies(q.detach(), "dkdv")
+    assert (_ran("dkdv") == "gluon") == (kernel != "triton-language" and gluon)
+    assert (_ran("dq") == "gluon") == (kernel == "gluon" and gluon)
 
 
 @pytest.mark.parametrize("lq, lk, hq, hkv, d, w, s", BWD + [(1, 1, 4, 4, 128, 8, 2), (130, 130, 4, 2, 128, 64, 129)])
@@ -110,15 +118,21 @@ def test_backward(lq, lk, hq, hkv, d, w, s, dkdv_kernel):
     _check_dkdv_kernel(dkdv_kernel, q)
 
 
-@pytest.mark.parametrize("n, w, s", [(131072, None, 0), (131072, 2048, 100), (32768, 4096, 0)])
-def test_decode_against_long_caches(n, w, s):
-    q = torch.randn(2, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
+@pytest.mark.parametrize("one_pass", [None, True, False], ids=["default", "one-pass", "split"])
+@pytest.mark.parametrize("n, w, s, lq", [(131072, None, 0, 1), (131072, 2048, 100, 1), (32768, 4096, 0, 1),
+                                         (32768, 2048, 100, 4), (5000, 3000, 2500, 2)])
+def test_decode_against_long_caches(n, w, s, lq, one_pass):
+    from swaa.attention.triton import triton_decode
+    q = torch.randn(2, 32, lq, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(2, 8, n, 128, device="cuda", dtype=torch.bfloat16)
     v = torch.randn_like(k)
     kw = dict(sliding_window_size=w, keep_first=s)
     with torch.no_grad():
-        out = swaa_attention(q, k, v, backend="triton", **kw)
-    assert_close_to_ref(out, attention_ref(q, k, v, **kw), attention_ref(q, k, v, upcast=False, **kw))
+        out = triton_decode(q, k, v, window=w, keep_first=s, one_pass=one_pass)
+        auto = swaa_attention(q, k, v, **kw)
+    ref, pt = attention_ref(q, k, v, **kw), attention_ref(q, k, v, upcast=False, **kw)
+    assert_close_to_ref(out, ref, pt)
+    assert_close_to_ref(auto, ref, pt)
 
 
 def test_varlen_on_gpu(fwd_kernel):

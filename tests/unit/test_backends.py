@@ -13,7 +13,8 @@ from swaa.attention import (attention_ref, available_backends, backend_names, me
                             use_backend)
 from tests.conftest import assert_close_to_ref
 
-SHAPES = [(1, 1), (17, 17), (113, 113), (203, 203), (1023, 1023), (1, 339), (113, 203), (203, 113)]
+# (1, 20), (2, 21): decode where the sinks reach the window (S >= Lk - W > 0)
+SHAPES = [(1, 1), (17, 17), (113, 113), (203, 203), (1023, 1023), (1, 339), (113, 203), (203, 113), (1, 20), (2, 21)]
 WINDOWS = [1, 16, 2048, None]
 SINKS = [0, 1, 4, 20]
 GQA = [1, 3, 4]

@@ -25,8 +25,8 @@ def _qkv(lq, lk, g, dtype, d=32, hkv=2, b=2, grad=False):
 @pytest.fixture(params=["loop", "deferred-pv"])
 def fwd_loop(request, monkeypatch):
     """Both forward loops (the deferred P V one is the default at 64 < head_dim <= 128, these tests use 32)."""
-    import swaa.attention.triton as T
-    monkeypatch.setattr(T, "_DEFER_FWD", request.param == "deferred-pv")
+    from swaa.attention.triton import tuning
+    monkeypatch.setattr(tuning, "defer_pv", lambda d: request.param == "deferred-pv")
     return request.param
 
 
@@ -61,55 +61,48 @@ SPLIT_CASES = [(150, 150, 8, 40, 3), (150, 150, 1, 70, 1), (97, 160, 16, 33, 2),
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("lq, lk, w, s, g", SPLIT_CASES)
-def test_backward_with_sink_blocks_split(lq, lk, w, s, g, dtype, monkeypatch):
-    import swaa.attention.triton as T
-    from swaa.attention.triton import _Geometry, _blocks, _sink_split
+def test_backward_with_sink_blocks_split(lq, lk, w, s, g, dtype):
+    from swaa.attention.triton import tuning
+    from swaa.attention.triton.autograd import sink_split
+    from swaa.attention.triton.layout import Geometry
     q, k, v = _qkv(lq, lk, g, dtype, grad=True)
-    bm, bn = _blocks(32, "dkdv")[:2]
-    nsb, chunk, parts = _sink_split(_Geometry(q, k), w, s, bm, bn)
+    bm, bn = tuning.tiles("dkdv", 32)[:2]
+    nsb, chunk, parts = sink_split(Geometry(q, k), w, s, bm, bn)
     assert nsb == -(-min(s, lk) // bn) and parts > 2                  # the split runs, with several chunks
-    do = torch.randn(q.shape, dtype=dtype)
-    kw = dict(sliding_window_size=w, keep_first=s)
-    got = assert_grads_close_to_ref(q, k, v, do, floor=1e-4, **kw)
-    monkeypatch.setattr(T, "_SINK_SPLIT", False)                      # the one-program-per-block path agrees
-    unsplit = torch.autograd.grad(swaa_attention(q, k, v, backend="triton", **kw), (q, k, v), do)
-    for a, b in zip(got, unsplit):
-        torch.testing.assert_close(a, b, atol=1e-5 if dtype == torch.float32 else 2e-2, rtol=1e-4)
+    assert_grads_close_to_ref(q, k, v, torch.randn(q.shape, dtype=dtype), floor=1e-4, sliding_window_size=w,
+                              keep_first=s)
 
 
 @pytest.mark.parametrize("varlen", [False, True])
-def test_dq_preamble_gives_the_delta_kernels_backward(varlen, monkeypatch):
-    """The default backward (the dQ kernel computes delta and the LSE with +inf for rows that see no key, for its own
-    rows, and runs before dK/dV) against the separate _bwd_delta_kernel pass first: the same gradients, with rows
-    that see nothing (more queries than keys), sinks and several sequences."""
-    import swaa.attention.triton as T
+def test_backward_rows_that_see_no_key(varlen):
+    """The dQ kernel computes delta and the LSE with +inf for rows that see no key, for its own rows, before dK/dV
+    reads them: more queries than keys (the first rows see nothing), sinks, several sequences of other lengths."""
     from swaa.attention.triton import swaa_attention_varlen
     lens_q, lens_k = ([150, 7, 40], [97, 30, 40]) if varlen else ([150], [97])
     mk = lambda lens, h: torch.randn(sum(lens), h, 32, requires_grad=True)
     q, k, v = mk(lens_q, 6), mk(lens_k, 2), mk(lens_k, 2)
     cu = lambda lens: torch.tensor([0, *itertools.accumulate(lens)], dtype=torch.int32)
-
-    def grads():
-        if varlen:
-            out = swaa_attention_varlen(q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k),
-                                        sliding_window_size=16, keep_first=5)
-        else:
-            tr = lambda t: t.transpose(0, 1)[None]
-            out = swaa_attention(tr(q), tr(k), tr(v), sliding_window_size=16, keep_first=5, backend="triton")
-        return torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
-
-    monkeypatch.setattr(T, "_DQ_PREAMBLE", True)
-    fused = grads()
-    monkeypatch.setattr(T, "_DQ_PREAMBLE", False)
-    for a, b in zip(fused, grads()):
-        assert a.abs().sum() > 0
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-    assert fused[0][:53].abs().max() == 0          # the first query rows see no key: no gradient
+    tr = lambda t: t.transpose(0, 1)[None]                               # (L, H, D) -> (1, H, L, D)
+    if varlen:
+        out = swaa_attention_varlen(q, k, v, cu(lens_q), cu(lens_k), max(lens_q), max(lens_k),
+                                    sliding_window_size=16, keep_first=5)
+    else:
+        out = swaa_attention(tr(q), tr(k), tr(v), sliding_window_size=16, keep_first=5, backend="triton")
+    got = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+    assert got[0][:53].abs().max() == 0          # the first query rows see no key: no gradient
+    bounds = lambda lens: list(itertools.pairwise([0, *itertools.accumulate(lens)]))
+    for (qa, qb), (ka, kb) in zip(bounds(lens_q), bounds(lens_k)):
+        parts = [t.detach()[a:b].requires_grad_(True) for t, a, b in ((q, qa, qb), (k, ka, kb), (v, ka, kb))]
+        ref = attention_ref(*(tr(t) for t in parts), sliding_window_size=16, keep_first=5)
+        want = torch.autograd.grad(ref, parts, torch.ones_like(ref))
+        for g, w_, (a, b) in zip(got, want, ((qa, qb), (ka, kb), (ka, kb))):
+            torch.testing.assert_close(g[a:b], w_, atol=5e-5, rtol=1e-4)
 
 
 def test_sink_split_sizes():
-    from swaa.attention.triton import _Geometry, _sink_split
-    mk = lambda lq, lk: _Geometry(torch.empty(1, 32, lq, 128), torch.empty(1, 8, lk, 128))
+    from swaa.attention.triton.autograd import sink_split as _sink_split
+    from swaa.attention.triton.layout import Geometry
+    mk = lambda lq, lk: Geometry(torch.empty(1, 32, lq, 128), torch.empty(1, 8, lk, 128))
     assert _sink_split(mk(32768, 32768), 2048, 100, 64, 64) == (2, 33, 17)        # chunks of a window's work
     assert _sink_split(mk(131072, 131072), 1, 4, 64, 64) == (1, 32, 65)           # at most ~64 chunks
     assert _sink_split(mk(32768, 32768), 2048, 0, 64, 64) is None                 # no sinks
@@ -158,11 +151,15 @@ def test_varlen_bad_input_names_it():
 @pytest.mark.parametrize("lq", [1, 3])
 @pytest.mark.parametrize("w, s", [(None, 0), (16, 4), (1, 0), (50, 100), (400, 2)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_decode_split_over_keys(lq, w, s, dtype):
+@pytest.mark.parametrize("one_pass", [False, True], ids=["split", "one-pass"])
+def test_decode_split_over_keys(lq, w, s, dtype, one_pass):
+    """Both decode launches: several splits and the merge, and one program per (sequence, KV head) walking the
+    sink span and then the window span."""
     from swaa.attention.triton import triton_decode
     q, k, v = _qkv(lq, 333, 4, dtype)
     kw = dict(sliding_window_size=w, keep_first=s)
-    out, lse = triton_decode(q, k, v, window=w, keep_first=s, return_lse=True, chunk=64)   # several splits
+    split = dict(one_pass=True) if one_pass else dict(chunk=64)
+    out, lse = triton_decode(q, k, v, window=w, keep_first=s, return_lse=True, **split)
     ref, ref_lse = attention_ref(q, k, v, return_lse=True, **kw)
     assert_close_to_ref(out, ref, attention_ref(q, k, v, upcast=False, **kw))
     assert (lse - ref_lse).abs().max() <= (2e-2 if dtype == torch.bfloat16 else 1e-5)
@@ -172,7 +169,7 @@ def test_decode_split_over_keys(lq, w, s, dtype):
 
 
 def test_decode_visits_sinks_and_window_only():
-    from swaa.attention.triton import _decode_ranges
+    from swaa.attention.triton.decode import decode_ranges as _decode_ranges
     for lk in (10_000, 100_000, 1_000_000):
         spans = _decode_ranges(1, lk, 2048, 100, 512)
         assert sum(b - a for a, b in spans) == 100 + 2048                     # independent of the cache length
@@ -193,7 +190,8 @@ def test_triton_rank_follows_the_h200_measurements():
     assert _triton_rank(q128, q128, 2048, None) == 5                       # inference window, head_dim 128: ours
     assert _triton_rank(q64, q64, 2048, None) == 15                        # head_dim 64, short: after flex (10)
     assert _triton_rank(torch.empty(1, 8, 16384, 64), q64, 2048, None) == 5
-    assert _triton_rank(q64[:, :, :1], q64, None, None) == 5               # decode
+    assert _triton_rank(q64[:, :, :1], q64, 2048, None) == 5               # windowed decode
+    assert _triton_rank(q64[:, :, :1], q64, None, None) == 35              # full-attention decode: after SDPA (20)
     assert _triton_rank(q128, q128, None, None) == 35                      # full prefill: after SDPA (20)
     qg = q64.clone().requires_grad_(True)
     assert _triton_rank(qg, q64, 2048, None, keep_first=0) == 45           # training without sinks, 64, 4k: flex
@@ -201,21 +199,29 @@ def test_triton_rank_follows_the_h200_measurements():
     assert _triton_rank(q64_long, q64_long, 2048, None, keep_first=0) == 5  # from 16k queries on: ours
     assert _triton_rank(q64_long, q64_long, 2048, None, keep_first=100) == 5
     assert _triton_rank(qg, q64, 2048, None, keep_first=100) == 45         # with sinks too (host-bound at 4k)
-    assert _triton_rank(qg, q64, None, None, keep_first=0) == 45
+    assert _triton_rank(qg, q64, None, None, keep_first=0) == 35
     qg128 = q128.clone().requires_grad_(True)
     assert _triton_rank(qg128, q128, 2048, None, keep_first=0) == 5        # without sinks at 128: ours
-    assert _triton_rank(qg128, q128, None, None, keep_first=0) == 45
+    assert _triton_rank(qg128, q128, None, None, keep_first=0) == 35
 
 
-@pytest.mark.parametrize("variant", ["rescale-always", "rescale-lazy", "deferred-pv"])
+def test_sdpa_leads_one_decode_query_over_one_run_of_keys():
+    from swaa.attention import _sdpa_rank
+    q, k = torch.empty(1, 8, 1, 64), torch.empty(1, 2, 5000, 64)
+    assert _sdpa_rank(q, k, None, None) == 3                               # full attention
+    assert _sdpa_rank(q, k, 2048, None, keep_first=0) == 3                 # window alone
+    assert _sdpa_rank(q, k[:, :, :2100], 2048, None, keep_first=100) == 3  # sinks touch the window (evicted cache)
+    assert _sdpa_rank(q, k, 2048, None, keep_first=100) == 20              # sinks apart from the window: ours
+    assert _sdpa_rank(torch.empty(1, 8, 2, 64), k, None, None) == 20       # two queries
+
+
+@pytest.mark.parametrize("variant", ["rescale-always", "deferred-pv"])
 @pytest.mark.parametrize("w, s", [(None, 0), (40, 3)])
 def test_forward_when_row_maxima_keep_growing(variant, w, s, monkeypatch):
-    """Scores that grow along the keys (each block's max far above the last): the running rescale, the lazy
-    variant that skips it while no row max grew by more than 2^8, and the deferred P V loop (which applies each
-    block's rescale one block late) all match the reference, LSE included."""
-    import swaa.attention.triton as T
-    monkeypatch.setattr(T, "_LAZY_FWD", variant == "rescale-lazy")
-    monkeypatch.setattr(T, "_DEFER_FWD", variant == "deferred-pv")
+    """Scores that grow along the keys (each block's max far above the last): the running rescale and the deferred
+    P V loop (which applies each block's rescale one block late) both match the reference, LSE included."""
+    from swaa.attention.triton import tuning
+    monkeypatch.setattr(tuning, "defer_pv", lambda d: variant == "deferred-pv")
     q, k, v = _qkv(150, 150, 2, torch.bfloat16)
     k = (k.float() * torch.linspace(0.1, 6.0, 150)[None, None, :, None]).to(torch.bfloat16)
     kw = dict(sliding_window_size=w, keep_first=s)
@@ -239,7 +245,8 @@ def test_backward_of_views_into_a_packed_qkv():
 
 
 def test_dense_layouts_are_kept_and_gapped_ones_copied_for_the_backward():
-    from swaa.attention.triton import _dense, _kernel_layout
+    from swaa.attention.triton.layout import is_dense as _dense
+    from swaa.attention.triton.layout import kernel_layout as _kernel_layout
     x = torch.zeros(2, 5, 3, 4, 8)
     hf = torch.zeros(2, 5, 4, 8).transpose(1, 2)           # (B, L, H, D) seen as (B, H, L, D): dense, kept
     assert _dense(torch.zeros(2, 4, 5, 8)) and _dense(hf) and _kernel_layout(hf, True) is hf
@@ -251,16 +258,16 @@ def test_dense_layouts_are_kept_and_gapped_ones_copied_for_the_backward():
 
 def test_launch_bookkeeping_is_done_once_per_device(monkeypatch):
     """The host work a launch repeats is looked up once: the dense cu_seqlens stand-in (one int32 zero per device,
-    not an allocation and a fill per call) and the compute capability (torch's lookup ran 12 times per
-    forward+backward, ~15 us each, in the session-9 host profile)."""
-    import swaa.attention.triton as T
-    geo_a = T._Geometry(*_qkv(4, 2, 8, torch.float32)[:2])
-    geo_b = T._Geometry(*_qkv(2, 1, 5, torch.float32)[:2])
+    not an allocation and a fill per call) and the compute capability (torch's lookup costs ~15 us, and a
+    forward+backward asks a dozen times)."""
+    import swaa.attention.triton.layout as T
+    geo_a = T.Geometry(*_qkv(4, 2, 8, torch.float32)[:2])
+    geo_b = T.Geometry(*_qkv(2, 1, 5, torch.float32)[:2])
     assert geo_a.cu_q is geo_b.cu_q is geo_a.cu_k
     assert geo_a.cu_q.dtype == torch.int32 and geo_a.cu_q.tolist() == [0]
     calls = []
     monkeypatch.setattr(T, "_CAPABILITY", {})
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: calls.append(i) or (9, 0))
     dev = torch.device("cuda", 3)
-    assert [T._capability(dev) for _ in range(5)] == [(9, 0)] * 5
+    assert [T.capability(dev) for _ in range(5)] == [(9, 0)] * 5
     assert calls == [3]

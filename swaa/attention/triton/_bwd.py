@@ -4,15 +4,14 @@ dK/dV: one program per (key block, sequence, KV head) runs one software-pipeline
 heads and the query blocks that can see its keys: positions ``[n0, n1 - 1 + W)`` for window keys, and every later
 query for a block holding sink keys (``n0 < S``). Those later queries see only the sinks, and there are up to L of
 them against W for any other block: one program for them would run L / W times longer than the rest and end the
-launch alone (session 6, H200: +32% forward+backward time at 32k for 100 sinks). So they are split into chunks of
+launch alone (docs/kernels.md, "Backward"). So they are split into chunks of
 about a window's work, each its own program writing fp32 partial dK/dV for the sink block, which
 ``_bwd_sink_sum_kernel`` sums in a fixed order. Only blocks on the diagonal, the window's end or the sequence's
 end apply the rule; the others (every pair visible) skip the mask. dQ: one program per (query block, sequence,
 query head), the forward's single loop over sink and window key blocks, with the query heads of one KV head side
-by side in the grid. Scores are recomputed from the saved base-2 LSE. ``delta = rowsum(dO * O)``: the dQ kernel
-computes it for its own rows and runs first (``PREAMBLE``), or ``_bwd_delta_kernel`` does where no dQ kernel runs
-(the Gluon dK/dV with fused dQ). Q/K/V/dO tiles come through TMA descriptors when the wrapper could build them
-(``TMA``), else through pointer loads.
+by side in the grid. Scores are recomputed from the saved base-2 LSE. ``delta = rowsum(dO * O)`` and the backward
+LSE: the dQ kernel computes them for its own rows and runs first, so no separate pass reads O and dO. Q/K/V/dO tiles
+come through TMA descriptors when the wrapper could build them (``TMA``), else through pointer loads.
 """
 from __future__ import annotations
 
@@ -74,8 +73,7 @@ def _dkdv_queries(n_start, far, j, Lq, Lk, W, S, NSB, CHUNK, BLOCK_M: tl.constex
 def _row_stats_store(o, do, lse, DELTA, LSE_B, lrow, ok):
     """The backward's row statistics from O, dO and the forward's base-2 LSE of some rows: delta = rowsum(dO * O) in
     fp32, and the LSE with rows that saw no key (-inf) set to +inf so that their recomputed probabilities are 0;
-    stored at ``lrow`` where ``ok`` for the dK/dV kernel and returned. Shared by ``_bwd_delta_kernel`` and both dQ
-    kernels' preambles."""
+    stored at ``lrow`` where ``ok`` for the dK/dV kernel and returned. Shared by both dQ kernels' preambles."""
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     lse_b = tl.where(lse == float("-inf"), float("inf"), lse)
     tl.store(DELTA + lrow, delta, mask=ok)
@@ -213,12 +211,11 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
                    stride_lb, stride_lh, stride_lm,
                    Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale, O, LSE_B,
                    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False,
-                   PREAMBLE: tl.constexpr = False):
-    """dQ of one (query block, sequence, query head). With PREAMBLE it also does ``_bwd_delta_kernel``'s work for
-    its rows first (one program per rows and head: each row once): LSE is then the forward's base-2 LSE, and the
-    program stores delta = rowsum(dO * O) to DELTA and the LSE with +inf for rows that saw nothing to LSE_B, which
-    the dK/dV kernel launched after it reads. (O has dO's strides.) Without, LSE is LSE_B and DELTA is read."""
+                   VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False):
+    """dQ of one (query block, sequence, query head), after the row statistics of its rows (one program per rows and
+    head: each row once): LSE is the forward's base-2 LSE; the program stores delta = rowsum(dO * O) to DELTA and the
+    LSE with +inf for rows that saw nothing to LSE_B, which the dK/dV kernel launched after it reads. (O has dO's
+    strides.)"""
     pid_m, b, h, kvh = _query_program(H, GROUPS)                  # the forward's grid
     q0, Lq, k0, Lk = _seq_bounds(cu_q, cu_k, b, Lq_fixed, Lk_fixed, VARLEN)
     m_start = pid_m * BLOCK_M
@@ -239,19 +236,15 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
     else:
         qr, qc, dr, dc, kr, kc, vr, vc = 0, 0, 0, 0, 0, 0, 0, 0
     lrow = b * stride_lb + h * stride_lh + (q0 + offs_m) * stride_lm
-    if PREAMBLE:            # O and the forward's LSE first, so that their loads overlap Q's and dO's
-        o = tl.load(O + b * stride_ob + h * stride_oh + (q0 + offs_m)[:, None] * stride_om + offs_d[None, :],
-                    mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-        lse = tl.load(LSE + lrow, mask=row_ok, other=float("-inf"))
+    # O and the forward's LSE first, so that their loads overlap Q's and dO's
+    o = tl.load(O + b * stride_ob + h * stride_oh + (q0 + offs_m)[:, None] * stride_om + offs_d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    lse = tl.load(LSE + lrow, mask=row_ok, other=float("-inf"))
     q = _load_rows(Q, qr + q0 + m_start, qc, b * stride_qb + h * stride_qh, q0 + offs_m, stride_qm, offs_d,
                    row_ok, d_ok, TMA)
     do = _load_rows(DO, dr + q0 + m_start, dc, b * stride_ob + h * stride_oh, q0 + offs_m, stride_om, offs_d,
                     row_ok, d_ok, TMA)
-    if PREAMBLE:
-        delta, lse = _row_stats_store(o, do, lse, DELTA, LSE_B, lrow, row_ok)
-    else:
-        lse = tl.load(LSE + lrow, mask=row_ok, other=float("inf"))
-        delta = tl.load(DELTA + lrow, mask=row_ok, other=0.0)
+    delta, lse = _row_stats_store(o, do, lse, DELTA, LSE_B, lrow, row_ok)
     k_base = b * stride_kb + kvh * stride_kh
     v_base = b * stride_vb + kvh * stride_vh
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -275,26 +268,3 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k,
     dq = dq * (qk_scale * 0.6931471805599453)
     tl.store(DQ + b * stride_qb + h * stride_qh + (q0 + offs_m)[:, None] * stride_qm + offs_d[None, :],
              dq.to(DQ.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
-
-
-@triton.jit
-def _bwd_delta_kernel(O, DO, LSE, DELTA, LSE_B, R, H, stride_ob, stride_oh, stride_om, stride_lb, stride_lh,
-                      stride_lm, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr):
-    """The backward's preamble in one pass: ``delta = rowsum(dO * O)`` in fp32, and the LSE with rows that saw no
-    key (-inf) set to +inf so that their recomputed probabilities are 0. One program per BLOCK_R rows of one
-    (sequence, head); dense rows are a sequence's queries, packed rows all tokens (stride_ob = stride_lb = 0). dO has
-    O's strides (the wrapper makes it so)."""
-    pid_r = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    offs_d = tl.arange(0, BLOCK_D)
-    ok = rows < R
-    base = b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
-    ptrs = base + rows.to(tl.int64)[:, None] * stride_om + offs_d[None, :]
-    mask = ok[:, None] & (offs_d < D)[None, :]
-    o = tl.load(O + ptrs, mask=mask, other=0.0)
-    do = tl.load(DO + ptrs, mask=mask, other=0.0)
-    lrow = b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + rows.to(tl.int64) * stride_lm
-    _row_stats_store(o, do, tl.load(LSE + lrow, mask=ok, other=0.0), DELTA, LSE_B, lrow, ok)

@@ -1,11 +1,8 @@
-"""Hopper dK/dV kernel in Gluon, the forward's layout carried over to the backward. The wrapper's default on sm_90 at
-head_dim 64 and 128 (``SWAA_TRITON_GLUON_BWD=0`` turns it off): written in session 8, first run in session 9 (H200,
-32k, W=2048, S=100: 4.0 against 5.3 ms for ``_bwd_dkdv_kernel`` at head_dim 128, 0.79 against 1.06 at 64;
-``benchmarks/results/triton_sweep_session9_h200.json``).
+"""Hopper dK/dV kernel in Gluon, the forward's layout carried over to the backward (sm_90, head_dim 64 and 128).
 
 Why: the triton-language dK/dV kernel holds dK and dV (2 x 64 x 128 fp32) plus the score tiles in one 4-warp
-program capped at 255 registers, and spills (~108 bytes per thread, ptxas); it is 5.1 of the 11.3 ms of a 32k
-forward+backward (W=2048, S=100, H200).
+program capped at 255 registers, and spills; here two 240-register consumers share a CTA (docs/kernels.md,
+"Backward").
 
 One CTA per 128-key block (and, as in ``_bwd_dkdv_kernel``, extra CTAs for the chunks of a sink block's later
 queries, writing fp32 partials) runs three partitions:
@@ -18,19 +15,12 @@ Both consumers walk the same query tiles (the block's, over the GQA group's head
 released when both have arrived (count 2). Per tile a consumer issues S^T = K Q^T and dP^T = V dO^T together,
 computes P^T while dP^T finishes, issues dV += P^T dO, then dS^T and dK += dS^T Q, with P^T and dS^T in registers as
 the A operands. Scalar bounds come from the helpers ``_bwd_dkdv_kernel`` uses, so both visit the same query blocks.
-
-With FUSED_DQ (``SWAA_TRITON_GLUON_DQ=1``, head_dim 128) the consumers also compute dQ, FlashAttention-2/3 style:
-both put their dS^T rows into a shared [128 keys, 64 queries] buffer, each multiplies it by half of K's columns and
-adds the fp32 result into a dQ accumulator by atomics; the dQ kernel's two recomputed products go. It is correct
-but off: the reductions bound it (session 9, H200, 32k: 9.0 ms against 4.2 + 2.95 for this kernel plus the dQ kernel
-with scalar atomics; session 10: 9.3 with red.global.add.v2.f32, 8.0 with .v4, against 4.1 + 3.0).
 """
 from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
-                                                                warpgroup_mma_wait)
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
 from ._bwd import _dkdv_block, _dkdv_queries, _dkdv_store
 from ._fwd import _rule_mask, _seq_bounds, _tma_origin
@@ -59,30 +49,6 @@ def _glb_row_stats(LSE, DELTA, start_m, b, h, q0, Lq, stride_lb, stride_lh, stri
     ok = rows < Lq
     base = b * stride_lb + h * stride_lh + (q0 + rows) * stride_lm
     return gl.load(LSE + base, mask=ok, other=float("inf")), gl.load(DELTA + base, mask=ok, other=0.0)
-
-
-@gluon.jit
-def _glb_red_add(ptrs, vals, mask, VEC: gl.constexpr):
-    """``*ptrs += vals`` where ``mask`` (relaxed fp32 reductions in L2): VEC 1 by ``gl.atomic_add`` (one scalar
-    red.global.add.f32 per element in Triton 3.6); VEC 2 by ``red.global.add.v2.f32`` on the element pairs a thread
-    holds side by side (columns 2i, 2i + 1 of the wgmma accumulator layout); VEC 4 by ``.v4`` (a layout with four
-    columns per thread). For the fused dQ's sweep (session 10)."""
-    if VEC == 1:
-        gl.atomic_add(ptrs, vals, mask=mask, sem="relaxed")
-    else:
-        m = gl.full(vals.shape, 0, gl.int32, vals.type.layout) + mask.to(gl.int32)
-        if VEC == 2:
-            gl.inline_asm_elementwise(
-                "{ .reg .pred p; setp.ne.b32 p, $4, 0; @p red.relaxed.gpu.global.add.v2.f32 [$2], {$6, $7}; "
-                "mov.b32 $0, 0; mov.b32 $1, 0; }",
-                "=r,=r,l,l,r,r,r,r", [ptrs.to(gl.int64), m, vals], dtype=gl.int32, is_pure=False, pack=2)
-        else:
-            gl.inline_asm_elementwise(
-                "{ .reg .pred p; setp.ne.b32 p, $8, 0; "
-                "@p red.relaxed.gpu.global.add.v4.f32 [$4], {$12, $13, $14, $15}; "
-                "mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; mov.b32 $3, 0; }",
-                "=r,=r,=r,=r,l,l,l,l,r,r,r,r,r,r,r,r", [ptrs.to(gl.int64), m, vals], dtype=gl.int32, is_pure=False,
-                pack=4)
 
 
 @gluon.jit
@@ -115,13 +81,11 @@ def _glb_loader(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem
 
 
 @gluon.jit
-def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV, DKP,
-                  DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb,
+def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA, DK, DV, DKP, DVP, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb,
                   stride_vh, stride_vn, stride_lb, stride_lh, stride_lm,
                   Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, NKB, NSB, CHUNK,
                   WG: gl.constexpr, D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr,
-                  DQ_VEC: gl.constexpr):
+                  STAGES: gl.constexpr, VARLEN: gl.constexpr, SPLIT: gl.constexpr):
     HALF: gl.constexpr = 64
     t_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_M, 16])      # S^T, dP^T: keys x queries
@@ -130,13 +94,6 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
     key_t: gl.constexpr = gl.SliceLayout(1, t_layout)
     qry_t: gl.constexpr = gl.SliceLayout(0, t_layout)
     one_l: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-    DQ_COLS: gl.constexpr = D // 2          # FUSED_DQ (head_dim 128): each consumer's half of dQ's columns
-    q_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, DQ_COLS, 16])
-    if DQ_VEC == 4:         # the fused dQ's reductions four columns per thread (16 threads across 64 columns)
-        red_layout: gl.constexpr = gl.BlockedLayout([1, 4], [2, 16], [4, 1], [1, 0])
-    else:
-        red_layout: gl.constexpr = q_layout
     pid_bh, b, kvh, q0, Lq, k0, Lk, far, j, n_start = _glb_program(cu_q, cu_k, Lq_fixed, Lk_fixed, HKV, NKB, NSB,
                                                                    BLOCK_N, VARLEN, SPLIT)
     if n_start < Lk:
@@ -159,8 +116,7 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
             h = kvh * GROUPS + g
             rows = start_m + gl.arange(0, BLOCK_M, qry_t)
             row_ok = rows < Lq
-            # loaded before the products are issued, used after: the load's latency hides behind them (session 9,
-            # H200: 4.0 against 4.8 ms at 32k with the loads waited for first; a prefetch one tile ahead, 4.1-4.3)
+            # loaded before the products are issued, used after: the load's latency hides behind them
             lse_1, delta_1 = _glb_row_stats(LSE, DELTA, start_m, b, h, q0, Lq, stride_lb, stride_lh, stride_lm, BLOCK_M,
                                             one_l)
             s = it % STAGES
@@ -182,30 +138,9 @@ def _glb_consumer(q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs
             dv = warpgroup_mma(gl.convert_layout(pT.to(q_b.dtype), op_layout), do_b, dv, is_async=True)
             dpT = warpgroup_mma_wait(1, deps=(dpT,))
             dsT = pT * (dpT - delta[None, :])
-            ds_lo = dsT.to(q_b.dtype)
-            dk = warpgroup_mma(gl.convert_layout(ds_lo, op_layout), q_b, dk, is_async=True)
-            if FUSED_DQ:
-                # dQ[:, this warpgroup's half of the columns] += dS K over the block's 128 keys: each consumer puts
-                # its dS^T rows in the tile's shared buffer (two, alternating), both wait for both halves, and the
-                # fp32 result goes to the dQ accumulator by atomic adds
-                p = it % 2
-                ds_b = ds_bufs.index(p)
-                ds_b.slice(WG * HALF, HALF).store(ds_lo)
-                fence_async_shared()
-                mbarrier.arrive(ds_bar.index(p), count=1)
-                mbarrier.wait(ds_bar.index(p), (it // 2) & 1)
-                dq = warpgroup_mma(ds_b.permute((1, 0)), k_smem.slice(WG * DQ_COLS, DQ_COLS, dim=1),
-                                   gl.zeros([BLOCK_M, DQ_COLS], gl.float32, q_layout), use_acc=False, is_async=True)
-                dk, dv, dq = warpgroup_mma_wait(0, deps=(dk, dv, dq))
-                mbarrier.arrive(empty.index(s), count=1)
-                dq = gl.convert_layout(dq * (qk_scale * 0.6931471805599453), red_layout)
-                rows_q = start_m + gl.arange(0, BLOCK_M, gl.SliceLayout(1, red_layout))
-                cols_q = WG * DQ_COLS + gl.arange(0, DQ_COLS, gl.SliceLayout(0, red_layout))
-                q_ptrs = DQ + b * stride_qb + h * stride_qh + (q0 + rows_q)[:, None] * stride_qm + cols_q[None, :]
-                _glb_red_add(q_ptrs, dq, (rows_q < Lq)[:, None], DQ_VEC)
-            else:
-                dk, dv = warpgroup_mma_wait(0, deps=(dk, dv))
-                mbarrier.arrive(empty.index(s), count=1)
+            dk = warpgroup_mma(gl.convert_layout(dsT.to(q_b.dtype), op_layout), q_b, dk, is_async=True)
+            dk, dv = warpgroup_mma_wait(0, deps=(dk, dv))
+            mbarrier.arrive(empty.index(s), count=1)
         dk = dk * (qk_scale * 0.6931471805599453)                     # back to natural-log scale
         rows_k = key0 + gl.arange(0, HALF, gl.SliceLayout(1, a_layout))
         cols = gl.arange(0, D, gl.SliceLayout(0, a_layout))
@@ -219,13 +154,10 @@ def _bwd_dkdv_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, 
                            stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                            stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
                            stride_lb, stride_lh, stride_lm,
-                           Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, DKP, DVP, NKB, NSB, CHUNK, DQ,
+                           Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, qk_scale, DKP, DVP, NKB, NSB, CHUNK,
                            D: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                           VARLEN: gl.constexpr, SPLIT: gl.constexpr, FUSED_DQ: gl.constexpr = False,
-                           DQ_VEC: gl.constexpr = 1):
-    """``_bwd_dkdv_kernel``'s grid and arguments (with TMA descriptors), BLOCK_N = 128 keys per CTA. With FUSED_DQ
-    it also adds each tile's dQ = dS K (scaled) into ``DQ``, a zeroed fp32 tensor with q's strides, by atomics
-    (head_dim 128 only: each consumer takes 64 of dQ's columns, one 128-byte swizzle span of K's tile)."""
+                           VARLEN: gl.constexpr, SPLIT: gl.constexpr):
+    """``_bwd_dkdv_kernel``'s grid and arguments (with TMA descriptors), BLOCK_N = 128 keys per CTA."""
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [BLOCK_N, D], k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [BLOCK_N, D], v_desc.layout)
     q_bufs = gl.allocate_shared_memory(q_desc.dtype, [STAGES, BLOCK_M, D], q_desc.layout)
@@ -233,28 +165,19 @@ def _bwd_dkdv_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DK, DV, 
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    # FUSED_DQ: dS^T of a tile, [keys, queries], two alternating buffers (a token 8 rows when unused)
-    DS_ROWS: gl.constexpr = BLOCK_N if FUSED_DQ else 8
-    ds_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, DS_ROWS, BLOCK_M],
-                                        gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2))
-    ds_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(2):
-        mbarrier.init(ds_bar.index(i), count=2)                      # both consumers' halves stored
     mbarrier.init(kv_bar, count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)                       # both consumers release a buffer
     gl.warp_specialize([
-        (_glb_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV,
-                         DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+        (_glb_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA, DK, DV,
+                         DKP, DVP, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                          stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm, Lq_fixed, Lk_fixed, HKV,
-                         GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 0, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT,
-                         FUSED_DQ, DQ_VEC)),
-        (_glb_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, ds_bufs, ds_bar, LSE, DELTA, DK, DV,
-                          DKP, DVP, DQ, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                         GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 0, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT)),
+        (_glb_consumer, (q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, LSE, DELTA, DK, DV,
+                          DKP, DVP, cu_q, cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                           stride_vb, stride_vh, stride_vn, stride_lb, stride_lh, stride_lm, Lq_fixed, Lk_fixed, HKV,
-                          GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 1, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT,
-                          FUSED_DQ, DQ_VEC)),
+                          GROUPS, W, S, qk_scale, NKB, NSB, CHUNK, 1, D, BLOCK_M, BLOCK_N, STAGES, VARLEN, SPLIT)),
         (_glb_loader, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, kv_bar, ready, empty, cu_q,
                        cu_k, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
                        stride_vn, stride_ob, stride_oh, stride_om, Lq_fixed, Lk_fixed, HKV, GROUPS, W, S, NKB, NSB,

@@ -1,12 +1,9 @@
-"""Hopper dQ kernel in Gluon: ``_bwd_dq_kernel``'s work laid out like the Gluon forward. Opt-in
-(``SWAA_TRITON_GLUON_DQK=1``): written in session 11 without a GPU (compiled for sm_90a offline and in the CPU
-tests, never run or timed yet), so the triton-language dQ kernel stays the default until a GPU sweep has it
-correct and faster (``scripts/dev/sweep_session11.py``, PART=dq).
+"""Hopper dQ kernel in Gluon: ``_bwd_dq_kernel``'s work laid out like the Gluon forward (docs/kernels.md,
+"Backward").
 
-Why: at 32k (W=2048, S=100, H200, session 10) the triton-language dQ kernel takes 2.8-3.0 ms of a 9.2-9.6 ms
-forward+backward, about 585 TFLOP/s of its three products, on 64 x 64 tiles in 4-warp programs whose loads and
-products one software pipeline interleaves; the Gluon forward went from ~490 to 555-575 TFLOP/s over the same
-kind of triton-language kernel with warp-specialised loaders and two consumers per CTA.
+Why: the triton-language dQ kernel runs its three products on 64 x 64 tiles in 4-warp programs whose loads and
+products one software pipeline interleaves; warp-specialised loaders and two consumers per CTA let the products of
+one tile overlap the exponentials of the next, as in the Gluon forward.
 
 Persistent, the forward's tile walk (``_gl_tile``: 128 queries of one (sequence, query head), the CTA's sink tiles
 then its window), five partitions:
@@ -22,9 +19,9 @@ dQ += dS_{j-1} K_{j-1} (dS of the tile before, kept in registers as the A operan
 for S_j alone and computes P_j = exp2(S_j - LSE) while the other two run, then waits for both, frees K_{j-1} and
 V_j, and forms dS_j = P_j (dP_j - delta) for the next tile. The last tile's dQ product follows the loop.
 Registers per consumer thread: dQ 64 x D fp32, S and dP 64 x BLOCK_N fp32, dS as the A operand: with BLOCK_N = 64
-and D = 128, 64 + 32 + 32 + 16. With ``PREAMBLE`` each consumer first computes delta = rowsum(dO * O)
-for its rows (O by pointer loads, dO from its shared buffer) and stores delta and the LSE with +inf for rows that
-saw no key, which the dK/dV kernel launched after it reads: ``_bwd_dq_kernel``'s PREAMBLE.
+and D = 128, 64 + 32 + 32 + 16. Each consumer first computes delta = rowsum(dO * O) for its rows (O by
+pointer loads, dO from its shared buffer) and stores delta and the LSE with +inf for rows that saw no key, which the
+dK/dV kernel launched after it reads, as ``_bwd_dq_kernel`` does.
 """
 from __future__ import annotations
 
@@ -33,8 +30,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, warpgroup_mma, warpgroup_mma_wait
 
 from ._bwd import _row_stats_store
-from ._fwd import _key_runs, _needs_mask, _rule_mask
-from ._fwd_gluon import _gl_block_start, _gl_loader, _gl_q_loader, _gl_rings, _gl_tile
+from ._fwd import _block_start, _key_runs, _needs_mask, _rule_mask
+from ._fwd_gluon import _gl_loader, _gl_q_loader, _gl_rings, _gl_tile
 
 
 @gluon.jit
@@ -51,7 +48,7 @@ def _gdq_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, do
                   DQ, O, LSE_B, cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                   stride_qb, stride_qh, stride_qm, stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
                   WG: gl.constexpr, D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr,
-                  V_STAGES: gl.constexpr, VARLEN: gl.constexpr, PREAMBLE: gl.constexpr):
+                  V_STAGES: gl.constexpr, VARLEN: gl.constexpr):
     BM: gl.constexpr = 64
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -77,23 +74,18 @@ def _gdq_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, do
             # this warpgroup's own bounds decide which of the tile's key tiles it masks
             p_max, sink_hi, ws_own, int_lo, int_hi, hi, sink_full = _key_runs(m_start, Lq, Lk, W, S, BM, BLOCK_N)
             lrow_base = b * stride_lb + h * stride_lh
-            if PREAMBLE:        # O and the forward's LSE first, so that their loads overlap the wait for dO
-                rows_b = m_start + gl.arange(0, BM, gl.SliceLayout(1, blk))
-                cols_b = gl.arange(0, D, gl.SliceLayout(0, blk))
-                ok_b = rows_b < Lq
-                o = gl.load(O + b * stride_ob + h * stride_oh + (q0 + rows_b)[:, None] * stride_om + cols_b[None, :],
-                            mask=ok_b[:, None], other=0.0)
-                lrow_b = lrow_base + (q0 + rows_b) * stride_lm
-                lse_f = gl.load(LSE + lrow_b, mask=ok_b, other=float("-inf"))
-                mbarrier.wait(q_ready.index(WG), tt & 1)
-                delta_b, lse_b = _row_stats_store(o, do_smem.load(blk), lse_f, DELTA, LSE_B, lrow_b, ok_b)
-                delta = gl.convert_layout(delta_b, row_s)
-                lse = gl.convert_layout(lse_b, row_s)
-            else:
-                lrow = lrow_base + (q0 + rows) * stride_lm
-                lse = gl.load(LSE + lrow, mask=rows < Lq, other=float("inf"))
-                delta = gl.load(DELTA + lrow, mask=rows < Lq, other=0.0)
-                mbarrier.wait(q_ready.index(WG), tt & 1)
+            # O and the forward's LSE first, so that their loads overlap the wait for dO
+            rows_b = m_start + gl.arange(0, BM, gl.SliceLayout(1, blk))
+            cols_b = gl.arange(0, D, gl.SliceLayout(0, blk))
+            ok_b = rows_b < Lq
+            o = gl.load(O + b * stride_ob + h * stride_oh + (q0 + rows_b)[:, None] * stride_om + cols_b[None, :],
+                        mask=ok_b[:, None], other=0.0)
+            lrow_b = lrow_base + (q0 + rows_b) * stride_lm
+            lse_f = gl.load(LSE + lrow_b, mask=ok_b, other=float("-inf"))
+            mbarrier.wait(q_ready.index(WG), tt & 1)
+            delta_b, lse_b = _row_stats_store(o, do_smem.load(blk), lse_f, DELTA, LSE_B, lrow_b, ok_b)
+            delta = gl.convert_layout(delta_b, row_s)
+            lse = gl.convert_layout(lse_b, row_s)
             dq = gl.zeros([BM, D], gl.float32, a_layout)
             if n_iter > 0:
                 # key tile 0: its S and dP, and dS_0 for the next iteration's dQ product
@@ -104,7 +96,7 @@ def _gdq_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, do
                 mbarrier.wait(v_ready.index(vs), (kv_it // V_STAGES) & 1)
                 dp = warpgroup_mma(do_smem, v_bufs.index(vs).permute((1, 0)), zero, use_acc=False, is_async=True)
                 sc = warpgroup_mma_wait(1, deps=(sc,))
-                p = _gdq_probs(sc, lse, _gl_block_start(0, n_sink, ws, n_iter, BLOCK_N, False), offs_n, pos,
+                p = _gdq_probs(sc, lse, _block_start(0, n_sink, ws, BLOCK_N), offs_n, pos,
                                sink_full, int_lo, int_hi, Lk, W, S, qk_scale)
                 dp = warpgroup_mma_wait(0, deps=(dp,))
                 mbarrier.arrive(v_empty.index(vs), count=1)
@@ -121,7 +113,7 @@ def _gdq_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, do
                     mbarrier.wait(v_ready.index(vs), (j // V_STAGES) & 1)
                     dp = warpgroup_mma(do_smem, v_bufs.index(vs).permute((1, 0)), zero, use_acc=False, is_async=True)
                     sc = warpgroup_mma_wait(2, deps=(sc,))                # groups complete in order
-                    p = _gdq_probs(sc, lse, _gl_block_start(it, n_sink, ws, n_iter, BLOCK_N, False), offs_n, pos,
+                    p = _gdq_probs(sc, lse, _block_start(it, n_sink, ws, BLOCK_N), offs_n, pos,
                                    sink_full, int_lo, int_hi, Lk, W, S, qk_scale)
                     dq, dp = warpgroup_mma_wait(0, deps=(dq, dp))
                     mbarrier.arrive(k_empty.index(kp), count=1)
@@ -150,27 +142,27 @@ def _bwd_dq_gluon_kernel(q_desc, k_desc, v_desc, do_desc, LSE, DELTA, DQ, O, LSE
                          stride_lb, stride_lh, stride_lm,
                          Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale, n_tiles, n_mg,
                          D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-                         VARLEN: gl.constexpr, PREAMBLE: gl.constexpr):
+                         VARLEN: gl.constexpr):
     """Grid: (CTAs,) as the Gluon forward's (``n_tiles`` = query tiles x sequences x KV heads, ``n_mg`` = query
-    tiles x GROUPS). LSE: with PREAMBLE the forward's base-2 LSE (delta and LSE_B are then written), else LSE_B,
-    with DELTA read. O and dO share strides (the wrapper makes it so); DQ has q's."""
-    k_bufs, v_bufs, q_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty, _ = _gl_rings(
-        k_desc, v_desc, q_desc, D, BLOCK_N, K_STAGES, V_STAGES, False)
+    tiles x GROUPS). LSE: the forward's base-2 LSE; delta and LSE_B are written. O and dO share strides (the wrapper
+    makes it so); DQ has q's."""
+    k_bufs, v_bufs, q_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty = _gl_rings(
+        k_desc, v_desc, q_desc, D, BLOCK_N, K_STAGES, V_STAGES)
     do_bufs = gl.allocate_shared_memory(do_desc.dtype, [2, 64, D], do_desc.layout)     # beside Q, on its barriers
 
     gl.warp_specialize([
         (_gdq_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, do_bufs, q_ready, q_empty, LSE,
                          DELTA, DQ, O, LSE_B, cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                          stride_qb, stride_qh, stride_qm, stride_ob, stride_oh, stride_om, stride_lb, stride_lh,
-                         stride_lm, 0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, PREAMBLE)),
+                         stride_lm, 0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN)),
         (_gdq_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, do_bufs, q_ready, q_empty, LSE,
                          DELTA, DQ, O, LSE_B, cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                          stride_qb, stride_qh, stride_qm, stride_ob, stride_oh, stride_om, stride_lb, stride_lh,
-                         stride_lm, 1, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, PREAMBLE)),
+                         stride_lm, 1, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN)),
         (_gl_loader, (k_desc, k_bufs, k_ready, k_empty, cu_q, cu_k, n_tiles, n_mg, stride_kb, stride_kh, stride_kn,
-                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, K_STAGES, VARLEN, False)),
+                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, K_STAGES, VARLEN)),
         (_gl_loader, (v_desc, v_bufs, v_ready, v_empty, cu_q, cu_k, n_tiles, n_mg, stride_vb, stride_vh, stride_vn,
-                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, V_STAGES, VARLEN, False)),
+                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, V_STAGES, VARLEN)),
         (_gl_q_loader, (q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg, stride_qb, stride_qh, stride_qm,
                         Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, VARLEN, do_desc, do_bufs, stride_ob, stride_oh,
                         stride_om, True)),

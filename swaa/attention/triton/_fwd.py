@@ -9,8 +9,8 @@ loop, never a block twice even where sinks and window overlap:
     edge   [int_hi, hi)              diagonal, rule applied
 
 ``ws`` is the window's first key rounded down to BLOCK_N; key blocks outside the sinks and the window are never
-loaded. (Four separate loops, as before session 4, refilled the pipeline four times per program and kept two
-loops' stage buffers alive at once, which ruled out 128-key tiles.) Scores use exp2 with the softmax scale folded
+loaded. (Four separate loops would refill the pipeline four times per program and keep two loops' stage buffers
+alive at once, which rules out 128-key tiles.) Scores use exp2 with the softmax scale folded
 into log2(e); the LSE is kept in base 2 internally. On Hopper, Q/K/V tiles come through TMA descriptors when the
 layout allows (see ``_tma_desc``), else through pointer loads with per-row strides; one kernel serves (B, H, L, D)
 and packed (total, H, D) with cu_seqlens.
@@ -140,7 +140,7 @@ def _softmax_probs(qk, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, 
 @triton.jit
 def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink, ws, sink_full, int_lo,
               int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
-              TMA: tl.constexpr, LAZY: tl.constexpr):
+              TMA: tl.constexpr):
     # One software-pipelined loop over every visited key block (one pipeline fill per program instead of one per
     # run, and one set of stage buffers). Blocks in [int_lo, int_hi) run unmasked; sink and edge blocks apply the
     # rule. k_src/v_src: TMA descriptors (key j at row kr + j / vr + j, columns kc / vc) or pointer tiles at key 0.
@@ -150,25 +150,9 @@ def _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_
         cols = start_n + offs_n                                              # (BLOCK_N,)
         k = _load_k(k_src, kr, kc, start_n, cols, stride_kn, d_ok, Lk, TMA)
         qk = _dot(q, k, None, DOT)
-        if LAZY:
-            if _needs_mask(start_n, sink_full, int_lo, int_hi):
-                qk = tl.where(_rule_mask(pos[:, None], cols[None, :], Lk, W, S), qk, float("-inf"))
-            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            # rescale only when some row's maximum grew by more than 2^8 (probabilities stay <= 256 otherwise,
-            # exact since l and acc share the reference); rows that saw nothing yet compare NaN and never ask
-            if tl.max(tl.where(m_ij - m_i > 8.0, 1, 0), 0) > 0:
-                m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)
-                alpha = tl.math.exp2(m_i - m_safe)
-                l_i = l_i * alpha
-                acc = acc * alpha[:, None]
-                m_i = m_ij
-            m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)
-            p = tl.math.exp2(qk * qk_scale - m_safe[:, None])
-            l_i = l_i + tl.sum(p, 1)
-        else:
-            p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk, W,
-                                                S, qk_scale)
-            acc = acc * alpha[:, None]
+        p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, cols, pos, sink_full, int_lo, int_hi, Lk, W, S,
+                                            qk_scale)
+        acc = acc * alpha[:, None]
         v = _load_v(v_src, vr, vc, start_n, cols, stride_vn, d_ok, Lk, TMA)
         acc = _dot(p.to(v.dtype), v, acc, DOT)
     return acc, l_i, m_i
@@ -206,8 +190,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
                 stride_lb, stride_lh, stride_lm,
                 Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                 D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False,
-                LAZY: tl.constexpr = False, DEFER: tl.constexpr = False):
+                VARLEN: tl.constexpr, DOT: tl.constexpr, TMA: tl.constexpr = False, DEFER: tl.constexpr = False):
     """Q/K/V are pointers, or with TMA descriptors over their storage as rows of stride_qm/kn/vn elements
     (the wrapper checks the layout allows it; D == BLOCK_D there)."""
     pid_m, b, h, kvh = _query_program(H, GROUPS)
@@ -256,7 +239,7 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k,
         else:
             acc, l_i, m_i = _fwd_loop(acc, l_i, m_i, q, k_src, v_src, kr, kc, vr, vc, stride_kn, stride_vn, n_sink,
                                       ws, sink_full, int_lo, int_hi, n_iter, pos, offs_n, d_ok, Lk, W, S, qk_scale,
-                                      BLOCK_N, DOT, TMA, LAZY)
+                                      BLOCK_N, DOT, TMA)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]

@@ -9,8 +9,8 @@ Persistent: one CTA per SM walks the tiles (128 queries of one (sequence, query 
     V loader    (1 warp, 24 registers)     TMA of value tiles into a ring of V_STAGES buffers
 
 The rings run on across tiles, so the loaders fetch the next tile's Q, K and V while the consumers finish the
-current one (one CTA per SM leaves no second program to hide a tile's start and end behind: session 8, H200, the
-non-persistent version was no faster than ``_fwd_kernel`` at 32k with W=2048, though 25% faster on full causal).
+current one (one CTA per SM leaves no second program to hide a tile's start and end behind; docs/kernels.md has the
+figures).
 
 Both consumers walk the same key tiles (the CTA's sink tiles, then its window [ws, hi)) and share each K/V buffer:
 a buffer is released when both have arrived on its "empty" barrier (count 2). Each consumer applies the rule for its
@@ -33,7 +33,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 
 from ._fwd import _block_start, _key_runs, _query_tile, _seq_bounds, _softmax_probs, _tma_origin
 
-# Triton 3.6 (the GPU box's) names the TMA load async_copy_global_to_shared; later releases renamed it async_load
+# Triton 3.6 names the TMA load async_copy_global_to_shared; later releases renamed it async_load
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 WG_ROWS = 64          # query rows per consumer warpgroup
 CTA_ROWS = 2 * WG_ROWS
@@ -54,23 +54,11 @@ def _gl_tile(t, n_mg, cu_q, cu_k, Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N: 
 
 
 @gluon.jit
-def _gl_block_start(it, n_sink, ws, n_iter, BLOCK_N: gl.constexpr, SINKS_LAST: gl.constexpr):
-    """Key offset of a tile's iteration ``it``: sinks then window (``_block_start``), or with SINKS_LAST the window
-    then the sinks."""
-    if SINKS_LAST:
-        n_win = n_iter - n_sink
-        return gl.where(it < n_win, ws + it * BLOCK_N, (it - n_win) * BLOCK_N)
-    else:
-        return _block_start(it, n_sink, ws, BLOCK_N)
-
-
-@gluon.jit
 def _gl_q_loader(q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg, stride_qb, stride_qh, stride_qm,
                  Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N: gl.constexpr, VARLEN: gl.constexpr,
                  do_desc, do_bufs, stride_ob, stride_oh, stride_om, WITH_DO: gl.constexpr):
     """Each tile's two 64-row Q tiles, one buffer per consumer (freed after its last Q K^T). Its own warp, so that
-    the K loader never waits for a consumer to finish a tile (session 8, H200: 2.29 against 2.54 ms at 32k with the
-    Q loads in the K loader). WITH_DO (the Gluon dQ kernel): the same rows of dO too, into ``do_bufs`` on the same
+    the K loader never waits for a consumer to finish a tile (docs/kernels.md, "Forward"). WITH_DO (the Gluon dQ kernel): the same rows of dO too, into ``do_bufs`` on the same
     barriers."""
     tt = 0
     for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
@@ -93,8 +81,7 @@ def _gl_q_loader(q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg, st
 
 @gluon.jit
 def _gl_loader(desc, bufs, ready, empty, cu_q, cu_k, n_tiles, n_mg, stride_b, stride_h, stride_n, Lq_fixed,
-               Lk_fixed, H, GROUPS, W, S, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, VARLEN: gl.constexpr,
-               SINKS_LAST: gl.constexpr):
+               Lk_fixed, H, GROUPS, W, S, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, VARLEN: gl.constexpr):
     """Fill the ring ``bufs`` with each tile's key (or value) tiles in visiting order (sinks, then the window)."""
     kv_it = 0
     for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
@@ -105,35 +92,18 @@ def _gl_loader(desc, bufs, ready, empty, cu_q, cu_k, n_tiles, n_mg, stride_b, st
             for it in range(n_iter):
                 s = kv_it % STAGES
                 mbarrier.wait(empty.index(s), ((kv_it // STAGES) & 1) ^ 1)      # fresh barriers pass phase 1
-                start_n = _gl_block_start(it, n_sink, ws, n_iter, BLOCK_N, SINKS_LAST)
+                start_n = _block_start(it, n_sink, ws, BLOCK_N)
                 mbarrier.expect(ready.index(s), desc.block_type.nbytes)
                 _tma_load(desc, [row + k0 + start_n, col], ready.index(s), bufs.index(s))
                 kv_it += 1
 
 
 @gluon.jit
-def _gl_turn(turn, ev, WG: gl.constexpr, PINGPONG: gl.constexpr):
-    """Wait for this warpgroup's turn to issue matrix products (event ``ev`` of its own): with PINGPONG the two
-    consumers take turns, so one's softmax runs while the other's products use the tensor cores. Consumer 0's first
-    wait passes (a fresh barrier's phase 1 counts as complete)."""
-    if PINGPONG:
-        mbarrier.wait(turn.index(WG), (ev & 1) ^ (1 - WG))
-
-
-@gluon.jit
-def _gl_pass(turn, WG: gl.constexpr, PINGPONG: gl.constexpr):
-    """Hand the turn to the other consumer (after this warpgroup's products are issued)."""
-    if PINGPONG:
-        mbarrier.arrive(turn.index(1 - WG), count=1)
-
-
-@gluon.jit
-def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE, cu_q,
-                 cu_k,
+def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE, cu_q, cu_k,
                  n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                  stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
                  WG: gl.constexpr, D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr,
-                 V_STAGES: gl.constexpr, VARLEN: gl.constexpr, SINKS_LAST: gl.constexpr, PINGPONG: gl.constexpr):
+                 V_STAGES: gl.constexpr, VARLEN: gl.constexpr):
     BM: gl.constexpr = 64
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -148,7 +118,6 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
     zero = gl.zeros([BM, BLOCK_N], gl.float32, s_layout)
     kv_it = 0
     tt = 0
-    ev = 0                                   # product-issue events of this warpgroup (n_iter + 1 per tile)
     for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
         valid, b, h, kvh, q0, Lq, k0, Lk, m0, n_sink, ws, n_iter = _gl_tile(t, n_mg, cu_q, cu_k, Lq_fixed, Lk_fixed,
                                                                             H, GROUPS, W, S, BLOCK_N, VARLEN)
@@ -165,12 +134,10 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
                 # key tile 0: scores and softmax only
                 ks = kv_it % K_STAGES
                 mbarrier.wait(k_ready.index(ks), (kv_it // K_STAGES) & 1)
-                _gl_turn(turn, ev, WG, PINGPONG)
                 qk = warpgroup_mma(q_smem, k_bufs.index(ks).permute((1, 0)), zero, use_acc=False, is_async=True)
-                _gl_pass(turn, WG, PINGPONG)
                 qk = warpgroup_mma_wait(0, deps=(qk,))
                 mbarrier.arrive(k_empty.index(ks), count=1)
-                start_n = _gl_block_start(0, n_sink, ws, n_iter, BLOCK_N, SINKS_LAST)
+                start_n = _block_start(0, n_sink, ws, BLOCK_N)
                 p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, sink_full, int_lo,
                                                     int_hi, Lk, W, S, qk_scale)
                 for it in range(1, n_iter):
@@ -179,19 +146,14 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
                     # then P_{j-1} V_{j-1} onto the accumulator rescaled by alpha_{j-1}, in flight during this softmax
                     vs = (j - 1) % V_STAGES
                     mbarrier.wait(k_ready.index(ks), (j // K_STAGES) & 1)
-                    if PINGPONG:
-                        mbarrier.wait(v_ready.index(vs), ((j - 1) // V_STAGES) & 1)
-                    _gl_turn(turn, ev + it, WG, PINGPONG)
                     qk = warpgroup_mma(q_smem, k_bufs.index(ks).permute((1, 0)), zero, use_acc=False, is_async=True)
-                    if PINGPONG == 0:
-                        mbarrier.wait(v_ready.index(vs), ((j - 1) // V_STAGES) & 1)
+                    mbarrier.wait(v_ready.index(vs), ((j - 1) // V_STAGES) & 1)
                     acc = acc * gl.convert_layout(alpha, row_o)[:, None]           # while Q K_j^T computes
                     p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
                     acc = warpgroup_mma(p_op, v_bufs.index(vs), acc, is_async=True)
-                    _gl_pass(turn, WG, PINGPONG)
                     qk = warpgroup_mma_wait(1, deps=(qk,))                   # groups complete in order
                     mbarrier.arrive(k_empty.index(ks), count=1)
-                    start_n = _gl_block_start(it, n_sink, ws, n_iter, BLOCK_N, SINKS_LAST)
+                    start_n = _block_start(it, n_sink, ws, BLOCK_N)
                     p, alpha, l_i, m_i = _softmax_probs(qk, l_i, m_i, start_n, start_n + offs_n, pos, sink_full,
                                                         int_lo, int_hi, Lk, W, S, qk_scale)
                     acc = warpgroup_mma_wait(0, deps=(acc,))
@@ -202,12 +164,9 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
                 mbarrier.wait(v_ready.index(vs), (j // V_STAGES) & 1)
                 acc = acc * gl.convert_layout(alpha, row_o)[:, None]
                 p_op = gl.convert_layout(p.to(q_smem.dtype), p_layout)
-                _gl_turn(turn, ev + n_iter, WG, PINGPONG)
                 acc = warpgroup_mma(p_op, v_bufs.index(vs), acc, is_async=True)
-                _gl_pass(turn, WG, PINGPONG)
                 acc = warpgroup_mma_wait(0, deps=(acc,))
                 mbarrier.arrive(v_empty.index(vs), count=1)
-                ev += n_iter + 1
             else:
                 mbarrier.arrive(q_empty.index(WG), count=1)
             kv_it += n_iter
@@ -227,11 +186,10 @@ def _gl_consumer(k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_r
 
 @gluon.jit
 def _gl_rings(k_desc, v_desc, q_desc, D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr,
-              V_STAGES: gl.constexpr, TURN: gl.constexpr):
+              V_STAGES: gl.constexpr):
     """The shared memory of a persistent Gluon kernel's loaders (this forward's, the dQ kernel's): K and V rings of
     BLOCK_N-row tiles, one 64-row Q buffer per consumer, and their barriers initialised (a K/V buffer is released
-    when both consumers have arrived); with TURN also the consumers' turn barriers (PINGPONG), else q_empty stands in
-    for them, unused. (Allocated and initialised in the order the forward always had: its SASS is unchanged.)"""
+    when both consumers have arrived)."""
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [K_STAGES, BLOCK_N, D], k_desc.layout)
     v_bufs = gl.allocate_shared_memory(v_desc.dtype, [V_STAGES, BLOCK_N, D], v_desc.layout)
     q_bufs = gl.allocate_shared_memory(q_desc.dtype, [2, 64, D], q_desc.layout)
@@ -247,16 +205,10 @@ def _gl_rings(k_desc, v_desc, q_desc, D: gl.constexpr, BLOCK_N: gl.constexpr, K_
     for i in gl.static_range(V_STAGES):
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(v_empty.index(i), count=2)
-    if TURN:
-        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    else:
-        turn = q_empty
     for i in gl.static_range(2):
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=1)
-        if TURN:
-            mbarrier.init(turn.index(i), count=1)
-    return k_bufs, v_bufs, q_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty, turn
+    return k_bufs, v_bufs, q_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty
 
 
 @gluon.jit
@@ -266,24 +218,24 @@ def _fwd_gluon_kernel(q_desc, k_desc, v_desc, O, LSE, cu_q, cu_k,
                       stride_lb, stride_lh, stride_lm,
                       Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale, n_tiles, n_mg,
                       D: gl.constexpr, BLOCK_N: gl.constexpr, K_STAGES: gl.constexpr, V_STAGES: gl.constexpr,
-                      VARLEN: gl.constexpr, SINKS_LAST: gl.constexpr = False, PINGPONG: gl.constexpr = False):
+                      VARLEN: gl.constexpr):
     """Grid: (CTAs,) with ``n_tiles`` = query tiles x sequences x KV heads, ``n_mg`` = query tiles x GROUPS."""
-    k_bufs, v_bufs, q_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty, turn = _gl_rings(
-        k_desc, v_desc, q_desc, D, BLOCK_N, K_STAGES, V_STAGES, True)
+    k_bufs, v_bufs, q_bufs, k_ready, k_empty, v_ready, v_empty, q_ready, q_empty = _gl_rings(
+        k_desc, v_desc, q_desc, D, BLOCK_N, K_STAGES, V_STAGES)
 
     gl.warp_specialize([
-        (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE,
+        (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE,
                         cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                         stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                        0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST, PINGPONG)),
-        (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, turn, O, LSE,
+                        0, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN)),
+        (_gl_consumer, (k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, q_bufs, q_ready, q_empty, O, LSE,
                         cu_q, cu_k, n_tiles, n_mg, Lq_fixed, Lk_fixed, H, GROUPS, W, S, qk_scale,
                         stride_ob, stride_oh, stride_om, stride_lb, stride_lh, stride_lm,
-                        1, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN, SINKS_LAST, PINGPONG)),
+                        1, D, BLOCK_N, K_STAGES, V_STAGES, VARLEN)),
         (_gl_loader, (k_desc, k_bufs, k_ready, k_empty, cu_q, cu_k, n_tiles, n_mg, stride_kb, stride_kh, stride_kn,
-                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, K_STAGES, VARLEN, SINKS_LAST)),
+                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, K_STAGES, VARLEN)),
         (_gl_loader, (v_desc, v_bufs, v_ready, v_empty, cu_q, cu_k, n_tiles, n_mg, stride_vb, stride_vh, stride_vn,
-                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, V_STAGES, VARLEN, SINKS_LAST)),
+                      Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, V_STAGES, VARLEN)),
         (_gl_q_loader, (q_desc, q_bufs, q_ready, q_empty, cu_q, cu_k, n_tiles, n_mg, stride_qb, stride_qh,
                         stride_qm, Lq_fixed, Lk_fixed, H, GROUPS, W, S, BLOCK_N, VARLEN, q_desc, q_bufs, 0, 0, 0,
                         False)),
