@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ...attention.masks import visible
-from ...config import LayerPlan, SWAAConfig, config_of
+from ...config import LayerPlan, SWAAConfig, config_of, model_label
 
 __all__ = ["config_from_hf", "layer_index", "RequestRows", "request_rows", "key_positions", "write_kv",
            "gather_kv", "attend_request", "blocks_to_free", "swaa_paged_attention"]
@@ -24,8 +24,21 @@ __all__ = ["config_from_hf", "layer_index", "RequestRows", "request_rows", "key_
 
 def config_from_hf(hf_config) -> SWAAConfig | None:
     """The SWAA config carried by a vLLM model (``hf_overrides={"swaa_config": {...}}``), validated against
-    its layer count; None when the model has none (the plugin then stays out of the way)."""
-    return config_of(hf_config, source="hf_overrides")
+    its layer count; None when the model has none (the plugin then stays out of the way). A model that keeps its
+    own sliding window is refused: vLLM would run that window in every layer, and lay out its KV cache for it,
+    under SWAA's rule."""
+    cfg = config_of(hf_config, source="hf_overrides")
+    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    native = getattr(text, "sliding_window", None)
+    if cfg is not None and native is not None:
+        off = '"sliding_window": None'
+        types = getattr(text, "layer_types", None) or []
+        if any(t != "full_attention" for t in types):
+            off += f', "layer_types": ["full_attention"] * {len(types)}'
+        raise ValueError(f"{model_label(hf_config)} has a native sliding_window={native}; SWAA adapts full-attention "
+                         f"models and does not run under another window: turn it off with hf_overrides={{{off}, "
+                         '"swaa_config": ...}')
+    return cfg
 
 
 _INT = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
