@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Union
 
-__all__ = ["SWAAConfig", "LayerPlan", "config_of", "load_settings", "pattern_to_layers", "layers_to_pattern"]
+__all__ = ["SWAAConfig", "LayerPlan", "config_of", "model_label", "load_settings", "pattern_to_layers",
+           "layers_to_pattern"]
 
 _FIELDS = ("sliding_window_size", "keep_first", "force_fa_decode", "non_sliding_layers")
 
@@ -59,6 +61,10 @@ class SWAAConfig(dict):
     - ``non_sliding_layers``: layers that always use full attention. A pattern string such as ``"SF" * 15``
       (``S`` sliding, ``F`` full) is accepted as sugar and turned into the list.
 
+    Layer lists are kept as written: the original's ``mark`` depends on their order. Indices beyond a model's
+    depth are legal here and ignored when the config meets a model (:meth:`validate_layers`), as the original
+    code ignored them: the paper's settings lists name layers up to 47 for 32- and 36-layer models.
+
     It is also a ``dict`` of its four fields, so ``model.config.swaa_config = SWAAConfig(...)`` (the original
     code's way) survives ``save_pretrained``: transformers writes it as a plain JSON object.
     """
@@ -108,16 +114,19 @@ class SWAAConfig(dict):
     __hash__ = None  # type: ignore[assignment]
 
     # -- per layer -------------------------------------------------------------------------------
-    def validate_layers(self, num_layers: int) -> None:
-        """Check every layer index against a model with ``num_layers`` layers."""
-        for name in ("non_sliding_layers", "force_fa_decode"):
-            val = getattr(self, name)
-            if isinstance(val, list):
-                bad = [i for i in val if i >= num_layers]
-                if bad:
-                    raise ValueError(
-                        f"{name} has layer indices {bad} but the model has {num_layers} layers "
-                        f"(valid indices 0..{num_layers - 1})")
+    def validate_layers(self, num_layers: int, model: str | None = None) -> None:
+        """Meet a model of ``num_layers`` layers: indices beyond its depth are ignored (the per-layer plan never
+        asks for them; the mark keeps them), with one warning per config and model that names them."""
+        beyond = {name: [i for i in getattr(self, name) if i >= num_layers]
+                  for name in ("non_sliding_layers", "force_fa_decode") if isinstance(getattr(self, name), list)}
+        listed = "; ".join(f"{name} {bad}" for name, bad in beyond.items() if bad)
+        key = (self.to_json(), num_layers, model)
+        if not listed or key in _WARNED:
+            return
+        _WARNED.add(key)
+        warnings.warn(f"swaa_config {self.mark}: {listed} are beyond the {num_layers} layers of "
+                      f"{model or 'the model'} (indices 0..{num_layers - 1}) and are ignored, as the original code "
+                      "ignored them", UserWarning, stacklevel=3)
 
     def layer(self, layer_idx: int) -> LayerPlan:
         """The plan of one layer: window (None = full), sinks, and whether its decode tokens use FA."""
@@ -134,9 +143,13 @@ class SWAAConfig(dict):
     # -- names -----------------------------------------------------------------------------------
     @property
     def mark(self) -> str:
-        """Short name in the original format, e.g. ``swa=2k_sink=100_falayer=12_from1_step4_fadec``.
+        """Short name in the original format, e.g. ``swa=2k_sink=100_falayer=12_from1_step4_fadec``, computed from
+        the layer lists as written (out-of-range layers and order included), so that it equals the original's for
+        every entry of the paper's settings lists (tests/unit/test_paper_settings.py).
 
-        Full attention is ``"full"`` (the original returned an empty string, useless as a file name).
+        Two departures, both where the original's name was useless as a file name: full attention is ``"full"``
+        (the original returned ``""``), and a window that is no multiple of 1000 or 1024 is written as its number
+        (``swa=64``) where the original's ``W // 1000`` wrote ``0k`` for every window below 1000.
         """
         if self.sliding_window_size is None:
             return "full"
@@ -202,7 +215,7 @@ def _check_layers(name: str, layers: Iterable) -> list[int]:
     if len(set(out)) != len(out):
         dup = sorted({i for i in out if out.count(i) > 1})
         raise ValueError(f"{name} lists layers {dup} more than once")
-    return sorted(out)
+    return out
 
 
 def load_settings(path_or_list: "str | os.PathLike | list") -> list[tuple[SWAAConfig, list[str]]]:
@@ -234,7 +247,14 @@ def load_settings(path_or_list: "str | os.PathLike | list") -> list[tuple[SWAACo
 assert tuple(f.name for f in fields(SWAAConfig)) == _FIELDS
 
 
+_WARNED: set = set()  # (config, layer count, model) already warned about out-of-range layers
 _SEEN: dict = {}     # id(raw dict) -> (its copy, layer count, SWAAConfig, its items): attention calls ask per layer
+
+
+def model_label(model_config) -> str:
+    """How messages name a model: its path or hub id, else its model type."""
+    return (getattr(model_config, "name_or_path", None) or getattr(model_config, "model_type", None)
+            or type(model_config).__name__)
 
 
 def config_of(model_config, *, source: str | None = None) -> SWAAConfig | None:
@@ -262,7 +282,7 @@ def config_of(model_config, *, source: str | None = None) -> SWAAConfig | None:
             raise
         raise ValueError(f"invalid swaa_config {raw!r} in {source}: {e}") from None
     if n is not None:
-        cfg.validate_layers(n)
+        cfg.validate_layers(n, model_label(model_config))
     if isinstance(raw, dict):
         if len(_SEEN) > 64:
             _SEEN.clear()

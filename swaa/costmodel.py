@@ -113,7 +113,7 @@ def get_shape(name: str) -> ModelShape:
 
 def _plans(shape: ModelShape, cfg: SWAAConfig | None):
     cfg = SWAAConfig.from_dict(cfg) if cfg is not None else SWAAConfig()
-    cfg.validate_layers(shape.layers)
+    cfg.validate_layers(shape.layers, shape.name)
     return [cfg.layer(i) for i in range(shape.layers)]
 
 

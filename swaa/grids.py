@@ -1,5 +1,12 @@
-"""Settings grids in the original settings-list JSON format: the paper's grids for a model's layer count, and one
-scaled to the default model (30 layers, short contexts). ``python -m swaa.grids`` rewrites data/settings/."""
+"""The default model's settings grid in the original settings-list JSON format: the recipes of the paper's lists
+scaled to SmolLM2-135M (30 layers, short contexts). ``python -m swaa.grids`` rewrites it in data/settings/.
+
+The paper's own lists are shipped as data beside it, every entry as in the paper's repository
+(github.com/yuyijiong/sliding-window-attention-adaptation, ``Eval/settings_list/``): ``non_sft_settings_4b.json``
+is ``paper_qwen3_4b.json``, ``non_sft_settings_30b.json`` ``paper_qwen3_30b_a3b.json``,
+``non_sft_settings_llama3_8b.json`` ``paper_llama3_1_8b.json`` and ``sft_models_settings.json``
+``paper_qwen3_sft.json``; model paths there are written as hub ids, fine-tuned checkpoints by their training
+folder names. Their layer lists run past the models' depth, as the paper's do (see ``SWAAConfig.validate_layers``)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +14,7 @@ from pathlib import Path
 
 from .config import SWAAConfig, load_settings
 
-__all__ = ["paper_grid", "default_model_grid", "write_settings", "GRID_FILES"]
+__all__ = ["default_model_grid", "write_settings", "GRID_FILES"]
 
 
 def _interleave(num_layers: int):
@@ -15,8 +22,9 @@ def _interleave(num_layers: int):
             "every4": list(range(3, num_layers, 4))}
 
 
-def paper_grid(num_layers: int, windows=(2000, 4000, 8000), sinks=(10, 100, 1000)) -> list[SWAAConfig]:
-    """full; SWA at each window; + keep_first; + FA decode; + interleaved odd/even/every-4th layers; combinations."""
+def default_model_grid(num_layers: int = 30, windows=(64, 128, 256), sinks=(1, 4, 16)) -> list[SWAAConfig]:
+    """full; SWA at each window; + keep_first; + FA decode; + interleaved odd/even/every-4th layers; combinations
+    (the paper's windows 2k/4k/8k and sinks 10/100/1000 scaled to ~1-2k-token prompts)."""
     w0 = windows[0]
     inter = _interleave(num_layers)
     grid = [SWAAConfig()]
@@ -33,11 +41,6 @@ def paper_grid(num_layers: int, windows=(2000, 4000, 8000), sinks=(10, 100, 1000
     return grid
 
 
-def default_model_grid(num_layers: int = 30) -> list[SWAAConfig]:
-    """The paper's grid scaled to SmolLM2-135M and ~1-2k-token prompts: windows 64/128/256, sinks 1/4/16."""
-    return paper_grid(num_layers, windows=(64, 128, 256), sinks=(1, 4, 16))
-
-
 def write_settings(path: str | Path, grid: list[SWAAConfig], models: list[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,13 +49,7 @@ def write_settings(path: str | Path, grid: list[SWAAConfig], models: list[str]) 
     return path
 
 
-GRID_FILES = {
-    "paper_qwen3_4b.json": (36, ["Qwen/Qwen3-4B-Instruct-2507", "Qwen/Qwen3-4B-Thinking-2507"], paper_grid),
-    "paper_qwen3_30b_a3b.json": (48, ["Qwen/Qwen3-30B-A3B-Instruct-2507", "Qwen/Qwen3-30B-A3B-Thinking-2507"],
-                                 paper_grid),
-    "paper_llama3_1_8b.json": (32, ["meta-llama/Llama-3.1-8B-Instruct"], paper_grid),
-    "smollm2_135m.json": (30, ["default"], default_model_grid),
-}
+GRID_FILES = {"smollm2_135m.json": (30, ["default"], default_model_grid)}
 
 
 def main() -> None:

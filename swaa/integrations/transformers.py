@@ -18,7 +18,7 @@ from transformers.masking_utils import AttentionMaskInterface, causal_mask_funct
 
 from ..attention import swaa_attention
 from ..attention.masks import visible
-from ..config import SWAAConfig, config_of
+from ..config import SWAAConfig, config_of, model_label
 
 __all__ = ["apply_swaa", "compile_blocks", "get_swaa_config", "swaa_attention_forward", "swaa_mask",
            "prompt_length_from_labels", "VERIFIED_MODEL_TYPES"]
@@ -177,23 +177,37 @@ def _native_window(config) -> str | None:
     return None
 
 
-def _clear_native_window(config) -> None:
+def _clear_native_window(model) -> None:
+    """Turn the model's own window off: in its config, and in what its modules read from the config at
+    construction (Qwen2/Qwen3 attention layers keep ``sliding_window`` and ``layer_type``, their base model
+    ``has_sliding_layers``, which makes it build a sliding mask from the config's now absent window). Instance
+    attributes only: no class is changed."""
+    config = model.config
     if getattr(config, "layer_types", None) is not None:
         config.layer_types = ["full_attention"] * len(config.layer_types)
     if hasattr(config, "use_sliding_window"):
         config.use_sliding_window = False
     if hasattr(config, "sliding_window"):
         config.sliding_window = None
+    for module in model.modules():
+        if getattr(module, "has_sliding_layers", False):
+            module.has_sliding_layers = False
+        for name in ("layer_type", "attention_type"):
+            if getattr(module, name, None) == "sliding_attention":
+                setattr(module, name, "full_attention")
+        if getattr(module, "sliding_window", None) is not None:
+            module.sliding_window = None
 
 
 def apply_swaa(model, cfg: SWAAConfig | dict | None, *, replace_native_window: bool = False,
                kv_eviction: bool | None = None):
     """Run ``model`` under ``cfg`` through the "swaa" attention; returns the same model.
 
-    The config is stored on ``model.config.swaa_config`` (saved by ``save_pretrained``); layer indices are checked
-    against the model. ``cfg=None`` means full attention. A model that already slides natively (Mistral's
-    ``sliding_window``, Qwen's sliding ``layer_types``) is refused unless ``replace_native_window=True``, which
-    turns its own window off so that SWAA's rule is the only one.
+    The config is stored on ``model.config.swaa_config`` (saved by ``save_pretrained``); layer indices beyond the
+    model's depth are ignored with one warning (:meth:`SWAAConfig.validate_layers`). ``cfg=None`` means full
+    attention. A model that already slides natively (Mistral's ``sliding_window``, Qwen's sliding ``layer_types``)
+    is refused unless ``replace_native_window=True``, which turns its own window off (in its config and in what its
+    modules cached from it) so that SWAA's rule is the only one.
     ``kv_eviction``: ``generate`` (and any forward given an empty DynamicCache) keeps only sinks + the last W-1
     keys in sliding layers whose decode is windowed (:mod:`swaa.integrations.cache`); False keeps everything;
     None (default) keeps the model's previous choice (True the first time).
@@ -212,14 +226,14 @@ def apply_swaa(model, cfg: SWAAConfig | dict | None, *, replace_native_window: b
             f"{name} (model_type={getattr(config, 'model_type', '?')!r}) does not route attention through "
             "transformers' AttentionInterface, so SWAA cannot be applied without patching it. Verified model types: "
             f"{', '.join(VERIFIED_MODEL_TYPES)}")
-    cfg.validate_layers(n_layers)
+    cfg.validate_layers(n_layers, model_label(config))
     native = _native_window(config)
     if native:
         if not replace_native_window:
             raise ValueError(
                 f"{name} already uses sliding-window attention natively ({native}). SWAA adapts full-attention "
                 "models; pass replace_native_window=True to turn the native window off and apply SWAA's instead")
-        _clear_native_window(config)
+        _clear_native_window(model)
     config.swaa_config = cfg
     model.set_attn_implementation(ATTN_NAME)
     if config._attn_implementation != ATTN_NAME:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from swaa import SWAAConfig, apply_swaa, load_settings
+from swaa import SWAAConfig, apply_swaa
 from swaa.data import TASKS, load_dataset, make_dataset, make_task
 from swaa.scoring import answer_nll
 
@@ -65,17 +65,6 @@ def test_loaders_and_schema_errors(tmp_path, tok):
         load_dataset(tmp_path / "broken.parquet")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_dataset(tmp_path / "missing.parquet")
-
-
-def test_committed_settings_grids_load():
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[2] / "data" / "settings"
-    for name, layers in (("paper_qwen3_4b.json", 36), ("smollm2_135m.json", 30), ("paper_llama3_1_8b.json", 32),
-                         ("paper_qwen3_30b_a3b.json", 48)):
-        grid = load_settings(root / name)
-        assert len(grid) >= 20 and grid[0][0].is_full
-        for cfg, _ in grid:
-            cfg.validate_layers(layers)
 
 
 @pytest.mark.parametrize("cfg", [SWAAConfig(), SWAAConfig(sliding_window_size=4, keep_first=1),

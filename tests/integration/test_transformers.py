@@ -204,12 +204,24 @@ def test_save_pretrained_round_trips_the_config(tmp_path):
     torch.testing.assert_close(_logits(again, ids), want)
 
 
-def test_out_of_range_layer_index_names_it():
-    m = make_model("llama")
-    with pytest.raises(ValueError, match=r"non_sliding_layers has layer indices \[4, 9\] but the model has 4 layers"):
-        apply_swaa(m, SWAAConfig(sliding_window_size=4, non_sliding_layers=[1, 4, 9]))
-    with pytest.raises(ValueError, match=r"force_fa_decode has layer indices \[7\]"):
-        apply_swaa(m, SWAAConfig(sliding_window_size=4, force_fa_decode=[7]))
+def test_out_of_range_layers_are_ignored_with_one_warning():
+    """As the original code did (the paper's lists name layers up to 47 for 32- and 36-layer models): layers beyond
+    the model are ignored, one warning names them, and the mark keeps the config as written."""
+    cfg = SWAAConfig(sliding_window_size=4, keep_first=1, non_sliding_layers=[9, 1, 4], force_fa_decode=[7, 0])
+    in_range = SWAAConfig(sliding_window_size=4, keep_first=1, non_sliding_layers=[1], force_fa_decode=[0])
+    ids = _ids()
+    with pytest.warns(UserWarning) as seen:
+        m = apply_swaa(make_model("llama"), cfg)
+        got = _logits(m, ids)
+        out = m.generate(ids[:1, :20], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    mine = [str(w.message) for w in seen if "beyond" in str(w.message)]
+    assert mine == ["swaa_config swa=4_sink=1_falayer=nonlazy3_from9_fadec: non_sliding_layers [9, 4]; "
+                    "force_fa_decode [7] are beyond the 4 layers of llama (indices 0..3) and are ignored, as the "
+                    "original code ignored them"]
+    ref = apply_swaa(make_model("llama"), in_range)
+    torch.testing.assert_close(got, _logits(ref, ids), atol=0, rtol=0)
+    assert torch.equal(out, ref.generate(ids[:1, :20], max_new_tokens=4, do_sample=False, pad_token_id=0))
+    assert m.config.swaa_config.mark == "swa=4_sink=1_falayer=nonlazy3_from9_fadec"
 
 
 def test_unsupported_model_is_refused_with_its_name():
@@ -240,3 +252,30 @@ def test_bonus_architectures(arch):
     cfg = SWAAConfig(sliding_window_size=5, keep_first=2)
     got = _logits(apply_swaa(make_model(arch), cfg), ids)
     torch.testing.assert_close(got, _logits(with_independent(make_model(arch), cfg), ids), atol=2e-5, rtol=1e-4)
+
+
+NATIVE = {"qwen2": dict(use_sliding_window=True, sliding_window=8, max_window_layers=2),   # layers 2, 3 slide
+          "qwen3": dict(use_sliding_window=True, sliding_window=8, max_window_layers=2),
+          "mistral": dict(sliding_window=8)}
+
+
+@pytest.mark.parametrize("arch", list(NATIVE))
+@pytest.mark.parametrize("cfg", [
+    SWAAConfig(sliding_window_size=5, keep_first=2),
+    SWAAConfig(sliding_window_size=6, non_sliding_layers=[1, 2]),
+    SWAAConfig(sliding_window_size=5, keep_first=1, force_fa_decode=True),
+], ids=lambda c: c.mark)
+def test_replaced_native_window_equals_the_same_weights_without_one(arch, cfg):
+    """A model built with its own window (the modules cache it at construction) runs under replace_native_window
+    exactly as its weights loaded into a model built without one: logits, and greedy tokens through generate."""
+    native = make_model(arch, seed=5, **NATIVE[arch])
+    assert native.config.sliding_window == 8
+    plain = make_model(arch, seed=6)
+    plain.load_state_dict(native.state_dict())
+    apply_swaa(native, cfg, replace_native_window=True)
+    apply_swaa(plain, cfg)
+    ids = _ids(b=2, n=30)
+    torch.testing.assert_close(_logits(native, ids), _logits(plain, ids), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        out = [m.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0) for m in (native, plain)]
+    assert torch.equal(out[0], out[1])

@@ -1,7 +1,7 @@
 """The SWAA vLLM plugin in real vLLM (CPU), against HF + swaa: greedy tokens and prompt log-probabilities (fp32,
-<= 1e-3) for the default model and a tiny Qwen3 under each recipe, with chunked prefill, prefix caching and
-several sequences per batch; full attention unchanged without a config; KV blocks held per request bounded by
-the sinks and the window (vLLM's own block tables)."""
+<= 1e-3) for the default model and a tiny Qwen3 under each recipe, and a tiny Mistral whose own window is turned
+off, with chunked prefill, prefix caching and several sequences per batch; full attention unchanged without a
+config; KV blocks held per request bounded by the sinks and the window (vLLM's own block tables)."""
 import json
 import os
 import subprocess
@@ -47,10 +47,16 @@ def setup(tmp_path_factory):
     prompts = [ids[:150], ids[160:257], ids[300:361]]           # longer than W, odd lengths, one batch
     chat = tok.apply_chat_template([{"role": "user", "content": CHAT}], add_generation_prompt=True, tokenize=False)
     prompts.append(tok(chat, add_special_tokens=False)["input_ids"])  # what the server renders for CHAT
+    native = make_model("mistral", vocab_size=len(tok), head_dim=32, hidden_size=128, num_attention_heads=4,
+                        num_key_value_heads=2, max_position_embeddings=1024, sliding_window=16)
+    native.save_pretrained(tmp / "tiny-mistral-native")
+    tok.save_pretrained(tmp / "tiny-mistral-native")
     models = {"default": (str(default_model_path()), default), "tiny_qwen3": (str(tiny_dir), tiny)}
     runs = [{"name": f"{m}/{c}", "model": path, "swaa_config": None if cfg is None else cfg.to_dict(),
              "trace": m == "default" and c in ("full", "swa_sinks")}
             for m, (path, _) in models.items() for c, cfg in CONFIGS.items()]
+    runs.append({"name": "native/swa_sinks", "model": str(tmp / "tiny-mistral-native"),     # its window turned off
+                 "swaa_config": CONFIGS["swa_sinks"].to_dict(), "hf_overrides": {"sliding_window": None}})
     job = {"runs": runs, "prompts": prompts, "max_tokens": MAX_TOKENS, "max_model_len": 1024, "block_size": BS,
            "max_num_batched_tokens": 64, "trace_prompt": ids[:400], "trace_tokens": 24}
     (tmp / "job.json").write_text(json.dumps(job))
@@ -60,11 +66,11 @@ def setup(tmp_path_factory):
                           env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return {"results": json.loads((tmp / "out.json").read_text()), "prompts": prompts, "tok": tok,
-            "models": {m: hf for m, (_, hf) in models.items()}}
+            "models": {**{m: hf for m, (_, hf) in models.items()}, "native": native}}
 
 
 def _hf(model, cfg, ids):
-    apply_swaa(model, cfg if cfg is not None else SWAAConfig())
+    apply_swaa(model, cfg if cfg is not None else SWAAConfig(), replace_native_window=True)
     model.generation_config.eos_token_id = None
     x = torch.tensor([ids])
     with torch.no_grad():
@@ -73,9 +79,11 @@ def _hf(model, cfg, ids):
     return gen.tolist(), lp
 
 
-@pytest.mark.parametrize("model_name", ["default", "tiny_qwen3"])
-@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("model_name, config", [(m, c) for m in ("default", "tiny_qwen3") for c in CONFIGS]
+                         + [("native", "swa_sinks")])
 def test_vllm_matches_hf(setup, model_name, config):
+    """The "native" model is a Mistral-style model with its own window, turned off by the overrides that the plugin
+    names when it refuses such a model, against HF with replace_native_window=True."""
     res = setup["results"][f"{model_name}/{config}"]
     for p, ids in enumerate(setup["prompts"]):
         tokens, lp = _hf(setup["models"][model_name], CONFIGS[config], ids)

@@ -22,7 +22,8 @@ def main(job_path, out_path):
     for run in job["runs"]:
         if run["name"] in results:
             continue
-        llm = make_llm(run["model"], run["swaa_config"], dtype="float32", enforce_eager=True, seed=0,
+        llm = make_llm(run["model"], run["swaa_config"], hf_overrides=run.get("hf_overrides"), dtype="float32",
+                       enforce_eager=True, seed=0,
                        max_model_len=job["max_model_len"], block_size=job["block_size"],
                        max_num_batched_tokens=job["max_num_batched_tokens"], enable_prefix_caching=True)
         first = generate(llm, job["prompts"], max_tokens=job["max_tokens"], ignore_eos=True)

@@ -2,6 +2,7 @@
 import copy
 import json
 import pickle
+import warnings
 
 import pytest
 
@@ -45,13 +46,32 @@ def test_assignment_is_validated_and_rolled_back():
     assert c["keep_first"] == 4 and c.to_dict()["keep_first"] == 4
 
 
-def test_layer_indices_checked_against_the_model():
-    c = SWAAConfig(sliding_window_size=8, non_sliding_layers=[0, 30], force_fa_decode=[31])
-    c.validate_layers(32)
-    with pytest.raises(ValueError, match=r"non_sliding_layers has layer indices \[30\].*30 layers"):
-        c.validate_layers(30)
-    with pytest.raises(ValueError, match=r"force_fa_decode has layer indices \[31\]"):
-        SWAAConfig(sliding_window_size=8, force_fa_decode=[31]).validate_layers(31)
+def test_layers_beyond_the_model_are_ignored_with_one_warning_per_config_and_model():
+    c = SWAAConfig(sliding_window_size=8, non_sliding_layers=[30, 0, 34], force_fa_decode=[31])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c.validate_layers(35)                              # all in range: silent
+    with pytest.warns(UserWarning, match=r"non_sliding_layers \[30, 34\]; force_fa_decode \[31\] are beyond the 30 "
+                                         r"layers of m \(indices 0\.\.29\) and are ignored"):
+        c.validate_layers(30, "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c.validate_layers(30, "m")                         # once per (config, model)
+        c.validate_layers(30, "m")
+    with pytest.warns(UserWarning, match=r"force_fa_decode \[31\] are beyond the 31 layers of other"):
+        c.validate_layers(31, "other")
+    plans = [c.layer(i).window for i in range(30)]
+    assert plans == [None] + [8] * 29                     # layer 0 full; the rest slide; 30, 34 are never asked
+    assert not any(c.layer(i).fa_decode for i in range(30))
+
+
+def test_layer_lists_are_kept_as_written():
+    c = SWAAConfig(sliding_window_size=2000, non_sliding_layers=[5, 3, 1], force_fa_decode=[2, 0])
+    assert c.non_sliding_layers == [5, 3, 1] and c.force_fa_decode == [2, 0]
+    assert c.to_dict()["non_sliding_layers"] == [5, 3, 1]
+    assert c.mark == "swa=2k_sink=0_falayer=3_from5_step-2_fadec"          # the original's, from the order given
+    assert SWAAConfig.from_json(c.to_json()).mark == c.mark
+    assert [c.layer(i).window for i in range(6)] == [2000, None, 2000, None, 2000, None]
 
 
 def test_per_layer_plan():
@@ -138,8 +158,8 @@ def test_config_of_reads_once_and_sees_changes():
     b.keep_first = 7                                      # the caller changed what it got: parse the dict again
     assert config_of(mc).keep_first == 3
     mc.swaa_config["non_sliding_layers"] = [9]
-    with pytest.raises(ValueError, match=r"\[9\].*4 layers"):
-        config_of(mc)
+    with pytest.warns(UserWarning, match=r"\[9\] are beyond the 4 layers"):
+        assert config_of(mc).layer(3).window == 8
     with pytest.raises(ValueError, match="in hf_overrides"):
         config_of(SimpleNamespace(swaa_config={"bogus": 1}, num_hidden_layers=2), source="hf_overrides")
     assert config_of(SimpleNamespace(num_hidden_layers=2)) is None

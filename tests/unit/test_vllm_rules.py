@@ -93,11 +93,34 @@ def test_layer_index_and_config_errors():
         swaa_config = {"sliding_window_size": 8, "keep_first": -1}
     with pytest.raises(ValueError, match="keep_first=-1"):
         rules.config_from_hf(Cfg())
-    Cfg.swaa_config = {"sliding_window_size": 8, "non_sliding_layers": [9]}
-    with pytest.raises(ValueError, match=r"non_sliding_layers has layer indices \[9\]"):
-        rules.config_from_hf(Cfg())
+    Cfg.swaa_config = {"sliding_window_size": 8, "non_sliding_layers": [9, 1]}
+    with pytest.warns(UserWarning, match=r"non_sliding_layers \[9\] are beyond the 4 layers"):
+        assert [rules.config_from_hf(Cfg()).layer(i).window for i in range(4)] == [8, None, 8, 8]
     Cfg.swaa_config = None
     assert rules.config_from_hf(Cfg()) is None
+
+
+def test_a_model_with_its_own_window_is_refused_before_any_engine(tmp_path):
+    """vLLM would run the model's window under SWAA's: named at config time, with the overrides that turn it off
+    (which then work); a model with a window but no SWAA config is left alone."""
+    import transformers
+    from swaa.integrations.vllm.offline import make_llm
+    swaa = {"sliding_window_size": 8, "keep_first": 2}
+    mistral = transformers.MistralConfig(num_hidden_layers=2, sliding_window=16)
+    assert rules.config_from_hf(mistral) is None
+    mistral.swaa_config = swaa
+    with pytest.raises(ValueError, match=r'has a native sliding_window=16; .* hf_overrides=\{"sliding_window": None, '
+                                         r'"swaa_config": \.\.\.\}'):
+        rules.config_from_hf(mistral)
+    mistral.sliding_window = None
+    assert rules.config_from_hf(mistral) == SWAAConfig(**swaa)
+    qwen = transformers.Qwen3Config(num_hidden_layers=4, use_sliding_window=True, sliding_window=8, max_window_layers=2,
+                                    swaa_config=swaa)
+    with pytest.raises(ValueError, match=r'"sliding_window": None, "layer_types": \["full_attention"\] \* 4'):
+        rules.config_from_hf(qwen)
+    transformers.MistralConfig(num_hidden_layers=2, sliding_window=16).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=f"{tmp_path} has a native sliding_window=16"):
+        make_llm(str(tmp_path), swaa)
 
 
 def test_dense_path_with_the_reference_standing_in_for_the_gpu_kernel():

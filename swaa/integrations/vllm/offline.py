@@ -23,11 +23,15 @@ def prepare_cpu_env(kv_cache_gib: int = 1) -> None:
 
 def make_llm(model: str, cfg: SWAAConfig | dict | None, **kwargs):
     """``vllm.LLM`` for ``model`` with ``cfg`` passed as ``hf_overrides={"swaa_config": ...}`` (None: plain vLLM).
-    The config is validated here first so that a bad field is named before any engine starts."""
-    from vllm import LLM
+    The config is checked here first against the model's own config (:func:`rules.config_for_model`), so that a bad
+    field or a model with a native window is named before any engine starts."""
     overrides = dict(kwargs.pop("hf_overrides", None) or {})
     if cfg is not None:
         overrides["swaa_config"] = SWAAConfig.from_dict(cfg).to_dict()
+        from .rules import config_for_model
+        config_for_model(model, overrides, revision=kwargs.get("revision"),
+                         trust_remote_code=kwargs.get("trust_remote_code", False))
+    from vllm import LLM
     return LLM(model, hf_overrides=overrides or None, **kwargs)
 
 

@@ -1,6 +1,6 @@
-"""The SWAA rule on vLLM's paged batches, in plain torch (no vLLM import): which layer does what, which query
-rows of a step are decode tokens, which key positions a request needs, reading and writing K/V through a block
-table, and which KV blocks a windowed layer may free.
+"""The SWAA rule on vLLM's paged batches, in plain torch (no vLLM import): the config a model carries, which layer
+does what, which query rows of a step are decode tokens, which key positions a request needs, reading and writing
+K/V through a block table, and which KV blocks a windowed layer may free.
 
 Layouts: vLLM packs the tokens of all requests of a step along one axis. ``query`` (T, Hq, D), ``key``/``value``
 (T, Hkv, D); request ``r`` owns rows ``query_start_loc[r]:query_start_loc[r+1]``; its queries are the last
@@ -16,16 +16,39 @@ from dataclasses import dataclass
 import torch
 
 from ...attention.masks import visible
-from ...config import LayerPlan, SWAAConfig, config_of
+from ...config import LayerPlan, SWAAConfig, config_of, model_label
 
-__all__ = ["config_from_hf", "layer_index", "RequestRows", "request_rows", "key_positions", "write_kv",
-           "gather_kv", "attend_request", "blocks_to_free", "swaa_paged_attention"]
+__all__ = ["config_from_hf", "config_for_model", "layer_index", "RequestRows", "request_rows", "key_positions",
+           "write_kv", "gather_kv", "attend_request", "blocks_to_free", "swaa_paged_attention"]
 
 
 def config_from_hf(hf_config) -> SWAAConfig | None:
     """The SWAA config carried by a vLLM model (``hf_overrides={"swaa_config": {...}}``), validated against
-    its layer count; None when the model has none (the plugin then stays out of the way)."""
-    return config_of(hf_config, source="hf_overrides")
+    its layer count; None when the model has none (the plugin then stays out of the way). A model that keeps its
+    own sliding window is refused: vLLM would run that window in every layer, and lay out its KV cache for it,
+    under SWAA's rule."""
+    cfg = config_of(hf_config, source="hf_overrides")
+    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    native = getattr(text, "sliding_window", None)
+    if cfg is not None and native is not None:
+        off = '"sliding_window": None'
+        types = getattr(text, "layer_types", None) or []
+        if any(t != "full_attention" for t in types):
+            off += f', "layer_types": ["full_attention"] * {len(types)}'
+        raise ValueError(f"{model_label(hf_config)} has a native sliding_window={native}; SWAA adapts full-attention "
+                         f"models and does not run under another window: turn it off with hf_overrides={{{off}, "
+                         '"swaa_config": ...}')
+    return cfg
+
+
+def config_for_model(model: str, hf_overrides: dict, *, revision: str | None = None,
+                     trust_remote_code: bool = False) -> SWAAConfig | None:
+    """:func:`config_from_hf` on ``model``'s own config with ``hf_overrides`` applied as vLLM applies them: the
+    checks the engine makes at start-up, made before one starts."""
+    from transformers import AutoConfig
+    hf_config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+    hf_config.update(hf_overrides)
+    return config_from_hf(hf_config)
 
 
 _INT = re.compile(r"(?:^|\.)(\d+)(?:\.|$)")
