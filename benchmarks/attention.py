@@ -24,30 +24,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.timing import call_ms, copy_bandwidth, device_ms, interleaved  # noqa: E402
+from benchmarks.timing import call_ms, copy_bandwidth, device_ms, interleaved, warm_up  # noqa: E402
 from swaa.attention import swaa_attention  # noqa: E402
 from swaa.attention.masks import visible_pairs  # noqa: E402
 
 SHAPES = {"qwen3-4b": (32, 8, 128), "smollm2": (9, 3, 64)}
 DECODE_BACKENDS = ["triton", "auto", "sdpa", "triton:one-pass", "triton:split"]
-
-
-def flex_flash_why_not() -> str | None:
-    """None when FlexAttention can run on FlashAttention-4's CuTe kernels here, else the reason."""
-    try:
-        import flash_attn.cute  # noqa: F401
-    except Exception as e:
-        return f"flash-attn-4 is not importable: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-    return None
-
-
-def _flex_flash(q, k, v, w, s):
-    from torch.nn.attention.flex_attention import flex_attention
-
-    from swaa.attention.flex import _cached_block_mask
-    fn = _flex_flash.compiled = getattr(_flex_flash, "compiled", None) or torch.compile(flex_attention)
-    bm = _cached_block_mask(q.shape[-2], k.shape[-2], w, s, str(q.device))
-    return fn(q, k, v, block_mask=bm, enable_gqa=q.shape[1] != k.shape[1], kernel_options={"BACKEND": "FLASH"})
 
 
 def _callable(backend, q, k, v, w, s):
@@ -56,7 +38,8 @@ def _callable(backend, q, k, v, w, s):
         return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] == k.shape[2],
                                                       enable_gqa=q.shape[1] != k.shape[1])
     if backend == "flex-flash":
-        return lambda: _flex_flash(q, k, v, w, s)
+        from benchmarks import flex_flash
+        return flex_flash.runner(q, k, v, w, s)
     if backend.startswith("triton:"):
         from swaa.attention.triton import triton_decode
         one = backend == "triton:one-pass"
@@ -83,6 +66,9 @@ def main(argv=None):
     ap.add_argument("--modes", default="fwd,fwdbwd,decode")
     ap.add_argument("--backends", default="sdpa-full,flex,triton,flex-flash")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--windows", default=None, help="comma list of W:S for prefill, e.g. 2048:100 (default: "
+                    "2048 and 4096 with 0 and 100 sinks)")
+    ap.add_argument("--fwdbwd-max", type=int, default=32768, help="longest sequence timed forward+backward")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per case (median over them)")
     ap.add_argument("--table", default=None, help="print the markdown tables of a results file and exit")
     a = ap.parse_args(argv)
@@ -94,12 +80,18 @@ def main(argv=None):
     lengths = [int(x) for x in (a.lengths or ("32768" if a.quick else "8192,32768,131072")).split(",")]
     modes = a.modes.split(",")
     backends = a.backends.split(",")
-    flash_why = flex_flash_why_not() if "flex-flash" in backends else "not asked for"
+    flash_why, flash_versions = "not asked for", None
+    if "flex-flash" in backends:
+        from benchmarks import flex_flash
+        flash_why, flash_versions = flex_flash.why_not(), flex_flash.versions()
     if flash_why:
         backends = [b for b in backends if b != "flex-flash"]
     windows = [(2048, 100)] if a.quick else [(2048, 0), (2048, 100), (4096, 0), (4096, 100)]
+    if a.windows:
+        windows = [tuple(int(x) for x in ws.split(":")) for ws in a.windows.split(",")]
     dtype = torch.bfloat16
     rows = []
+    warm_up()
     bw = copy_bandwidth()
     print(f"device {torch.cuda.get_device_name()}: copy bandwidth {bw:.0f} GB/s; flex-flash: {flash_why or 'ok'}")
 
@@ -109,6 +101,7 @@ def main(argv=None):
     res = dict(benchmark="attention", device=torch.cuda.get_device_name(), torch=torch.__version__,
                triton=triton.__version__, python=platform.python_version(), dtype="bfloat16",
                copy_bandwidth_gbps=round(bw, 1), rounds=a.rounds, flex_flash=flash_why or "measured",
+               flex_flash_versions=flash_versions,
                note="median_ms: device time, the median over `rounds` interleaved rounds (rounds_ms) of medians of "
                     "10 reps back to back; call_ms: the median of one call after an L2 flush (first round; 100 "
                     "calls, 10 for forward+backward), host cost included (benchmarks/timing.py). TFLOP/s from "
@@ -135,7 +128,7 @@ def main(argv=None):
             mk = lambda h: torch.randn(1, h, n, d, device="cuda", dtype=dtype, requires_grad=True)
             q, k, v = mk(hq), mk(hkv), mk(hkv)
             for mode in [m for m in modes if m != "decode"]:
-                if mode == "fwdbwd" and n > 32768:
+                if mode == "fwdbwd" and n > a.fwdbwd_max:
                     continue
                 mult = 4 if mode == "fwd" else 10        # fwd: 2 matmuls; fwd+bwd: 2 + 5 (dq, dk, dv, dp, recompute)
                 if "sdpa-full" in backends:

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-__all__ = ["device_ms", "call_ms", "interleaved", "kernel_times", "copy_bandwidth", "sync"]
+__all__ = ["device_ms", "call_ms", "interleaved", "kernel_times", "copy_bandwidth", "sync", "warm_up"]
 
 
 def sync():
@@ -86,6 +86,19 @@ def call_ms(fn, warmup=25, reps=100):
         events.append((a, b))
     sync()
     return statistics.median(a.elapsed_time(b) for a, b in events)
+
+
+def warm_up(seconds: float = 3.0) -> None:
+    """Matrix products for ``seconds`` before any timing, so that the card's clocks (and the host's) have left
+    their idle states: the first cases of a run on a fresh machine otherwise read slower than the rest."""
+    if not torch.cuda.is_available():
+        return
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        for _ in range(10):
+            a @ a
+        sync()
 
 
 def interleaved(backends, run, rounds):

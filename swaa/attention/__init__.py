@@ -12,7 +12,8 @@ from typing import Callable
 import torch
 
 from .flash import flash_attention, flash_available, flash_unsupported
-from .flex import flex_available, flex_swaa_attention, flex_unsupported
+from .flex import (flex_available, flex_flash_attention, flex_flash_available, flex_flash_unsupported,
+                   flex_swaa_attention, flex_unsupported)
 from .masks import check_window, dense_mask, make_mask_mod, visible, visible_pairs
 from .reference import attention_ref, merge_attention
 from .sdpa import one_query_span, sdpa_attention, sdpa_unsupported
@@ -92,8 +93,14 @@ def _route_key(q, k, window, return_lse, mask, fa_from, keep_first) -> tuple:
     lq = q.shape[-2]
     one_run = lq == 1 and one_query_span(k.shape[-2], window, keep_first) is not None
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
-    return (q.device.type, q.dtype, q.shape[-1], lq == 1, lq <= 16, lq >= 16384, one_run, window is None,
-            keep_first > 0, mask is None, fa_from is None, return_lse, grad)
+    return (q.device.type, q.dtype, q.shape[-1], lq == 1, lq <= 16, lq >= 16384, lq >= 32768, one_run,
+            window is None, keep_first > 0, mask is None, fa_from is None, return_lse, grad, narrow_decode(q, k))
+
+
+def narrow_decode(q, k) -> bool:
+    """A decode grid of at most 8 (sequence, KV head) pairs over at least 64k keys: our split over the keys then
+    leads SDPA's full-attention decode by call time (docs/kernels.md, decode table)."""
+    return q.shape[0] * k.shape[1] <= 8 and k.shape[-2] >= 65536
 
 
 def resolve_backend(name: str, q, k, v, *, window=None, return_lse=False, mask=None, fa_from=None,
@@ -203,13 +210,16 @@ register_backend(Backend("reference", _reference_fn, priority=90))
 def _triton_rank(q, k, window, mask, keep_first=0) -> int:
     """Where ``auto`` takes our kernels on CUDA (docs/kernels.md, "Where auto routes"): windows, in inference and
     training, at head_dim > 64 or from 16k queries on (below that at head_dim 64 Flex leads: both are bound by the
-    host's launch time there); full attention goes to SDPA's fused kernels (prefill and decode)."""
+    host's launch time there); full attention goes to SDPA's fused kernels, except decode of a narrow grid over a long
+    cache (:func:`narrow_decode`), where the split over the keys leads."""
+    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    if q.shape[-2] <= 16 and not training:
+        if window is None:
+            return 2 if narrow_decode(q, k) else 35        # before SDPA (3) on a narrow grid, else after it
+        return 5                                   # windowed decode: split-KV kernel (one run of keys: SDPA, 3)
     if window is None:
         return 35                                  # after SDPA (20)
-    if q.shape[-2] <= 16 and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)):
-        return 5                                   # windowed decode: split-KV kernel (one run of keys: SDPA, 3)
     wide_or_long = q.shape[-1] > 64 or q.shape[-2] >= 16384
-    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
     if training:
         return 5 if wide_or_long else 45           # after Flex (10)
     return 5 if wide_or_long else 15
@@ -218,5 +228,14 @@ def _triton_rank(q, k, window, mask, keep_first=0) -> int:
 register_backend(Backend("triton", _triton_fn, available=lambda: _triton_module().triton_available(),
                          unsupported=lambda *a, **kw: _triton_module().triton_unsupported(*a, **kw),
                          devices=("cuda",), priority=_triton_rank))
+def _flex_flash_rank(q, k, window, mask, keep_first=0) -> int:
+    # inference with a window at head_dim 128 from 32k queries on: 7-10% ahead of our forward on an H200 where
+    # FlashAttention-4 is installed (docs/kernels.md, FlashAttention-4); forward+backward ties, so training stays ours
+    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    return 4 if window is not None and not training and q.shape[-1] == 128 and q.shape[-2] >= 32768 else 60
+
+
+register_backend(Backend("flex-flash", flex_flash_attention, available=flex_flash_available,
+                         unsupported=flex_flash_unsupported, devices=("cuda",), priority=_flex_flash_rank))
 register_backend(Backend("flash", flash_attention, available=flash_available, unsupported=flash_unsupported,
                          devices=("cuda",), priority=25))       # not benchmarked here (no flash-attn on the GPU box)

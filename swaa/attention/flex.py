@@ -113,3 +113,57 @@ def flex_swaa_attention(q, k, v, *, window, keep_first, scale, return_lse, mask,
         lse = aux.lse if hasattr(aux, "lse") else aux
         return out, lse.float()
     return res
+
+
+# -- FlexAttention on FlashAttention-4's CuTe-DSL kernels ("flex-flash") ---------------------------------------------
+# torch reaches FA4 through torch.compile with kernel_options={"BACKEND": "FLASH"} when the flash-attn-4 package (and
+# NVIDIA's CUTLASS DSL) is installed. Its code generation cannot load a captured 0-d tensor, so this mask_mod closes
+# over W, S and the query offset as Python ints: one compile per (shape, W, S).
+FLASH = {"BACKEND": "FLASH"}
+
+
+@functools.lru_cache(maxsize=1)
+def flex_flash_available() -> str | None:
+    import importlib.util
+    import typing
+    if _IMPORT_ERROR:
+        return _IMPORT_ERROR
+    from torch.nn.attention import flex_attention as fa
+    if "FLASH" not in typing.get_args(getattr(fa, "_Backend", typing.Literal["AUTO"])):
+        return f"torch {torch.__version__} has no FlexAttention BACKEND='FLASH'"
+    try:
+        found = importlib.util.find_spec("flash_attn.cute") is not None
+    except ImportError:
+        found = False
+    if not found:
+        return ("FlashAttention-4 is not installed (pip install flash-attn-4 nvidia-cutlass-dsl "
+                "nvidia-cutlass-dsl-libs-core nvidia-cutlass-dsl-libs-cu13)")
+    return None
+
+
+def flex_flash_unsupported(q, k, v, *, return_lse, mask, fa_from) -> str | None:
+    if mask is not None or fa_from is not None:
+        return "padding masks and FA-decode training splits go to backend='sdpa'"
+    if return_lse:
+        return "the FLASH backend returns no log-sum-exp here; use backend='flex' or 'triton'"
+    if q.device.type != "cuda":
+        return "FlashAttention-4 runs on CUDA only"
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return f"FlashAttention-4 takes fp16/bf16, got {q.dtype}"
+    if torch.cuda.get_device_capability(q.device) < (9, 0):
+        return f"FlashAttention-4 needs sm_90 or newer, this GPU is sm_{''.join(map(str, torch.cuda.get_device_capability(q.device)))}"
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _flash_block_mask(lq, lk, window, keep_first, device_str):
+    bm = make_block_mask(lq, lk, window, keep_first, torch.device(device_str))
+    return BlockMask.from_kv_blocks(bm.kv_num_blocks, bm.kv_indices, bm.full_kv_num_blocks, bm.full_kv_indices,
+                                    BLOCK_SIZE=bm.BLOCK_SIZE, mask_mod=make_mask_mod(window, keep_first, lk - lq),
+                                    seq_lengths=bm.seq_lengths)
+
+
+def flex_flash_attention(q, k, v, *, window, keep_first, scale, return_lse, mask, fa_from):
+    bm = _flash_block_mask(q.shape[-2], k.shape[-2], window, keep_first, str(q.device))
+    return _compiled()(q, k, v, block_mask=bm, scale=scale, enable_gqa=q.shape[1] != k.shape[1],
+                       kernel_options=FLASH)

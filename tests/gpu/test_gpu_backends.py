@@ -73,9 +73,34 @@ def test_auto_follows_the_benchmark_on_cuda():
     # ours; full attention -> SDPA
     q1, k1, v1 = _inputs(1, 8192, 4, 128, torch.bfloat16)
     assert resolve_backend("auto", q1, k1, v1, window=None).name == "sdpa"
+    qn, kn, vn = _inputs(1, 65536, 4, 128, torch.bfloat16)                    # 4 pairs, 64k keys: our split leads
+    assert resolve_backend("auto", qn, kn, vn, window=None).name == "triton"
+    qw, kw_, vw = _inputs(1, 65536, 4, 128, torch.bfloat16, hkv=8)           # 16 pairs: SDPA
+    assert resolve_backend("auto", qw, kw_, vw, window=None).name == "sdpa"
     assert resolve_backend("auto", q1, k1, v1, window=2048).name == "sdpa"
     assert resolve_backend("auto", q1, k1, v1, window=2048, keep_first=100).name == "triton"
     assert resolve_backend("auto", q1, k1[:, :, :2100], v1[:, :, :2100], window=2048, keep_first=100).name == "sdpa"
+
+
+@pytest.mark.parametrize("lq, lk, w, s, groups", [(4096, 4096, 2048, 100, 4), (1000, 1000, 64, 300, 2)])
+def test_flex_on_flashattention4(lq, lk, w, s, groups):
+    """Flex on FlashAttention-4's kernels where that package is installed, forward and backward, against the
+    reference (2x PyTorch's error)."""
+    from swaa.attention import available_backends
+    why = available_backends()["flex-flash"]
+    if why:
+        pytest.skip(f"flex-flash: {why}")
+    q, k, v = _inputs(lq, lk, groups, 128, torch.bfloat16, grad=True)
+    kw = dict(sliding_window_size=w, keep_first=s)
+    g = torch.randn_like(q)
+    grads = lambda fn: (fn(), *torch.autograd.grad(fn(), (q, k, v), g))
+    got = grads(lambda: swaa_attention(q, k, v, backend="flex-flash", **kw))
+    ref = grads(lambda: attention_ref(q, k, v, **kw))
+    pt = grads(lambda: attention_ref(q, k, v, **kw, upcast=False))
+    for name, a, r, p in zip(("out", "dq", "dk", "dv"), got, ref, pt):
+        assert_close_to_ref(a.detach(), r.detach(), p.detach(), floor=1e-3, name=name)
+    big = torch.randn(1, 32, 32768, 128, device="cuda", dtype=torch.bfloat16)
+    assert resolve_backend("auto", big, big[:, :8], big[:, :8], window=2048, keep_first=100).name == "flex-flash"
 
 
 def test_tiny_model_on_cuda_matches_independent_dense():

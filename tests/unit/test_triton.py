@@ -191,7 +191,11 @@ def test_triton_rank_follows_the_h200_measurements():
     assert _triton_rank(q64, q64, 2048, None) == 15                        # head_dim 64, short: after flex (10)
     assert _triton_rank(torch.empty(1, 8, 16384, 64), q64, 2048, None) == 5
     assert _triton_rank(q64[:, :, :1], q64, 2048, None) == 5               # windowed decode
-    assert _triton_rank(q64[:, :, :1], q64, None, None) == 35              # full-attention decode: after SDPA (20)
+    long = torch.empty(1, 8, 65536, 64)
+    assert _triton_rank(q64[:, :, :1], long, None, None) == 2              # full-attention decode, 8 pairs: ours
+    assert _triton_rank(q64[:, :, :1], q64, None, None) == 35              # a short cache: after SDPA (3)
+    wide = torch.empty(2, 8, 65536, 64)
+    assert _triton_rank(q64[:, :, :1].expand(2, -1, -1, -1), wide, None, None) == 35   # 16 pairs: after SDPA
     assert _triton_rank(q128, q128, None, None) == 35                      # full prefill: after SDPA (20)
     qg = q64.clone().requires_grad_(True)
     assert _triton_rank(qg, q64, 2048, None, keep_first=0) == 45           # training without sinks, 64, 4k: flex
@@ -203,6 +207,16 @@ def test_triton_rank_follows_the_h200_measurements():
     qg128 = q128.clone().requires_grad_(True)
     assert _triton_rank(qg128, q128, 2048, None, keep_first=0) == 5        # without sinks at 128: ours
     assert _triton_rank(qg128, q128, None, None, keep_first=0) == 35
+
+
+def test_flex_flash_takes_long_inference_windows_at_head_dim_128():
+    from swaa.attention import _flex_flash_rank
+    q = torch.empty(1, 32, 32768, 128)
+    assert _flex_flash_rank(q, q, 2048, None) == 4                          # before ours (5)
+    assert _flex_flash_rank(q[:, :, :16384], q, 2048, None) == 60          # shorter: not measured ahead
+    assert _flex_flash_rank(q, q, None, None) == 60                          # full attention: SDPA
+    assert _flex_flash_rank(q[..., :64], q[..., :64], 2048, None) == 60
+    assert _flex_flash_rank(q.clone().requires_grad_(True), q, 2048, None) == 60   # training: ours
 
 
 def test_sdpa_leads_one_decode_query_over_one_run_of_keys():

@@ -2,8 +2,8 @@
 
 The visible keys are at most two spans, the sinks ``[0, sink_end)`` and the window ``[lo_w, Lk)`` (everything under
 full attention), so a step reads S + W keys whatever the cache length. One launch when one program per (sequence,
-KV head) covers them (few keys, or a grid already as wide as the card), else the split kernel over chunks of the
-spans and the merge kernel.
+KV head) covers them (a window's few keys: one launch costs the host about half of two; or a grid that already
+fills the card), else the split kernel over chunks of the spans and the merge kernel.
 """
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def triton_decode(q, k, v, *, window=None, keep_first=0, scale=None, return_lse=
     contiguous. Returns out [, lse] (``base2_lse``: the base-2 LSE, as the other kernels keep it).
 
     ``chunk``: keys per split program (default: about three programs per SM). ``one_pass``: one program per
-    (sequence, KV head) and one launch (default: when the visible keys are at most the tuning table's bound or the
-    grid is already as wide as the card). ``kv_len``: a one-element integer tensor on q's device holding how many
+    (sequence, KV head) and one launch (default: at most the tuning table's visible keys, or a grid that already
+    fills the card). ``kv_len``: a one-element integer tensor on q's device holding how many
     leading key slots are valid (full attention over a static buffer that a CUDA graph replays: no host sync, the
     launch depends only on the buffer's size); the queries are the last ``Lq`` of those."""
     b, hq, lq, d = q.shape
@@ -60,7 +60,8 @@ def triton_decode(q, k, v, *, window=None, keep_first=0, scale=None, return_lse=
     groups = hq // hkv
     qk_scale = softmax_scale(q, scale) * LOG2E
     w, s = window_args(window, keep_first)
-    bn, warps, stages, split_factor, one_pass_keys = tuning.decode_params()
+    bn, warps, stages, split_factor = tuning.decode_params()
+    bn1, warps1, stages1, one_pass_keys = tuning.decode_one_pass_params()
     sink_end, lo_w = decode_spans(lq, lk, window, keep_first)
     n_vis = sink_end + (lk - lo_w)
     sms = 1 if INTERPRET else sm_count(q.device)
@@ -69,14 +70,14 @@ def triton_decode(q, k, v, *, window=None, keep_first=0, scale=None, return_lse=
     block_r = max(16, triton.next_power_of_2(groups * lq))
     block_d = max(16, triton.next_power_of_2(d))
     sq, sk, sv = strides_dense(q), strides_dense(k), strides_dense(v)
-    common = dict(D=d, BLOCK_D=block_d, BLOCK_R=block_r, BLOCK_N=bn, DOT=dot_mode(q.dtype), num_warps=warps,
-                  num_stages=stages)
+    common = dict(D=d, BLOCK_D=block_d, BLOCK_R=block_r, DOT=dot_mode(q.dtype))
     lse2 = torch.empty(b, hq, lq, device=q.device, dtype=torch.float32)
     if one_pass:            # the output and LSE written by the split kernel itself (one split: no merge)
         out = torch.empty((b, hq, lq, d), device=q.device, dtype=q.dtype)
         _decode_kernel[(1, b * hkv)](
             q, k, v, out, lse2, *sq, *sk, *sv, 0, hq * lq * d, lq * d, d, 0, hq * lq, lq,
-            lq, lk, hkv, groups, w, s, qk_scale, sink_end, lo_w, 0, 0, q, DEV_LK=False, ONE_PASS=True, **common)
+            lq, lk, hkv, groups, w, s, qk_scale, sink_end, lo_w, 0, 0, q, DEV_LK=False, ONE_PASS=True, BLOCK_N=bn1,
+            num_warps=warps1, num_stages=stages1, **common)
     else:
         if chunk is None:
             splits = max(1, triton.cdiv(split_factor * sms, b * hkv))
@@ -88,7 +89,7 @@ def triton_decode(q, k, v, *, window=None, keep_first=0, scale=None, return_lse=
         _decode_kernel[(ns, b * hkv)](
             q, k, v, po, pl, *sq, *sk, *sv, *po.stride()[:4], *pl.stride()[:3], lq, lk, hkv, groups, w, s, qk_scale,
             sink_end, lo_w, chunk, n_sink_chunks, kv_len if kv_len is not None else q, DEV_LK=kv_len is not None,
-            ONE_PASS=False, **common)
+            ONE_PASS=False, BLOCK_N=bn, num_warps=warps, num_stages=stages, **common)
         out = torch.empty_like(q)
         _decode_merge_kernel[(b * hq * lq,)](po, pl, out, lse2, ns, b * hq * lq, *strides_dense(out), hq, lq, D=d,
                                              BLOCK_D=block_d, BLOCK_S=max(16, triton.next_power_of_2(ns)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["INTERPRET", "tiles", "defer_pv", "gluon_runs", "GLUON_FWD", "GLUON_DKDV", "GLUON_DQ", "DECODE"]
+__all__ = ["INTERPRET", "tiles", "defer_pv", "gluon_runs", "GLUON_FWD", "GLUON_DKDV", "GLUON_DQ", "DECODE", "DECODE_ONE_PASS"]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -22,6 +22,7 @@ _TILES_INTERPRET = (32, 32, 4, 1)
 
 # where the warp-specialised Gluon kernels run: kernel -> {compute capability: head_dims}. The forward is ahead at
 # head_dim 128 and behind at 64 (one CTA per SM leaves a 64-wide tile too little matrix work to hide its softmax)
+# (the Gluon dQ is ahead at head_dim 128 and 2-4% behind the triton-language one at 64)
 GLUON = {
     "fwd": {(9, 0): (128,)},
     "dkdv": {(9, 0): (64, 128)},
@@ -31,9 +32,14 @@ GLUON_FWD = dict(BLOCK_N=128, K_STAGES=3, V_STAGES=3)          # 64-query consum
 GLUON_DKDV = dict(BLOCK_M=64, BLOCK_N=128, STAGES=2)            # 128 keys per CTA, a (Q, dO) ring of 2
 GLUON_DQ = dict(BLOCK_N=64, K_STAGES=3, V_STAGES=3)             # 64-query consumers, persistent
 
-# split-KV decode: (BLOCK_N, warps, stages, splits per SM, most visible keys a one-pass launch takes)
-DECODE = (128, 4, 2, 3, 4096)
-_DECODE_INTERPRET = (32, 4, 1, 1, 64)
+# split-KV decode: (BLOCK_N, warps, stages, splits per SM) of the split kernel, and the one-pass launch's (BLOCK_N,
+# warps, stages) with the most visible keys it takes. One program per (sequence, KV head) walking a 2k-key window
+# runs 28-30 us on an H200 against 7-25 us for the split kernel and its merge, but one launch halves the host's
+# cost of a call (~50 against ~95 us), which is what an eager decode step pays (docs/kernels.md, decode table)
+DECODE = (128, 4, 2, 3)
+DECODE_ONE_PASS = (128, 8, 3, 4096)
+_DECODE_INTERPRET = (32, 4, 1, 1)
+_DECODE_ONE_PASS_INTERPRET = (32, 4, 1, 64)
 
 
 def _dim_class(d: int) -> int:
@@ -56,5 +62,11 @@ def gluon_runs(kind: str, capability: tuple, d: int) -> bool:
     return d in GLUON[kind].get(tuple(capability), ())
 
 
-def decode_params() -> tuple[int, int, int, int, int]:
+def decode_params() -> tuple[int, int, int, int]:
+    """(BLOCK_N, warps, stages, splits per SM) of the split decode."""
     return _DECODE_INTERPRET if INTERPRET else DECODE
+
+
+def decode_one_pass_params() -> tuple[int, int, int, int]:
+    """(BLOCK_N, warps, stages, most visible keys) of the one-pass decode."""
+    return _DECODE_ONE_PASS_INTERPRET if INTERPRET else DECODE_ONE_PASS
