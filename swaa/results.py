@@ -14,14 +14,15 @@ never a name two different things can share.
   in and every generation option except batch size and device (they change speed and padding numerics, not what is
   computed); the content fingerprint the chat-formatted prompt, the answer and the choices. The finished setting's
   table is ``OUT/<model name>-<model fp[:8]>/<mark>-<setting fp[:8]>.parquet`` and its summary one line of
-  ``OUT/results.jsonl`` keyed the same way, with ``model_name`` (readable), ``model_fingerprint``,
-  ``setting_fingerprint`` and the two files' paths relative to OUT.
+  ``OUT/results.jsonl`` keyed ``<model name>|<model fp>|<mark>|<setting fp>``, with ``model_name`` (readable),
+  ``model_fingerprint``, ``setting_fingerprint`` and the two files' paths relative to OUT (``rows``, ``parquet``).
 - Self-distillation: ``OUT/distill.jsonl`` keyed by the model fingerprint, the sampling settings and the prompt's
-  content (chat prompt, question, answer, choices); a prompt's samples are seeded from that key.
+  content (chat prompt, question, answer, choices); each batch of prompts is seeded from its first prompt's key.
 - SFT checkpoints carry a fingerprint of the model, the data and the settings; LightTransfer's rows, the loss grid
   and the speed grid key by the model fingerprint too.
 
-Clearing results is deleting the folder (or a model's subfolders), or ``swaa eval --overwrite``.
+Clearing results is deleting the folder (or a model's subfolders); ``swaa eval --overwrite`` starts over in a folder
+made for other data or generation settings.
 """
 from __future__ import annotations
 
