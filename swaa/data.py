@@ -202,6 +202,7 @@ def load_dataset(path_or_id: str | Path):
 def validate_dataset(df, name: str = "dataset"):
     if len(df) == 0:
         raise ValueError(f"{name} is empty (0 rows)")
+    _refuse_duplicate_ids(df, name)
     cols = list(df.columns)
     if "prompt" not in df.columns and {"context", "question"} <= set(df.columns):
         df = df.copy()
@@ -211,3 +212,15 @@ def validate_dataset(df, name: str = "dataset"):
         raise ValueError(f"{name} lacks columns {missing}: found {cols}; expected {list(REQUIRED_COLUMNS)} "
                          "(or context + question instead of prompt)")
     return df
+
+
+def _refuse_duplicate_ids(df, name: str) -> None:
+    """Each ``id`` names one row: results are reported by id, so two rows sharing one would read as one."""
+    if "id" not in df.columns:
+        return
+    ids = df["id"].astype(str)
+    dup = list(dict.fromkeys(ids[ids.duplicated()]))
+    if dup:
+        shown = ", ".join(repr(i) for i in dup[:5]) + (f" and {len(dup) - 5} more" if len(dup) > 5 else "")
+        raise ValueError(f"{name} has {len(dup)} duplicated id{'s' * (len(dup) > 1)}: {shown}; give every row its own "
+                         "id, or drop the id column and rows are numbered row0, row1, ...")

@@ -6,16 +6,19 @@
 For every prompt, ``n`` answers are sampled from the model under full attention (whatever SWAA config it carried
 is put back afterwards), each is scored against the reference answer by rule (:func:`swaa.scoring.score_response`)
 or by an LLM judge (:class:`swaa.judge.Judge`), and the prompt's row (all answers and their scores) is appended to
-``OUT/distill.jsonl`` as soon as it is finished. A rerun, after a crash or Ctrl-C, reuses every finished prompt.
-Prompts are sampled in batches fixed by the data (not by what is left) and each batch is seeded from its first
-prompt's key, so an interrupted and resumed run gives the rows of an uninterrupted one.
+``OUT/distill.jsonl`` as soon as it is finished, keyed by the model's fingerprint, the sampling settings and the
+prompt's content (chat prompt, question, answer, choices). A rerun, after a crash or Ctrl-C, reuses every finished
+prompt; another dataset, model or setting in the same folder finds only its own rows. Prompts are sampled in
+batches fixed by the data (not by what is left) and each batch is seeded from its first prompt's key, so an
+interrupted and resumed run gives the rows of an uninterrupted one.
 ``select_distilled`` keeps the answers whose score reaches ``threshold`` (the paper kept the judge-approved ones).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
+
+from .fingerprint import fingerprint, model_fingerprint
 
 __all__ = ["generate_samples", "self_distill", "select_distilled", "teacher_llm", "ENGINES"]
 
@@ -82,12 +85,10 @@ def teacher_llm(model, max_model_len: int, seed: int = 0, **vllm_kwargs):
 
 
 def _score(response: str, row, judge) -> float:
-    from .scoring import score_response
+    from .scoring import choices_of, score_response
     if judge is not None:
         return float(judge.grade(str(row["question"]), str(row["answer"]), response)["judge_score"])
-    choices = row.get("choices")
-    choices = list(choices) if choices is not None and not isinstance(choices, (str, float)) else None
-    return float(score_response(response, str(row["answer"]), choices)["contains"])
+    return float(score_response(response, str(row["answer"]), choices_of(row))["contains"])
 
 
 def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", temperature: float = 0.7,
@@ -108,6 +109,7 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
     from .data import load_dataset, validate_dataset
     from .integrations.transformers import apply_swaa, get_swaa_config
     from .results import ResultStore
+    from .scoring import choices_of
 
     _check_sampling(engine, n, temperature)
     df = dataset if isinstance(dataset, pd.DataFrame) else load_dataset(dataset)
@@ -116,8 +118,8 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
         df = df.assign(id=[f"row{i}" for i in range(len(df))])
     settings = dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
                     engine=engine, scorer="judge:" + judge.model if judge is not None else "contains",
-                    model=str(getattr(model.config, "_name_or_path", "")))
-    fp = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+                    vllm_kwargs=vllm_kwargs if engine == "vllm" else None)
+    fp = f"{model_fingerprint(model)}-{fingerprint(settings)}"
     out = Path(out)
     store = ResultStore(out / "distill.jsonl")
     previous = get_swaa_config(model.config)
@@ -127,7 +129,9 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
     n_tok = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in chats]
     keep = [i for i in range(len(df)) if max_prompt_tokens is None or n_tok[i] <= max_prompt_tokens]
     skipped = len(df) - len(keep)
-    keys = {i: f"{df['id'].iloc[i]}|{fp}" for i in keep}
+    content = [fingerprint(chats[i], str(df["question"].iloc[i]), str(df["answer"].iloc[i]), choices_of(df.iloc[i]))
+               for i in range(len(df))]
+    keys = {i: f"{fp}-{content[i]}" for i in keep}
     # batches are fixed by the data, not by what is left, so a resumed run samples exactly what a full run would
     batches = [keep[s:s + batch_size] for s in range(0, len(keep), batch_size)]
     llm = None
@@ -152,7 +156,7 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
                                    scores=[_score(r, row, judge) for r in responses]))
     finally:
         apply_swaa(model, previous)
-    rows = [store[keys[i]] for i in keep]
+    rows = [dict(store[keys[i]], id=str(df["id"].iloc[i])) for i in keep]
     if skipped and progress:
         print(f"self-distill: skipped {skipped} of {len(df)} prompts longer than {max_prompt_tokens} tokens")
     return rows

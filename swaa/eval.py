@@ -3,11 +3,14 @@
 For each (model, setting): every row's prompt goes through the chat template (optionally with a CoT suffix),
 prompts longer than ``max_prompt_tokens`` are filtered out (counted), batches are generated greedily with left
 padding, responses are scored by rule (thinking stripped) and by answer NLL. Rows are appended to
-``OUT/rows/<model>/<mark>.jsonl`` as each batch finishes; a rerun skips every finished row. When a (model, setting)
-is complete, ``OUT/<model>/<mark>.parquet`` is written atomically and a summary line with the original fields
-(model_name, use_vllm, sliding_window_size, keep_first, force_fa_decode, non_sliding_layers) plus the metrics goes
-to ``OUT/results.jsonl``. A run directory remembers its dataset and generation settings: reusing it with a changed
-dataset or changed settings is an error, not a silent mix.
+``OUT/rows/<model>-<fp>/<mark>-<fp>.jsonl`` as each batch finishes, keyed by the model's fingerprint, the setting's
+(SWAA config, engine, dtype, generation options) and the row's content (see :mod:`swaa.results`); a rerun skips
+every finished row, and two different models never share one, whatever their folders are called. When a (model,
+setting) is complete, ``OUT/<model>-<fp>/<mark>-<fp>.parquet`` is written atomically and a summary line with the
+original fields (model_name, use_vllm, sliding_window_size, keep_first, force_fa_decode, non_sliding_layers), the
+fingerprints, the two files' paths and the metrics goes to ``OUT/results.jsonl``. A run directory remembers its
+dataset and generation settings: reusing it with a changed dataset or changed settings is an error, not a silent
+mix.
 
 ``engine="vllm"`` generates with vLLM and the SWAA plugin (one engine per setting, the config passed through
 ``hf_overrides``); the answer NLL is still computed by the HF model, which is where the answer tokens can be
@@ -23,7 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import SWAAConfig, load_settings
-from .results import ResultStore
+from .fingerprint import fingerprint, model_fingerprint, readable_name
+from .results import ResultStore, atomic_write_text, read_jsonl
 
 __all__ = ["EvalOptions", "run_eval", "COT_SUFFIX"]
 
@@ -69,21 +73,12 @@ def _check_run_dir(out: Path, fingerprint: str, overwrite: bool) -> None:
     tmp.replace(meta)
 
 
-def _model_name(m) -> str:
-    return "default" if m is None else str(m).rstrip("/").split("/")[-1]
-
-
 def _chat_prompts(tok, prompts, cot: bool):
     out = []
     for p in prompts:
         msgs = [{"role": "user", "content": p + (COT_SUFFIX if cot else "")}]
         out.append(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
     return out
-
-
-def _choices(row):
-    c = row.get("choices")
-    return list(c) if c is not None and not isinstance(c, (str, float)) else None
 
 
 def _atomic_parquet(df, path: Path) -> None:
@@ -94,15 +89,16 @@ def _atomic_parquet(df, path: Path) -> None:
 
 
 def _append_summary(path: Path, summary: dict) -> None:
-    """results.jsonl: one line per (model, mark); a rerun replaces its own line (atomically)."""
-    lines = []
-    if path.exists():
-        lines = [l for l in path.read_text().splitlines() if l.strip()
-                 and json.loads(l).get("key") != summary["key"]]
-    lines.append(json.dumps(summary))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    """results.jsonl: one line per (model, setting) key; a rerun replaces its own line (atomically)."""
+    rows = [r for r in read_jsonl(path) if r.get("key") != summary["key"]]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in [*rows, summary]))
+
+
+def _setting_fingerprint(cfg: SWAAConfig, engine: str, model, opts: EvalOptions) -> str:
+    """What decides a row's output besides the model and the prompt: batch size and device change only speed and
+    padding numerics; the dtype the model runs in is keyed instead of the device that picks it."""
+    gen = {k: v for k, v in asdict(opts).items() if k not in ("batch_size", "device")}
+    return fingerprint(cfg.to_dict(), engine, str(next(model.parameters()).dtype), gen)
 
 
 def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: EvalOptions | None = None,
@@ -120,7 +116,7 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
     from .data import load_dataset, validate_dataset
     from .integrations.transformers import apply_swaa
     from .models import load_model
-    from .scoring import answer_nll, score_response
+    from .scoring import answer_nll, choices_of, score_response
 
     if engine not in ("hf", "vllm"):
         raise ValueError(f"engine={engine!r} is unknown: use 'hf' (transformers) or 'vllm' (the SWAA vLLM plugin)")
@@ -144,8 +140,10 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
             model, tok = load_model(model_id, device=opts.device)
         except OSError as e:
             raise ValueError(f"unknown model {model_id!r}: {e}") from e
-        name = _model_name(model_id)
+        name, model_fp = readable_name(model_id), model_fingerprint(model_id)
+        unit = f"{name}-{model_fp[:8]}"
         chat = _chat_prompts(tok, df["prompt"].tolist(), opts.cot)
+        content = [fingerprint(chat[i], str(df["answer"].iloc[i]), choices_of(df.iloc[i])) for i in range(len(df))]
         chat_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in chat]
         lengths = [len(ids) for ids in chat_ids]
         keep = [i for i, n in enumerate(lengths) if opts.max_prompt_tokens is None or n <= opts.max_prompt_tokens]
@@ -154,8 +152,12 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
                              f"(shortest {min(lengths)} tokens); raise the limit or use shorter data")
         for cfg in cfgs:
             apply_swaa(model, cfg)
-            store = ResultStore(out / "rows" / name / f"{cfg.mark}.jsonl")
-            todo = [i for i in keep if str(df["id"].iloc[i]) not in store]
+            setting_fp = _setting_fingerprint(cfg, engine, model, opts)
+            stem = f"{unit}/{cfg.mark}-{setting_fp[:8]}"
+            files = dict(rows=f"rows/{stem}.jsonl", parquet=f"{stem}.parquet")     # relative to OUT
+            store = ResultStore(out / files["rows"])
+            keys = {i: f"{model_fp}-{setting_fp}-{content[i]}" for i in keep}
+            todo = [i for i in keep if keys[i] not in store]
             bar = tqdm(total=len(keep), initial=len(keep) - len(todo), desc=f"{name} {cfg.mark}", disable=not progress)
             generate = (_hf_generator(model, tok, chat, opts) if engine == "hf" or not todo else
                         _vllm_generator(model_id, cfg, chat_ids, opts))
@@ -167,9 +169,9 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
                 seconds = (time.perf_counter() - t0) / len(batch)
                 for i, response in zip(batch, responses):
                     row = df.iloc[i]
-                    rec = dict(key=str(row["id"]), id=str(row["id"]), task=row.get("task"), prompt_tokens=lengths[i],
+                    rec = dict(key=keys[i], id=str(row["id"]), task=row.get("task"), prompt_tokens=lengths[i],
                                response=response, answer=str(row["answer"]), seconds=round(seconds, 3),
-                               **score_response(response, str(row["answer"]), _choices(row)))
+                               **score_response(response, str(row["answer"]), choices_of(row)))
                     if opts.answer_nll:
                         a_ids = tok(str(row["answer"]), add_special_tokens=False)["input_ids"]
                         rec.update(answer_nll(model, chat_ids[i], a_ids))
@@ -177,19 +179,21 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
                 bar.update(len(batch))
             generate = None                       # a vLLM engine is shut down before the next setting starts
             bar.close()
-            rows = pd.DataFrame([store[str(df["id"].iloc[i])] for i in keep])
+            rows = pd.DataFrame([dict(store[keys[i]], id=str(df["id"].iloc[i])) for i in keep])
             if judge is not None:
                 grades = [judge.grade(str(df["question"].iloc[i]), str(df["answer"].iloc[i]), r)
                           for i, r in zip(keep, rows["response"])]
                 rows["judge_score"] = [g["judge_score"] for g in grades]
                 rows["judge_raw"] = [g["judge_raw"] for g in grades]
-            _atomic_parquet(rows, out / name / f"{cfg.mark}.parquet")
+            _atomic_parquet(rows, out / files["parquet"])
             metrics = {m: float(rows[m].mean()) for m in ("exact_match", "contains", "token_f1", "answer_nll_mean",
                                                           "judge_score") if m in rows}
             if "task" in rows and rows["task"].notna().any():
                 metrics["by_task"] = {t: float(g["contains"].mean()) for t, g in rows.groupby("task")}
-            summary = dict(key=f"{name}|{cfg.mark}", model_name=name, use_vllm=engine == "vllm", mark=cfg.mark, **cfg.to_dict(),
-                           n=len(rows), skipped_too_long=len(df) - len(keep), **metrics)
+            summary = dict(key=f"{name}|{model_fp}|{cfg.mark}|{setting_fp}", model_name=name,
+                           model_fingerprint=model_fp, use_vllm=engine == "vllm", mark=cfg.mark, **cfg.to_dict(),
+                           setting_fingerprint=setting_fp, **files, n=len(rows), skipped_too_long=len(df) - len(keep),
+                           **metrics)
             _append_summary(out / "results.jsonl", summary)
             summaries.append(summary)
         apply_swaa(model, None)

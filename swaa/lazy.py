@@ -29,7 +29,6 @@ lazy ratio, then lower layer index) and keeps every other layer at full attentio
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -38,6 +37,7 @@ from pathlib import Path
 import torch
 
 from .config import SWAAConfig
+from .fingerprint import fingerprint, model_fingerprint
 
 __all__ = ["PAPER_PARAMS", "SMALL_PARAMS", "lazy_params_for", "lazy_ratio", "sample_lazy_ratios", "chat_ids",
            "lazy_layer_freqs", "lazy_config", "interleaved_layers", "load_freqs"]
@@ -146,7 +146,7 @@ def lazy_layer_freqs(model, tok, dataset, *, w_sink: int = 4, w_recent: int = 64
     import pandas as pd
 
     from .data import load_dataset, validate_dataset
-    from .results import run_resumable
+    from .results import atomic_write_text, run_resumable
 
     _check_params(w_sink, w_recent, w_last)
     if not 0 < top_p <= 1:
@@ -168,9 +168,10 @@ def lazy_layer_freqs(model, tok, dataset, *, w_sink: int = 4, w_recent: int = 64
         warnings.warn(f"{len(skipped)} of {len(seqs)} samples are shorter than {need} tokens "
                       f"(w_sink + w_recent + w_last) and are skipped", stacklevel=2)
 
-    def key(k):
-        h = hashlib.sha256(json.dumps(seqs[k]).encode()).hexdigest()[:16]
-        return f"{model_name}|{w_sink}|{w_recent}|{w_last}|{h}"
+    model_fp = model_fingerprint(model)
+
+    def key(k):                                  # the model's weights, the parameters and the sample's tokens
+        return f"{model_fp}|{w_sink}|{w_recent}|{w_last}|{fingerprint(seqs[k])}"
 
     def compute(k):
         r = sample_lazy_ratios(model, [seqs[k]], w_sink=w_sink, w_recent=w_recent, w_last=w_last)
@@ -188,8 +189,8 @@ def lazy_layer_freqs(model, tok, dataset, *, w_sink: int = 4, w_recent: int = 64
     for lr in layer_ratio.tolist():
         for layer in _laziest(lr, k):
             votes[layer] += 1
-    res = dict(model=model_name, params=dict(w_sink=w_sink, w_recent=w_recent, w_last=w_last, top_p=top_p,
-                                             top_k_layers=k),
+    res = dict(model=model_name, model_fingerprint=model_fp,
+               params=dict(w_sink=w_sink, w_recent=w_recent, w_last=w_last, top_p=top_p, top_k_layers=k),
                num_layers=n_layers, num_heads=heads.shape[2], n_used=len(rows), n_skipped=len(skipped),
                min_length=need, skipped=skipped,
                freq={str(layer): votes[layer] / len(rows) for layer in range(n_layers)},
@@ -199,9 +200,7 @@ def lazy_layer_freqs(model, tok, dataset, *, w_sink: int = 4, w_recent: int = 64
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-        tmp.replace(out)
+        atomic_write_text(out, json.dumps(res, indent=1) + "\n")
     return res
 
 

@@ -39,6 +39,7 @@ def run_loss_grid(model, tok, configs, *, n_tokens: int = 1536, source: str = "g
                   results: Path, progress: bool = True) -> list[dict]:
     """Mean loss of an offline text under each config, resumable in ``results`` (JSONL)."""
     from .data import offline_token_ids
+    from .fingerprint import model_fingerprint
     from .perplexity import mean_loss
     from .results import run_resumable
 
@@ -51,7 +52,8 @@ def run_loss_grid(model, tok, configs, *, n_tokens: int = 1536, source: str = "g
                     non_sliding=len(cfg.non_sliding_layers), swaa_config=cfg.to_dict(), n_tokens=n_tokens,
                     source=source, loss=loss, seconds=round(time.perf_counter() - t0, 2))
 
-    return run_resumable(results, configs, key=lambda c: f"{model_name}|{n_tokens}|{source}|{c.to_json()}",
+    fp = model_fingerprint(model)
+    return run_resumable(results, configs, key=lambda c: f"{fp}|{n_tokens}|{source}|{c.to_json()}",
                          compute=compute, progress=progress, desc="loss grid")
 
 

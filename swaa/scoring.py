@@ -12,7 +12,7 @@ import string
 from collections import Counter
 
 __all__ = ["strip_thinking", "normalize", "exact_match", "contains", "token_f1", "choice_letter", "choice_correct",
-           "score_response", "answer_nll"]
+           "score_response", "choices_of", "answer_nll"]
 
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 
@@ -90,6 +90,12 @@ def score_response(response: str, answer: str, choices=None) -> dict:
         return dict(exact_match=c, contains=c, token_f1=c, choice=choice_letter(response))
     return dict(exact_match=exact_match(response, answer), contains=contains(response, answer),
                 token_f1=token_f1(response, answer))
+
+
+def choices_of(row) -> list | None:
+    """A dataset row's multiple-choice options as a list, or None (a missing value reads as NaN or a string)."""
+    c = row.get("choices")
+    return list(c) if c is not None and not isinstance(c, (str, float)) else None
 
 
 def answer_nll(model, prompt_ids, answer_ids) -> dict:

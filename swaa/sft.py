@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import SWAAConfig
+from .fingerprint import model_fingerprint
+from .results import atomic_write_text, read_jsonl
 
 __all__ = ["SFTConfig", "SFTRun", "add_lora", "train_sft", "merge_and_save", "latest_checkpoint", "read_loss_log"]
 
@@ -99,12 +101,12 @@ def latest_checkpoint(out) -> Path | None:
 
 
 def read_loss_log(out) -> list[dict]:
-    path = Path(out) / "loss.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+    return read_jsonl(Path(out) / "loss.jsonl", require="step")
 
 
-def _fingerprint(examples, config: SFTConfig, swaa: SWAAConfig, world: int) -> str:
-    h = hashlib.sha256()
+def _fingerprint(model, examples, config: SFTConfig, swaa: SWAAConfig, world: int) -> str:
+    """The base model, the data, the settings that change the trained weights and the number of processes."""
+    h = hashlib.sha256(model_fingerprint(model).encode())
     for e in examples:
         h.update(json.dumps([e["input_ids"], e["labels"]]).encode())
     keep = {k: v for k, v in asdict(config).items() if k not in ("save_every", "keep_checkpoints",
@@ -195,11 +197,8 @@ def _load_checkpoint(accelerator, ckpt: Path, model, optimizer, scheduler) -> di
 
 
 def _rewrite_log(path: Path, upto: int) -> None:
-    rows = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= upto] \
-        if path.exists() else []
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(r + "\n" for r in rows))
-    tmp.replace(path)
+    rows = [r for r in read_jsonl(path, require="step") if r["step"] <= upto]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def train_sft(model, tok, data, out, *, swaa: SWAAConfig | dict | None, config: SFTConfig | None = None,
@@ -210,9 +209,9 @@ def train_sft(model, tok, data, out, *, swaa: SWAAConfig | dict | None, config: 
     ``loss.jsonl`` (one row per step: step, loss, lr, tokens, seconds, appended as it goes), ``checkpoints/step-N``
     (adapter, optimizer, scheduler, RNG, step and data order; the last ``keep_checkpoints`` kept), ``adapter/``
     (the final adapter, peft format). With ``resume=True`` a run continues from the latest checkpoint made with the
-    same data and settings (other data or settings there is an error); ``resume=False`` starts over and removes
-    them. ``on_step(step, loss)`` is called after each optimizer step. ``model`` itself is changed: SWAA applied and
-    LoRA layers injected (use ``run.model``; :func:`merge_and_save` merges into it).
+    same base model (by its fingerprint), data and settings (anything else there is an error); ``resume=False``
+    starts over and removes them. ``on_step(step, loss)`` is called after each optimizer step. ``model`` itself is
+    changed: SWAA applied and LoRA layers injected (use ``run.model``; :func:`merge_and_save` merges into it).
     """
     import torch
     from accelerate import Accelerator
@@ -231,7 +230,7 @@ def train_sft(model, tok, data, out, *, swaa: SWAAConfig | dict | None, config: 
     if progress and accelerator.is_main_process and report["dropped_too_long"]:
         print(f"sft: dropped {report['dropped_too_long']} of {report['rows']} examples longer than "
               f"{config.max_length} tokens")
-    fingerprint = _fingerprint(examples, config, swaa, world)
+    fingerprint = _fingerprint(model, examples, config, swaa, world)
     order, total = _data_order([len(e["input_ids"]) for e in examples], config, world)
 
     torch.manual_seed(config.seed)

@@ -283,6 +283,7 @@ def run_speed_grid(model, settings, lengths, results, *, model_name: str = "defa
                    progress: bool = True, graphs: bool = False) -> list[dict]:
     """:func:`time_setting` for every (length, setting), resumable in ``results`` (JSONL): a rerun skips finished
     rows. ``model`` is a loaded model (the default model on CPU in ``swaa speed`` and notebook 04)."""
+    from .fingerprint import model_fingerprint
     from .results import run_resumable
     if not lengths or any(int(n) < 2 for n in lengths):
         raise ValueError(f"lengths={lengths!r}: give prompt lengths >= 2 tokens, e.g. [1024, 2048]")
@@ -297,5 +298,7 @@ def run_speed_grid(model, settings, lengths, results, *, model_name: str = "defa
                            warmup_n=warmup_n and min(warmup_n, n), rates=rates, graphs=graphs)
         return dict(kind="row", model=model_name, device=str(dev), **row)
 
-    return run_resumable(results, items, key=lambda it: f"{model_name}|{it[0]}|{it[1].mark}", compute=compute,
+    # the name stays in the key: it tells compiled blocks apart, which the weights do not
+    fp = f"{model_name}|{model_fingerprint(model)}|{dev}|graphs={graphs}"
+    return run_resumable(results, items, key=lambda it: f"{fp}|{it[0]}|{it[1].to_json()}", compute=compute,
                          progress=progress, desc="speed grid")

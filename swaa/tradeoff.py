@@ -11,6 +11,8 @@ import csv
 import json
 from pathlib import Path
 
+from .results import read_jsonl
+
 __all__ = ["load_eval", "load_speed", "tradeoff_table", "pareto_front", "advise", "row_time", "predicted_rows"]
 
 LOWER_IS_BETTER = {"answer_nll_mean": True, "contains": False, "exact_match": False, "token_f1": False,
@@ -27,7 +29,7 @@ def load_eval(path) -> list[dict]:
         with path.open() as f:
             rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
     else:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(path)
     if not rows or "mark" not in rows[0]:
         raise ValueError(f"{path}: eval results need a 'mark' column (the SWAAConfig mark of each setting)")
     return rows
@@ -47,8 +49,7 @@ def load_speed(path, model: str | None = None, n: int | None = None) -> list[dic
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"speed results {path} not found; run benchmarks/e2e.py or `swaa speed` first")
-    text = path.read_text()
-    rows = json.loads(text)["rows"] if path.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x]
+    rows = json.loads(path.read_text())["rows"] if path.suffix == ".json" else read_jsonl(path)
     rows = [r for r in rows if r.get("kind", "row") == "row" and "prefill_s" in r]
     pairs = sorted({(r.get("model"), r["n"]) for r in rows}, key=str)
     rows = [r for r in rows if (model is None or r.get("model") == model) and (n is None or r["n"] == n)]

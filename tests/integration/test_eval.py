@@ -48,7 +48,13 @@ def test_outputs(data, tmp_path):
                       "non_sliding_layers", "exact_match", "contains", "answer_nll_mean"):
             assert field in s
         assert s["n"] == 5 and s["by_task"].keys() == {"needle", "qa"}
-    rows = pd.read_parquet(tmp_path / "default" / "swa=32_sink=4_fadec.parquet")
+    # files and summary lines are keyed by the model's fingerprint and the setting's, with the readable name beside
+    assert summary[0]["model_fingerprint"] == summary[1]["model_fingerprint"]
+    assert summary[0]["setting_fingerprint"] != summary[1]["setting_fingerprint"]
+    stem = f"default-{res[1]['model_fingerprint'][:8]}/swa=32_sink=4_fadec-{res[1]['setting_fingerprint'][:8]}"
+    assert res[1]["model_name"] == "default" and res[1]["parquet"] == f"{stem}.parquet"
+    assert res[1]["rows"] == f"rows/{stem}.jsonl" and (tmp_path / res[1]["rows"]).exists()
+    rows = pd.read_parquet(tmp_path / res[1]["parquet"])
     assert sorted(rows["id"]) == sorted(df["id"]) and (rows["answer_tokens"] > 0).all()
     # the window costs likelihood of the right answer on these prompts
     assert summary[1]["answer_nll_mean"] > summary[0]["answer_nll_mean"]
@@ -60,11 +66,11 @@ def test_killed_run_resumes_without_recomputing(data, tmp_path):
     cmd = [sys.executable, "-m", "swaa.cli", "eval", "--dataset", str(d / "tasks.parquet"), "--settings",
            str(d / "settings.json"), "--out", str(tmp_path), "--batch-size", "1", "--max-new-tokens", "6"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = tmp_path / "rows" / "default" / "full.jsonl"
     deadline = time.time() + 240
-    while len(_lines(first)) < 2:
+    while not (found := list(tmp_path.glob("rows/default-*/full-*.jsonl"))) or len(_lines(found[0])) < 2:
         assert proc.poll() is None and time.time() < deadline, "the eval never wrote two rows"
         time.sleep(0.2)
+    first = found[0]
     os.kill(proc.pid, signal.SIGKILL)                      # no chance to clean up
     proc.wait()
     before = _lines(first)
@@ -73,7 +79,9 @@ def test_killed_run_resumes_without_recomputing(data, tmp_path):
              progress=False)
     after = _lines(first)
     assert after[:len(before)] == before                  # finished rows untouched (same responses and timings)
-    for f in (first, tmp_path / "rows" / "default" / "swa=32_sink=4_fadec.jsonl"):
+    second = list(tmp_path.glob("rows/default-*/swa=32_sink=4_fadec-*.jsonl"))
+    assert len(second) == 1
+    for f in (first, *second):
         ids = [json.loads(l)["id"] for l in _lines(f)]
         assert sorted(ids) == sorted(df["id"])            # every row exactly once
 

@@ -33,13 +33,14 @@ def test_vllm_engine_matches_hf_engine_and_resumes(tmp_path):
     settings.write_text(json.dumps([{"swaa_config": cfg.to_dict()}]))
     v = _eval(tmp_path, "vllm", settings)
     h = _eval(tmp_path, "hf", settings)
-    rv = pd.read_parquet(v / "default" / f"{cfg.mark}.parquet")
-    rh = pd.read_parquet(h / "default" / f"{cfg.mark}.parquet")
+    sv, sh = ([json.loads(l) for l in (o / "results.jsonl").read_text().splitlines()] for o in (v, h))
+    rv, rh = pd.read_parquet(v / sv[0]["parquet"]), pd.read_parquet(h / sh[0]["parquet"])
     assert len(rv) == len(rh) == 5
     assert rv["response"].tolist() == rh["response"].tolist()
     assert rv["answer_nll_mean"].round(4).tolist() == rh["answer_nll_mean"].round(4).tolist()
-    summary = [json.loads(l) for l in (v / "results.jsonl").read_text().splitlines()]
-    assert summary[0]["use_vllm"] is True and summary[0]["keep_first"] == 4
-    rows = (v / "rows" / "default" / f"{cfg.mark}.jsonl").read_text()
+    assert sv[0]["use_vllm"] is True and sv[0]["keep_first"] == 4
+    assert sv[0]["model_fingerprint"] == sh[0]["model_fingerprint"]          # one model, two engines: two settings
+    assert sv[0]["setting_fingerprint"] != sh[0]["setting_fingerprint"]
+    rows = (v / sv[0]["rows"]).read_text()
     _eval(tmp_path, "vllm", settings)                          # everything is finished: no engine, same rows
-    assert (v / "rows" / "default" / f"{cfg.mark}.jsonl").read_text() == rows
+    assert (v / sv[0]["rows"]).read_text() == rows
