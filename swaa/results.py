@@ -14,8 +14,7 @@ __all__ = ["ResultStore", "run_resumable"]
 
 class ResultStore:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path)                   # its folder is made by the first row added, not before
         self.rows: dict[str, dict] = {}
         good, bad = [], 0
         if self.path.exists():
@@ -41,6 +40,7 @@ class ResultStore:
     def add(self, row: dict) -> dict:
         if "key" not in row:
             raise ValueError("a result row needs a 'key'")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()

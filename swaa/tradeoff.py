@@ -8,8 +8,9 @@ least as accurate and strictly better in one of the two.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
+
+from .jsonfile import read_json, read_jsonl
 
 __all__ = ["load_eval", "load_speed", "tradeoff_table", "pareto_front", "advise", "row_time", "predicted_rows"]
 
@@ -27,8 +28,8 @@ def load_eval(path) -> list[dict]:
         with path.open() as f:
             rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
     else:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not rows or "mark" not in rows[0]:
+        rows = read_jsonl(path)
+    if not rows or not isinstance(rows[0], dict) or "mark" not in rows[0]:
         raise ValueError(f"{path}: eval results need a 'mark' column (the SWAAConfig mark of each setting)")
     return rows
 
@@ -47,8 +48,10 @@ def load_speed(path, model: str | None = None, n: int | None = None) -> list[dic
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"speed results {path} not found; run benchmarks/e2e.py or `swaa speed` first")
-    text = path.read_text()
-    rows = json.loads(text)["rows"] if path.suffix == ".json" else [json.loads(x) for x in text.splitlines() if x]
+    data = read_json(path) if path.suffix == ".json" else read_jsonl(path)
+    rows = data.get("rows") if isinstance(data, dict) else data if path.suffix != ".json" else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path}: not speed results (benchmarks/e2e.py JSON with 'rows', or swaa speed JSON lines)")
     rows = [r for r in rows if r.get("kind", "row") == "row" and "prefill_s" in r]
     pairs = sorted({(r.get("model"), r["n"]) for r in rows}, key=str)
     rows = [r for r in rows if (model is None or r.get("model") == model) and (n is None or r["n"] == n)]
