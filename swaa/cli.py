@@ -15,7 +15,9 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from .cliargs import UsageError, about, model_config, one_line
+from . import clichecks as checks
+from .cliargs import UsageError, one_line
+from .clichecks import about, model_config
 from .cliparser import build_parser
 from .judge import JudgeError
 
@@ -55,54 +57,6 @@ def _load(a, device=None):
         raise UsageError(f"--model {a.model}: {one_line(e)}") from None
 
 
-def _tokenizer(model: str):
-    from transformers import AutoTokenizer
-
-    from .models import default_model_path
-    return AutoTokenizer.from_pretrained(default_model_path() if model == "default" else model)
-
-
-def _dataset(spec: str, model: str | None = None, seed: int = 0):
-    """--dataset as a checked DataFrame: a file's rows, or synthetic:<length>[:<n per task>[:<seed>]] built for the
-    tokenizer of ``model`` (needed only then)."""
-    from .data import load_dataset, make_dataset
-    with about("--dataset", spec):
-        if not spec.startswith("synthetic:"):
-            return load_dataset(spec)
-        parts = [int(x) for x in spec.split(":")[1:]]
-        return make_dataset(_tokenizer(model), lengths=(parts[0],), n=parts[1] if len(parts) > 1 else 5,
-                            seed=parts[2] if len(parts) > 2 else seed)
-
-
-def _data_and_models(a, models: list[str], seed: int = 0):
-    """--dataset and the --model(s), checked: a dataset file first (no model needed), then the models' configs,
-    then synthetic data for the first model's tokenizer."""
-    synthetic = a.dataset.startswith("synthetic:")
-    df = None if synthetic else _dataset(a.dataset)
-    for m in models:
-        model_config(m)
-    return _dataset(a.dataset, models[0], seed) if synthetic else df
-
-
-def _judge(a):
-    """The optional LLM judge of --judge-url / --judge-model, asked once that it answers; caches under --out."""
-    if not (a.judge_url or a.judge_model):
-        return None
-    from .judge import Judge
-    url = a.judge_url or os.environ.get("SWAA_JUDGE_URL") or os.environ.get("OPENAI_BASE_URL")
-    model = a.judge_model or os.environ.get("SWAA_JUDGE_MODEL")
-    if not url:
-        raise UsageError(f"--judge-model {model} needs --judge-url (or SWAA_JUDGE_URL): the judge's base URL")
-    if not model:
-        raise UsageError(f"--judge-url {url} needs --judge-model (or SWAA_JUDGE_MODEL): the judge's model name")
-    judge = Judge(base_url=url, model=model, cache_path=Path(a.out) / "judge_cache.jsonl")
-    try:
-        judge.check()
-    except JudgeError as e:
-        raise UsageError(f"--judge-url {url}: {e}; start the judge's server or fix the URL") from None
-    return judge
-
-
 def _cmd_reproduce(a) -> int:
     import time
 
@@ -136,8 +90,8 @@ def _cmd_eval(a) -> int:
     with about("--settings", a.settings):
         settings = [c for c, _ in load_settings(a.settings)]
     models = a.model or ["default"]
-    dataset = _data_and_models(a, models)
-    judge = _judge(a)
+    dataset = checks.data_and_models(a, models)
+    judge = checks.make_judge(a)
     opts = EvalOptions(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, max_prompt_tokens=a.max_prompt_tokens,
                        sample_first=a.sample_first, cot=a.cot, device=a.device, truncate_prompts=a.truncate_prompts)
     with _hold(a.out):
@@ -252,8 +206,11 @@ def _cmd_advise(a) -> int:
 
 def _cmd_lazy(a) -> int:
     from .config import SWAAConfig
-    from .lazy import interleaved_layers, lazy_config, lazy_layer_freqs
-    dataset = _data_and_models(a, [a.model], seed=a.seed)
+    from .lazy import chat_ids, interleaved_layers, lazy_config, lazy_layer_freqs, usable_samples
+    dataset = checks.data_and_models(a, [a.model], seed=a.seed)
+    tok, rows = checks.tokenizer(a.model), dataset.iloc[:a.n]       # samples too short for the window: before the weights
+    usable_samples([chat_ids(tok, p, ans) for p, ans in zip(rows["prompt"], rows["answer"])], w_sink=a.w_sink,
+                   w_recent=a.w_recent, w_last=a.w_last)
     base = SWAAConfig(sliding_window_size=a.window or a.w_recent, keep_first=a.w_sink if a.keep_first is None
                       else a.keep_first, force_fa_decode=a.fa_decode)
     out = Path(a.out)
@@ -276,62 +233,19 @@ def _cmd_lazy(a) -> int:
     return 0
 
 
-def _swaa_arg(text: str, setting: str | None = None):
-    """--swaa: a JSON object, or a config / settings-list JSON file (a list needs --setting: an index or a mark)."""
-    from .config import SWAAConfig, load_settings
-    from .jsonfile import read_json
-    if text.lstrip().startswith("{"):
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"--swaa {text!r} is not valid JSON ({e.msg} at column {e.colno})") from None
-        with about("--swaa"):
-            return SWAAConfig.from_dict(raw)
-    path = Path(text)
-    if not path.is_file():
-        raise UsageError(f"--swaa {text!r} is neither a JSON object nor an existing file; pass e.g. "
-                         "'{\"sliding_window_size\": 2048, \"keep_first\": 100, \"force_fa_decode\": true}'")
-    with about("--swaa"):
-        raw = read_json(path)
-        if isinstance(raw, dict):
-            return SWAAConfig.from_dict(raw.get("swaa_config", raw))
-        cfgs = [c for c, _ in load_settings(path)]
-    marks = [c.mark for c in cfgs]
-    if setting is None and len(cfgs) == 1:
-        return cfgs[0]
-    if setting is not None and setting.isdigit() and int(setting) < len(cfgs):
-        return cfgs[int(setting)]
-    if setting in marks:
-        return cfgs[marks.index(setting)]
-    raise UsageError(f"--swaa {text} lists {len(cfgs)} settings; choose one with --setting <index or mark> "
-                     f"(got {setting!r}); marks: {marks}")
-
-
-def _sft_data(a):
-    """--data: rows with a text prompt and a --response-column value each."""
-    from .data import check_values, read_table
-    with about("--data", a.data):
-        rows = read_table(a.data, "SFT data", f"prompt and {a.response_column} columns (swaa distill writes "
-                          "OUT/sft_data.jsonl)")
-        missing = [c for c in ("prompt", a.response_column) if c not in rows.columns]
-        if missing:
-            raise ValueError(f"lacks columns {missing} (has {list(rows.columns)}); --response-column names the "
-                             "column to train on ('answer': the reference answers)")
-        check_values(rows, "the data", answer_column=a.response_column)
-    return rows
-
-
 def _cmd_sft(a) -> int:
     from .prompts import max_positions
     from .sft import SFTConfig, merge_and_save, train_sft
-    swaa = _swaa_arg(a.swaa, a.setting)
-    rows = _sft_data(a)
+    swaa = checks.swaa_arg(a.swaa, a.setting)
+    rows = checks.sft_rows(a)
     modules = tuple(m.strip() for m in a.target_modules.split(",") if m.strip())
     if not modules:
         raise UsageError(f"--target-modules {a.target_modules!r}: name the linear layers to adapt, e.g. q_proj,v_proj")
-    limit = max_positions(model_config(a.model))
+    config = model_config(a.model)
+    limit = max_positions(config)
     if a.max_length is not None and limit is not None and a.max_length > limit:
         raise UsageError(f"--max-length {a.max_length} exceeds the model's {limit} positions; give at most {limit}")
+    checks.check_modules(config, modules)
     cfg = SFTConfig(r=a.r, alpha=a.alpha, target_modules=modules, rslora=not a.no_rslora, dropout=a.dropout, lr=a.lr,
                     warmup_ratio=a.warmup_ratio, batch_size=a.batch_size, epochs=a.epochs, max_steps=a.max_steps,
                     max_length=a.max_length or min(2048, limit or 2048),
@@ -359,8 +273,9 @@ def _cmd_distill(a) -> int:
     if a.engine == "vllm" and a.model != "default" and not Path(a.model).is_dir():
         raise UsageError(f"--engine vllm loads the teacher from its folder, and --model {a.model} is not a local "
                          "folder; download it first, or use --engine hf")
-    dataset = _data_and_models(a, [a.model])
-    judge = _judge(a)
+    dataset = checks.data_and_models(a, [a.model])
+    judge = checks.make_judge(a)
+    checks.check_prompts(a, dataset)
     with _hold(a.out):
         model, tok = _load(a)
         rows = self_distill(model, tok, dataset, a.out, n=a.n, engine=a.engine, temperature=a.temperature,

