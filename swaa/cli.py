@@ -5,7 +5,8 @@ speed (prefill/decode timing grid), advise (best settings for a speed or accurac
 
 Each subcommand checks its options, and the files and models they name, before it writes anything; the writers
 (eval, lazy, distill, sft, speed) then hold their output folder for the run (:mod:`swaa.outlock`). A user mistake is
-one line on stderr, ``swaa CMD: error: ...``, and exit code 2 (:mod:`swaa.cliargs`); a bug stays a traceback.
+one line on stderr, ``swaa CMD: error: ...``, and exit code 2 (:mod:`swaa.cliargs`, :mod:`swaa.clichecks`); a bug
+stays a traceback.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 __all__ = ["UsageError", "Parser", "whole", "number", "whole_list", "device", "out_dir", "existing_file",
-           "dataset_spec", "one_line"]
+           "looks_like_path", "dataset_spec", "one_line"]
 
 
 class UsageError(ValueError):
@@ -133,13 +133,20 @@ def existing_file(text: str) -> str:
     return text
 
 
+def looks_like_path(ref: str) -> bool:
+    """A hub id is ``name`` or ``owner/name``; anything else (a file suffix, a leading . / ~, more parts) is a path."""
+    return (ref.startswith((".", "/", "~")) or ref.count("/") > 1 or (os.sep != "/" and os.sep in ref)
+            or Path(ref).suffix in (".parquet", ".jsonl", ".json"))
+
+
 _SYNTHETIC = re.compile(r"synthetic:(\d+)(?::(\d+)(?::(\d+))?)?")
 
 
 def dataset_spec(text: str) -> str:
-    """A dataset file, or synthetic:<length>[:<n per task>[:<seed>]] with length >= 64 and n >= 1."""
+    """A dataset file, a hub id (loaded by the datasets package, online), or synthetic:<length>[:<n per task>[:<seed>]]
+    with length >= 64 and n >= 1."""
     if not text.startswith("synthetic:"):
-        return existing_file(text)
+        return text if not Path(text).exists() and not looks_like_path(text) else existing_file(text)
     m = _SYNTHETIC.fullmatch(text)
     if not m:
         _fail(f"{text!r}: write synthetic:<length>[:<n per task>[:<seed>]] with whole numbers, e.g. synthetic:1024:4")

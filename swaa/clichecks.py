@@ -9,7 +9,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from .cliargs import UsageError, one_line
+from .cliargs import UsageError, looks_like_path, one_line
 
 __all__ = ["about", "model_config", "tokenizer", "load_data", "data_and_models", "check_prompts", "check_modules",
            "make_judge", "swaa_arg", "sft_rows"]
@@ -31,11 +31,6 @@ def about(option: str, value=None):
         raise UsageError(f"{option} {value}: {msg}") from None
 
 
-def _looks_like_path(ref: str) -> bool:
-    """A hub id is ``name`` or ``owner/name``; anything else names a folder."""
-    return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or os.sep != "/" and os.sep in ref
-
-
 def model_config(ref: str | None, option: str = "--model"):
     """The transformers config of a model option ('default', a folder, or a hub id), read without its weights."""
     from transformers import AutoConfig
@@ -50,7 +45,7 @@ def model_config(ref: str | None, option: str = "--model"):
     if path.is_dir() and not (path / "config.json").is_file():
         raise UsageError(f"{option} {ref!r}: the folder has no config.json; give a model folder (config.json and "
                          "weights), a hub id, or 'default'")
-    if not path.exists() and _looks_like_path(ref):
+    if not path.exists() and looks_like_path(ref):
         raise UsageError(f"{option} {ref!r}: no such folder; give a model folder, a hub id, or 'default'")
     try:
         return AutoConfig.from_pretrained(str(path) if path.exists() else ref)

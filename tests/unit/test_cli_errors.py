@@ -117,6 +117,7 @@ CASES = {
     # eval: the dataset
     "eval dataset missing": (_with(EVAL, "--dataset", "{d}/missing.parquet"), ["--dataset", "missing.parquet"]),
     "eval dataset folder": (_with(EVAL, "--dataset", "{d}"), ["--dataset", "is a folder"]),
+    "eval dataset hub id offline": (_with(EVAL, "--dataset", "nowhere-dataset"), ["--dataset", "nowhere-dataset"]),
     "eval dataset synthetic:abc": (_with(EVAL, "--dataset", "synthetic:abc"), ["--dataset", "synthetic:abc"]),
     "eval dataset synthetic:10": (_with(EVAL, "--dataset", "synthetic:10"), ["--dataset", "synthetic:10", ">= 64"]),
     "eval dataset synthetic n 0": (_with(EVAL, "--dataset", "synthetic:512:0"), ["--dataset", "synthetic:512:0"]),
