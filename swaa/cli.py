@@ -253,8 +253,10 @@ def _cmd_sft(a) -> int:
                     gradient_checkpointing=a.gradient_checkpointing, save_every=a.save_every, seed=a.seed,
                     response_column=a.response_column)
     with _hold(a.out):
+        import torch
         from accelerate import Accelerator
-        accelerator = Accelerator()
+        # on CPU, accelerate joins a torchrun launch only when told it is a CPU run (else each process trains alone)
+        accelerator = Accelerator(cpu=a.device == "cpu" or not torch.cuda.is_available())
         model, tok = _load(a, device=a.device or accelerator.device)
         run = train_sft(model, tok, rows, a.out, swaa=swaa, config=cfg, resume=not a.no_resume,
                         accelerator=accelerator)

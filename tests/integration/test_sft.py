@@ -295,3 +295,23 @@ def test_two_process_ddp_on_cpu_trains_and_resumes(tmp_path):
     assert [r["loss"] for r in again[0]["log"]] == pytest.approx([r["loss"] for r in full[0]["log"]], rel=1e-6)
     assert {f.name for f in (tmp_path / "b" / "checkpoints" / "step-000004").iterdir()} >= {
         "optimizer-0.pt", "optimizer-1.pt", "rng-0.pt", "rng-1.pt", "adapter.safetensors"}
+
+
+@pytest.mark.slow
+def test_two_process_cli_holds_the_folder_once(tmp_path):
+    """`swaa sft` under torchrun: the main process holds --out for both (a second holder would refuse the run)."""
+    import os
+    import subprocess
+    import sys
+    from tests.conftest import free_port
+    (tmp_path / "d.jsonl").write_text("".join(f'{{"prompt": "Say {w}.", "response": "{w}"}}\n' for w in
+                                              ("hi", "yes", "no", "ok")))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "swaa.cli", "sft", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "out"), "--swaa",
+           '{"sliding_window_size": 8, "keep_first": 2}', "--max-steps", "1", "--batch-size", "1", "--no-merge"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert '"steps": 1' in res.stdout and (tmp_path / "out" / "adapter").is_dir()
+    assert not (tmp_path / "out" / ".swaa.lock").exists()
+
