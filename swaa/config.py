@@ -221,25 +221,39 @@ def _check_layers(name: str, layers: Iterable) -> list[int]:
 def load_settings(path_or_list: "str | os.PathLike | list") -> list[tuple[SWAAConfig, list[str]]]:
     """Read the original settings-list JSON: ``[{"swaa_config": {...}, "model_list": [...]}, ...]``.
 
-    Returns ``[(SWAAConfig, [model, ...]), ...]``; an entry without ``model_list`` gets ``[]``.
+    Returns ``[(SWAAConfig, [model, ...]), ...]``; an entry without ``model_list`` gets ``[]``. An empty list, an
+    entry with other keys (a misspelt one would be ignored) and ``"swaa_config": null`` are refused: full attention
+    is ``{"sliding_window_size": null}``, said explicitly.
     """
     data = path_or_list
     if not isinstance(data, list):
-        with open(path_or_list) as f:
-            data = json.load(f)
+        from .jsonfile import read_json
+        data = read_json(path_or_list)
+    where = "the settings list" if isinstance(path_or_list, list) else str(path_or_list)
     if not isinstance(data, list):
-        raise ValueError(f"{path_or_list}: a settings list is a JSON list of {{'swaa_config': ..., 'model_list': ...}}")
+        raise ValueError(f"{where}: a settings list is a JSON list of {{'swaa_config': ..., 'model_list': ...}}")
+    if not data:
+        raise ValueError(f"{where} is an empty list: give at least one {{'swaa_config': ...}} entry")
     out = []
     for n, entry in enumerate(data):
         if not isinstance(entry, dict) or "swaa_config" not in entry:
-            raise ValueError(f"settings entry {n} ({entry!r}) has no 'swaa_config' key")
+            raise ValueError(f"{where}: settings entry {n} ({entry!r}) has no 'swaa_config' key")
+        unknown = sorted(set(entry) - {"swaa_config", "model_list"})
+        if unknown:
+            raise ValueError(f"{where}: settings entry {n} has unknown keys {unknown}; an entry has 'swaa_config' "
+                             "and optionally 'model_list'")
+        if entry["swaa_config"] is None:
+            raise ValueError(f"{where}: settings entry {n} has \"swaa_config\": null; write "
+                             "{\"sliding_window_size\": null} for full attention")
         try:
             cfg = SWAAConfig.from_dict(entry["swaa_config"])
         except (ValueError, TypeError) as e:
-            raise ValueError(f"settings entry {n}: {e}") from e
+            raise ValueError(f"{where}: settings entry {n}: {e}") from e
         models = entry.get("model_list", [])
         if isinstance(models, str):
             models = [models]
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise ValueError(f"{where}: settings entry {n} has model_list {models!r}; give a list of model names")
         out.append((cfg, list(models)))
     return out
 

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 __all__ = ["offline_text", "offline_token_ids", "TEXT_SOURCES", "TASKS", "make_task", "make_dataset",
-           "load_dataset", "REQUIRED_COLUMNS"]
+           "load_dataset", "read_table", "validate_dataset", "check_values", "REQUIRED_COLUMNS"]
 
 _LICENSES = Path("/usr/share/common-licenses")
 TEXT_SOURCES = ("gpl3", "licenses", "pydoc")
@@ -182,13 +182,7 @@ def load_dataset(path_or_id: str | Path):
 
     path = Path(path_or_id)
     if path.suffix in (".parquet", ".jsonl", ".json") or path.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"dataset file {str(path)!r} does not exist")
-        try:
-            df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=path.suffix == ".jsonl")
-        except Exception as e:
-            raise ValueError(f"could not read dataset {str(path)!r} ({type(e).__name__}: {e}); expected a parquet "
-                             "file or JSON lines with prompt/question/answer columns") from e
+        df = read_table(path, "dataset", "prompt/question/answer columns")
     else:
         try:
             import datasets
@@ -197,6 +191,46 @@ def load_dataset(path_or_id: str | Path):
                              "package and network access; pass a local parquet path instead") from None
         df = datasets.load_dataset(str(path_or_id), split="train").to_pandas()
     return validate_dataset(df, str(path_or_id))
+
+
+def read_table(path, what: str = "table", columns: str = "its columns"):
+    """A parquet, JSON-lines or JSON file as a DataFrame; a file that is not one names itself (and the line of
+    broken JSON). ``what`` and ``columns`` say what the file should be and hold, for the error."""
+    import pandas as pd
+
+    from .jsonfile import check_syntax
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist" if not path.exists() else f"{str(path)!r} is not a file")
+    if path.suffix not in (".parquet", ".jsonl", ".json"):
+        raise ValueError(f"{str(path)!r}: expected a .parquet, .jsonl or .json file with {columns}")
+    try:
+        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=path.suffix == ".jsonl")
+    except Exception as e:
+        check_syntax(path)                       # broken JSON: the error names the line
+        raise ValueError(f"could not read {what} {str(path)!r} ({type(e).__name__}: {e}); expected a parquet file "
+                         f"or JSON (lines) with {columns}") from e
+
+
+def _missing(value) -> bool:
+    import pandas as pd
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):                    # lists and arrays are values, not missing
+        return False
+
+
+def check_values(df, name: str, answer_column: str = "answer") -> None:
+    """Every prompt is text and every answer (``answer_column``) is given: a number or a null there is a broken row,
+    not data (a null answer would be scored, or trained on, as the text "nan")."""
+    ids = df["id"].tolist() if "id" in df.columns else [None] * len(df)
+    for n, (rid, prompt, answer) in enumerate(zip(ids, df["prompt"], df[answer_column])):
+        row = f"row {n}" + (f" (id {rid!r})" if rid is not None else "")
+        if not isinstance(prompt, str):
+            raise ValueError(f"{name}: {row} has prompt {str(prompt)[:40]!r} of type {type(prompt).__name__}; every "
+                             "prompt must be text")
+        if _missing(answer):
+            raise ValueError(f"{name}: {row} has no {answer_column} ({answer!r}); every row needs one")
 
 
 def validate_dataset(df, name: str = "dataset"):
@@ -211,6 +245,7 @@ def validate_dataset(df, name: str = "dataset"):
     if missing:
         raise ValueError(f"{name} lacks columns {missing}: found {cols}; expected {list(REQUIRED_COLUMNS)} "
                          "(or context + question instead of prompt)")
+    check_values(df, name)
     return df
 
 

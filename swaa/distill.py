@@ -29,7 +29,7 @@ def _seed_for(seed: int, key: str) -> int:
     return int(hashlib.sha256(f"{seed}|{key}".encode()).hexdigest()[:8], 16)
 
 
-def _check_sampling(engine: str, n: int, temperature: float) -> None:
+def _check_sampling(engine: str, n: int, temperature: float, top_p: float) -> None:
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} is not one of {ENGINES}")
     if n < 1:
@@ -37,6 +37,8 @@ def _check_sampling(engine: str, n: int, temperature: float) -> None:
     if temperature < 0 or (temperature == 0 and n != 1):
         raise ValueError(f"temperature={temperature} with n={n}: use temperature > 0 to sample several answers, "
                          "or temperature=0 (greedy) with n=1")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p}: nucleus sampling keeps a fraction of the probability mass, in (0, 1]")
 
 
 def generate_samples(model, tok, chat_texts: list[str], *, engine: str = "hf", n: int = 4, temperature: float = 0.7,
@@ -44,7 +46,7 @@ def generate_samples(model, tok, chat_texts: list[str], *, engine: str = "hf", n
     """``n`` sampled answers to each chat-formatted prompt (one batch; HF pads on the left). ``temperature=0``
     means greedy, one answer. The one place that knows about generation engines: ``engine="vllm"`` samples with
     the vLLM engine ``llm`` (see :func:`teacher_llm`), each prompt with its own seed ``seed + i``."""
-    _check_sampling(engine, n, temperature)
+    _check_sampling(engine, n, temperature, top_p)
     if engine == "vllm":
         if llm is None:
             raise ValueError("engine='vllm' needs the teacher's vLLM engine: pass llm=teacher_llm(model_path, ...) "
@@ -93,8 +95,8 @@ def _score(response: str, row, judge) -> float:
 
 def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", temperature: float = 0.7,
                  top_p: float = 0.95, max_new_tokens: int = 48, seed: int = 0, judge=None,
-                 max_prompt_tokens: int | None = None, batch_size: int = 4, progress: bool = True,
-                 vllm_kwargs: dict | None = None) -> list[dict]:
+                 max_prompt_tokens: int | None = None, truncate_prompts: bool = False, batch_size: int = 4,
+                 progress: bool = True, vllm_kwargs: dict | None = None) -> list[dict]:
     """Sample ``n`` answers per prompt of ``dataset`` (DataFrame or path with prompt/question/answer) under full
     attention and score them; rows go to ``OUT/distill.jsonl`` as they finish. Returns one row per prompt:
     ``id, prompt, question, answer, task, prompt_tokens, responses, scores``.
@@ -102,16 +104,21 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
     ``engine``: "hf" (``model.generate``) or "vllm" (one vLLM engine on the model's folder, started only if a
     prompt is left to sample; ``vllm_kwargs`` go to it). ``batch_size`` prompts are sampled together. Scores are the rule metric ``contains`` (for
     multiple-choice rows, the chosen letter), or ``judge_score`` when ``judge`` is given. Prompts longer than
-    ``max_prompt_tokens`` (chat template included) are skipped and counted.
+    ``max_prompt_tokens`` (chat template included) are skipped and counted; a prompt beyond the model's maximum
+    positions is refused, or with ``truncate_prompts`` cut in the middle (:mod:`swaa.prompts`; the row keeps the
+    prompt the model answered).
     """
     import pandas as pd
 
     from .data import load_dataset, validate_dataset
     from .integrations.transformers import apply_swaa, get_swaa_config
+    from .prompts import chat_prompts, max_positions
     from .results import ResultStore
     from .scoring import choices_of
 
-    _check_sampling(engine, n, temperature)
+    _check_sampling(engine, n, temperature, top_p)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid: use an int >= 1")
     df = dataset if isinstance(dataset, pd.DataFrame) else load_dataset(dataset)
     df = validate_dataset(df, "the self-distillation dataset")
     if "id" not in df.columns:
@@ -120,17 +127,16 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
                     engine=engine, scorer="judge:" + judge.model if judge is not None else "contains",
                     vllm_kwargs=vllm_kwargs if engine == "vllm" else None)
     fp = f"{model_fingerprint(model)}-{fingerprint(settings)}"
+    p = chat_prompts(tok, df["prompt"], ids=df["id"], max_prompt_tokens=max_prompt_tokens,
+                     max_positions=max_positions(model.config), reserve=max_new_tokens, truncate=truncate_prompts)
+    chats, n_tok, keep = p.chat, [len(x) for x in p.ids], p.keep
+    skipped = len(df) - len(keep)
     out = Path(out)
     store = ResultStore(out / "distill.jsonl")
     previous = get_swaa_config(model.config)
     apply_swaa(model, None)                         # the teacher is the model under full attention
-    chats = [tok.apply_chat_template([{"role": "user", "content": str(p)}], add_generation_prompt=True,
-                                     tokenize=False) for p in df["prompt"]]
-    n_tok = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in chats]
-    keep = [i for i in range(len(df)) if max_prompt_tokens is None or n_tok[i] <= max_prompt_tokens]
-    skipped = len(df) - len(keep)
-    content = [fingerprint(chats[i], str(df["question"].iloc[i]), str(df["answer"].iloc[i]), choices_of(df.iloc[i]))
-               for i in range(len(df))]
+    content = {i: fingerprint(chats[i], str(df["question"].iloc[i]), str(df["answer"].iloc[i]),
+                              choices_of(df.iloc[i])) for i in keep}
     keys = {i: f"{fp}-{content[i]}" for i in keep}
     # batches are fixed by the data, not by what is left, so a resumed run samples exactly what a full run would
     batches = [keep[s:s + batch_size] for s in range(0, len(keep), batch_size)]
@@ -142,15 +148,14 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
             if not todo:
                 continue
             if engine == "vllm" and llm is None:
-                llm = teacher_llm(model, max(n_tok[i] for i in keep) + max_new_tokens + 16, seed=seed,
-                                  **(vllm_kwargs or {}))
+                llm = teacher_llm(model, p.max_model_len(max_new_tokens), seed=seed, **(vllm_kwargs or {}))
             samples = generate_samples(model, tok, [chats[i] for i in batch], engine=engine, n=n,
                                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                                        seed=_seed_for(seed, keys[batch[0]]), llm=llm)
             for i, responses in zip(batch, samples):
                 if i in todo:
                     row = df.iloc[i]
-                    store.add(dict(key=keys[i], id=str(row["id"]), prompt=str(row["prompt"]),
+                    store.add(dict(key=keys[i], id=str(row["id"]), prompt=p.text[i],
                                    question=str(row["question"]), answer=str(row["answer"]), task=row.get("task"),
                                    prompt_tokens=n_tok[i], responses=responses,
                                    scores=[_score(r, row, judge) for r in responses]))
@@ -159,6 +164,9 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
     rows = [dict(store[keys[i]], id=str(df["id"].iloc[i])) for i in keep]
     if skipped and progress:
         print(f"self-distill: skipped {skipped} of {len(df)} prompts longer than {max_prompt_tokens} tokens")
+    if p.truncated and progress:
+        print(f"self-distill: truncated {p.truncated} of {len(df)} prompts in the middle to fit the model's "
+              f"{p.max_positions} positions")
     return rows
 
 

@@ -1,8 +1,9 @@
 """Resumable evaluation of models under a grid of SWAA settings on a long-context dataset (HF or vLLM engine).
 
 For each (model, setting): every row's prompt goes through the chat template (optionally with a CoT suffix),
-prompts longer than ``max_prompt_tokens`` are filtered out (counted), batches are generated greedily with left
-padding, responses are scored by rule (thinking stripped) and by answer NLL. Rows are appended to
+prompts longer than ``max_prompt_tokens`` are filtered out (counted), a prompt beyond the model's maximum positions is
+refused (or middle-truncated with ``truncate_prompts``, counted; :mod:`swaa.prompts`), batches are generated
+greedily with left padding, responses are scored by rule (thinking stripped) and by answer NLL. Rows are appended to
 ``OUT/rows/<model>-<fp>/<mark>-<fp>.jsonl`` as each batch finishes, keyed by the model's fingerprint, the setting's
 (SWAA config, engine, dtype, generation options) and the row's content (see :mod:`swaa.results`); a rerun skips
 every finished row, and two different models never share one, whatever their folders are called. When a (model,
@@ -10,7 +11,8 @@ setting) is complete, ``OUT/<model>-<fp>/<mark>-<fp>.parquet`` is written atomic
 original fields (model_name, use_vllm, sliding_window_size, keep_first, force_fa_decode, non_sliding_layers), the
 fingerprints, the two files' paths and the metrics goes to ``OUT/results.jsonl``. A run directory remembers its
 dataset and generation settings: reusing it with a changed dataset or changed settings is an error, not a silent
-mix.
+mix. Every argument, and every model's prompts, are checked before the first file is written: a refused run leaves
+nothing behind.
 
 ``engine="vllm"`` generates with vLLM and the SWAA plugin (one engine per setting, the config passed through
 ``hf_overrides``); the answer NLL is still computed by the HF model, which is where the answer tokens can be
@@ -27,12 +29,10 @@ from pathlib import Path
 
 from .config import SWAAConfig, load_settings
 from .fingerprint import fingerprint, model_fingerprint, readable_name
-from .results import ResultStore, atomic_write_text, read_jsonl
+from .prompts import COT_SUFFIX, chat_prompts, max_positions
+from .results import ResultStore, atomic_write_text, read_rows
 
 __all__ = ["EvalOptions", "run_eval", "COT_SUFFIX"]
-
-COT_SUFFIX = "\n\nThink step by step, then give the final answer."
-
 
 @dataclass
 class EvalOptions:
@@ -43,7 +43,15 @@ class EvalOptions:
     cot: bool = False
     answer_nll: bool = True
     device: str = "cpu"
+    truncate_prompts: bool = False      # cut prompts beyond the model's positions in the middle instead of refusing
     vllm_kwargs: dict | None = None     # extra vllm.LLM arguments (tensor_parallel_size, dtype, ...)
+
+    def __post_init__(self):
+        for name, optional in (("max_new_tokens", False), ("batch_size", False), ("max_prompt_tokens", True),
+                               ("sample_first", True)):
+            v = getattr(self, name)
+            if not (optional and v is None) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name}={v!r} is invalid: use an int >= 1" + (" (or None)" if optional else ""))
 
 
 def _fingerprint(df, opts: EvalOptions) -> str:
@@ -55,30 +63,44 @@ def _fingerprint(df, opts: EvalOptions) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_run_dir(out: Path, fingerprint: str, overwrite: bool) -> None:
+def _check_run_dir(out: Path, fingerprint: str, overwrite: bool) -> bool:
+    """Refuse a folder made for other data or settings unless ``overwrite``; True when its old results must go."""
     meta = out / "run.json"
-    if meta.exists():
-        old = json.loads(meta.read_text()).get("fingerprint")
-        if old != fingerprint and not overwrite:
-            raise ValueError(f"{out} holds results for another dataset or other generation settings (fingerprint {old}"
-                             f", now {fingerprint}); use a new output folder, or overwrite=True to start over")
-        if old != fingerprint:                  # overwrite: the old rows must not be reused for the new settings
-            import shutil
-            shutil.rmtree(out / "rows", ignore_errors=True)
-            for f in [*out.glob("*/*.parquet"), out / "results.jsonl"]:
-                f.unlink(missing_ok=True)
+    if not meta.exists():
+        return False
+    old = json.loads(meta.read_text()).get("fingerprint")
+    if old != fingerprint and not overwrite:
+        raise ValueError(f"{out} holds results for another dataset or other generation settings (fingerprint {old}"
+                         f", now {fingerprint}); use a new output folder, or overwrite=True to start over")
+    return old != fingerprint
+
+
+def _claim_run_dir(out: Path, fingerprint: str, clear: bool) -> None:
+    if clear:                                   # overwrite: the old rows must not be reused for the new settings
+        import shutil
+        shutil.rmtree(out / "rows", ignore_errors=True)
+        for f in [*out.glob("*/*.parquet"), out / "results.jsonl"]:
+            f.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    meta = out / "run.json"
     tmp = meta.with_suffix(".tmp")
     tmp.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
     tmp.replace(meta)
 
 
-def _chat_prompts(tok, prompts, cot: bool):
-    out = []
-    for p in prompts:
-        msgs = [{"role": "user", "content": p + (COT_SUFFIX if cot else "")}]
-        out.append(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
-    return out
+def _prompts(model_id, df, opts: EvalOptions):
+    """The chat prompts of ``df`` for one model, from its tokenizer and config alone (no weights loaded)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .models import default_model_path
+    path = default_model_path() if model_id is None else model_id
+    try:
+        tok, config = AutoTokenizer.from_pretrained(path), AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"unknown model {model_id!r}: {e}") from e
+    return chat_prompts(tok, df["prompt"], ids=df["id"], cot=opts.cot, max_prompt_tokens=opts.max_prompt_tokens,
+                        max_positions=max_positions(config), reserve=opts.max_new_tokens,
+                        truncate=opts.truncate_prompts)
 
 
 def _atomic_parquet(df, path: Path) -> None:
@@ -90,7 +112,7 @@ def _atomic_parquet(df, path: Path) -> None:
 
 def _append_summary(path: Path, summary: dict) -> None:
     """results.jsonl: one line per (model, setting) key; a rerun replaces its own line (atomically)."""
-    rows = [r for r in read_jsonl(path) if r.get("key") != summary["key"]]
+    rows = [r for r in read_rows(path) if r.get("key") != summary["key"]]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in [*rows, summary]))
 
 
@@ -131,25 +153,26 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
         cfgs = [c for c, _ in load_settings(settings)]
     else:
         cfgs = [c if isinstance(c, SWAAConfig) else SWAAConfig.from_dict(c.get("swaa_config", c)) for c in settings]
+    if not cfgs:
+        raise ValueError("the settings list is empty: give at least one SWAA setting")
     out = Path(out)
-    _check_run_dir(out, _fingerprint(df, opts), overwrite)
+    run_fp = _fingerprint(df, opts)
+    clear = _check_run_dir(out, run_fp, overwrite)
     models = list(models) if isinstance(models, (list, tuple)) else [models]
+    prompts = [_prompts(m, df, opts) for m in models]           # every model's prompts checked before any write
     summaries = []
-    for model_id in models:
+    for k, (model_id, p) in enumerate(zip(models, prompts)):
         try:
             model, tok = load_model(model_id, device=opts.device)
         except OSError as e:
             raise ValueError(f"unknown model {model_id!r}: {e}") from e
+        if k == 0:                                  # the folder is claimed once the first model is there
+            _claim_run_dir(out, run_fp, clear)
         name, model_fp = readable_name(model_id), model_fingerprint(model_id)
         unit = f"{name}-{model_fp[:8]}"
-        chat = _chat_prompts(tok, df["prompt"].tolist(), opts.cot)
-        content = [fingerprint(chat[i], str(df["answer"].iloc[i]), choices_of(df.iloc[i])) for i in range(len(df))]
-        chat_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in chat]
+        chat, chat_ids, keep = p.chat, p.ids, p.keep
+        content = {i: fingerprint(chat[i], str(df["answer"].iloc[i]), choices_of(df.iloc[i])) for i in keep}
         lengths = [len(ids) for ids in chat_ids]
-        keep = [i for i, n in enumerate(lengths) if opts.max_prompt_tokens is None or n <= opts.max_prompt_tokens]
-        if not keep:
-            raise ValueError(f"all {len(df)} prompts are longer than max_prompt_tokens={opts.max_prompt_tokens} "
-                             f"(shortest {min(lengths)} tokens); raise the limit or use shorter data")
         for cfg in cfgs:
             apply_swaa(model, cfg)
             setting_fp = _setting_fingerprint(cfg, engine, model, opts)
@@ -160,7 +183,7 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
             todo = [i for i in keep if keys[i] not in store]
             bar = tqdm(total=len(keep), initial=len(keep) - len(todo), desc=f"{name} {cfg.mark}", disable=not progress)
             generate = (_hf_generator(model, tok, chat, opts) if engine == "hf" or not todo else
-                        _vllm_generator(model_id, cfg, chat_ids, opts))
+                        _vllm_generator(model_id, cfg, chat_ids, p.max_model_len(opts.max_new_tokens), opts))
             step = opts.batch_size if engine == "hf" else max(opts.batch_size, 16)   # vLLM batches on its own
             for start in range(0, len(todo), step):
                 batch = todo[start:start + step]
@@ -193,7 +216,7 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
             summary = dict(key=f"{name}|{model_fp}|{cfg.mark}|{setting_fp}", model_name=name,
                            model_fingerprint=model_fp, use_vllm=engine == "vllm", mark=cfg.mark, **cfg.to_dict(),
                            setting_fingerprint=setting_fp, **files, n=len(rows), skipped_too_long=len(df) - len(keep),
-                           **metrics)
+                           truncated=p.truncated, **metrics)
             _append_summary(out / "results.jsonl", summary)
             summaries.append(summary)
         apply_swaa(model, None)
@@ -214,14 +237,13 @@ def _hf_generator(model, tok, chat, opts: EvalOptions):
     return generate
 
 
-def _vllm_generator(model_id, cfg: SWAAConfig, chat_ids, opts: EvalOptions):
+def _vllm_generator(model_id, cfg: SWAAConfig, chat_ids, max_model_len: int, opts: EvalOptions):
     """Greedy generation with vLLM and the SWAA plugin: one engine for this setting, fed by batches."""
     from .integrations.vllm.offline import engine_for
     from .models import default_model_path
 
     llm = engine_for(str(default_model_path() if model_id is None else model_id), cfg, device=opts.device,
-                     max_model_len=max(len(c) for c in chat_ids) + opts.max_new_tokens + 16,
-                     **(opts.vllm_kwargs or {}))
+                     max_model_len=max_model_len, **(opts.vllm_kwargs or {}))
     from vllm import SamplingParams
     sp = SamplingParams(max_tokens=opts.max_new_tokens, temperature=0.0)
 

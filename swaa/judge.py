@@ -44,6 +44,20 @@ class Judge:
         self.cache = ResultStore(cache_path) if cache_path else None
         self.calls = 0
 
+    def check(self, timeout: float = 10.0) -> None:
+        """One quick request for the served models, before a run relies on the judge: JudgeError when nothing
+        answers at the URL or the model is not among those served (a server without the listing is taken as is)."""
+        import openai
+        try:
+            served = [m.id for m in self.client.with_options(timeout=timeout).models.list().data]
+        except openai.NotFoundError:
+            return
+        except openai.OpenAIError as e:
+            raise JudgeError(f"the judge at {self.base_url} does not answer ({type(e).__name__}: {e})") from None
+        if served and self.model not in served:
+            raise JudgeError(f"the judge at {self.base_url} does not serve model {self.model!r} (it serves "
+                             f"{served[:8]})")
+
     def _key(self, question, answer, response) -> str:
         return hashlib.sha256("\x1f".join((self.model, question, answer, response)).encode()).hexdigest()[:24]
 

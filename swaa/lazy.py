@@ -40,7 +40,7 @@ from .config import SWAAConfig
 from .fingerprint import fingerprint, model_fingerprint
 
 __all__ = ["PAPER_PARAMS", "SMALL_PARAMS", "lazy_params_for", "lazy_ratio", "sample_lazy_ratios", "chat_ids",
-           "lazy_layer_freqs", "lazy_config", "interleaved_layers", "load_freqs"]
+           "usable_samples", "lazy_layer_freqs", "lazy_config", "interleaved_layers", "load_freqs"]
 
 PAPER_PARAMS = dict(w_sink=4, w_recent=1020, w_last=64)
 SMALL_PARAMS = dict(w_sink=4, w_recent=64, w_last=16)
@@ -135,6 +135,19 @@ def _laziest(layer_ratio, k: int) -> list[int]:
     return sorted(order[:k])
 
 
+def usable_samples(seqs, *, w_sink: int, w_recent: int, w_last: int) -> tuple[list[int], int]:
+    """The indices of the token sequences long enough to score (see :func:`min_length`), and that length; none is an
+    error naming the lengths."""
+    need = min_length(w_sink, w_recent, w_last)
+    use = [k for k, s in enumerate(seqs) if len(s) >= need]
+    if not use:
+        lengths = sorted(len(s) for s in seqs)
+        raise ValueError(f"all {len(seqs)} samples are shorter than w_sink + w_recent + w_last = {w_sink} + {w_recent}"
+                         f" + {w_last} = {need} tokens (lengths {lengths[0]}..{lengths[-1]}); use longer prompts "
+                         "(e.g. synthetic:1024) or smaller w_recent / w_last")
+    return use, need
+
+
 def lazy_layer_freqs(model, tok, dataset, *, w_sink: int = 4, w_recent: int = 64, w_last: int = 16,
                      top_p: float = 0.5, n: int | None = None, rows_path=None, out=None, model_name: str = "default",
                      progress: bool = True) -> dict:
@@ -156,14 +169,8 @@ def lazy_layer_freqs(model, tok, dataset, *, w_sink: int = 4, w_recent: int = 64
         df = df.iloc[:n]
     ids = [row.get("id", f"row{k}") for k, (_, row) in enumerate(df.iterrows())]
     seqs = [chat_ids(tok, p, a) for p, a in zip(df["prompt"], df["answer"])]
-    need = min_length(w_sink, w_recent, w_last)
-    use = [k for k, s in enumerate(seqs) if len(s) >= need]
+    use, need = usable_samples(seqs, w_sink=w_sink, w_recent=w_recent, w_last=w_last)
     skipped = [dict(id=str(ids[k]), length=len(seqs[k])) for k, s in enumerate(seqs) if len(s) < need]
-    if not use:
-        lengths = sorted(len(s) for s in seqs)
-        raise ValueError(f"all {len(seqs)} samples are shorter than w_sink + w_recent + w_last = {w_sink} + {w_recent}"
-                         f" + {w_last} = {need} tokens (lengths {lengths[0]}..{lengths[-1]}); use longer prompts "
-                         "(e.g. synthetic:1024) or smaller w_recent / w_last")
     if skipped:
         warnings.warn(f"{len(skipped)} of {len(seqs)} samples are shorter than {need} tokens "
                       f"(w_sink + w_recent + w_last) and are skipped", stacklevel=2)

@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
-__all__ = ["ResultStore", "run_resumable", "read_jsonl", "atomic_write_text"]
+__all__ = ["ResultStore", "run_resumable", "read_rows", "atomic_write_text"]
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -47,8 +47,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_jsonl(path: str | Path, *, require: str | None = None, repair: bool = False) -> list[dict]:
-    """The JSON objects of a JSONL file, one per line. A line that is not a whole object (or lacks the field
+def read_rows(path: str | Path, *, require: str | None = None, repair: bool = False) -> list[dict]:
+    """The rows of one of our own result files (JSONL, one object per line; a user's JSON file goes through
+    :mod:`swaa.jsonfile`, whose errors name the line). A line that is not a whole object (or lacks the field
     ``require``) was cut short by a crash: it is dropped with one warning naming the file, and with ``repair`` the
     file is rewritten without it. A missing file reads as no rows."""
     path = Path(path)
@@ -78,9 +79,8 @@ def read_jsonl(path: str | Path, *, require: str | None = None, repair: bool = F
 
 class ResultStore:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.rows: dict[str, dict] = {r["key"]: r for r in read_jsonl(self.path, require="key", repair=True)}
+        self.path = Path(path)                   # its folder is made by the first row added, not before
+        self.rows: dict[str, dict] = {r["key"]: r for r in read_rows(self.path, require="key", repair=True)}
 
     def __contains__(self, key: str) -> bool:
         return key in self.rows
@@ -91,6 +91,7 @@ class ResultStore:
     def add(self, row: dict) -> dict:
         if "key" not in row:
             raise ValueError("a result row needs a 'key'")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()

@@ -32,9 +32,9 @@ from pathlib import Path
 
 from .config import SWAAConfig
 from .fingerprint import model_fingerprint
-from .results import atomic_write_text, read_jsonl
+from .results import atomic_write_text, read_rows
 
-__all__ = ["SFTConfig", "SFTRun", "add_lora", "train_sft", "merge_and_save", "latest_checkpoint", "read_loss_log"]
+__all__ = ["SFTConfig", "SFTRun", "add_lora", "check_target_modules", "train_sft", "merge_and_save", "latest_checkpoint", "read_loss_log"]
 
 
 @dataclass
@@ -78,16 +78,21 @@ class SFTRun:
     log_path: Path | None = None
 
 
-def add_lora(model, config: SFTConfig):
-    """Wrap ``model`` with a LoRA adapter on ``config.target_modules``; names absent from the model are an error."""
+def check_target_modules(model, target_modules) -> None:
+    """Every name in ``target_modules`` names linear layers of ``model`` (a skeleton on the meta device will do)."""
     import torch
-    from peft import LoraConfig, get_peft_model
-
     linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-    missing = [t for t in config.target_modules if t not in linear]
+    missing = [t for t in target_modules if t not in linear]
     if missing:
         raise ValueError(f"target modules {missing} are not in {type(model).__name__}; its linear layers are named "
                          f"{linear}: pick target_modules from these")
+
+
+def add_lora(model, config: SFTConfig):
+    """Wrap ``model`` with a LoRA adapter on ``config.target_modules``; names absent from the model are an error."""
+    from peft import LoraConfig, get_peft_model
+
+    check_target_modules(model, config.target_modules)
     lora = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=list(config.target_modules),
                       lora_dropout=config.dropout, use_rslora=config.rslora, bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
@@ -101,7 +106,7 @@ def latest_checkpoint(out) -> Path | None:
 
 
 def read_loss_log(out) -> list[dict]:
-    return read_jsonl(Path(out) / "loss.jsonl", require="step")
+    return read_rows(Path(out) / "loss.jsonl", require="step")
 
 
 def _fingerprint(model, examples, config: SFTConfig, swaa: SWAAConfig, world: int) -> str:
@@ -197,7 +202,7 @@ def _load_checkpoint(accelerator, ckpt: Path, model, optimizer, scheduler) -> di
 
 
 def _rewrite_log(path: Path, upto: int) -> None:
-    rows = [r for r in read_jsonl(path, require="step") if r["step"] <= upto]
+    rows = [r for r in read_rows(path, require="step") if r["step"] <= upto]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 

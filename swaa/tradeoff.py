@@ -8,10 +8,10 @@ least as accurate and strictly better in one of the two.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
-from .results import read_jsonl
+from .jsonfile import read_json
+from .results import read_rows
 
 __all__ = ["load_eval", "load_speed", "tradeoff_table", "pareto_front", "advise", "row_time", "predicted_rows"]
 
@@ -29,8 +29,8 @@ def load_eval(path) -> list[dict]:
         with path.open() as f:
             rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
     else:
-        rows = read_jsonl(path)
-    if not rows or "mark" not in rows[0]:
+        rows = read_rows(path)
+    if not rows or not isinstance(rows[0], dict) or "mark" not in rows[0]:
         raise ValueError(f"{path}: eval results need a 'mark' column (the SWAAConfig mark of each setting)")
     return rows
 
@@ -49,7 +49,10 @@ def load_speed(path, model: str | None = None, n: int | None = None) -> list[dic
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"speed results {path} not found; run benchmarks/e2e.py or `swaa speed` first")
-    rows = json.loads(path.read_text())["rows"] if path.suffix == ".json" else read_jsonl(path)
+    data = read_json(path) if path.suffix == ".json" else read_rows(path)
+    rows = data.get("rows") if isinstance(data, dict) else data if path.suffix != ".json" else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path}: not speed results (benchmarks/e2e.py JSON with 'rows', or swaa speed JSON lines)")
     rows = [r for r in rows if r.get("kind", "row") == "row" and "prefill_s" in r]
     pairs = sorted({(r.get("model"), r["n"]) for r in rows}, key=str)
     rows = [r for r in rows if (model is None or r.get("model") == model) and (n is None or r["n"] == n)]

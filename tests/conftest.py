@@ -43,3 +43,29 @@ def assert_grads_close_to_ref(q, k, v, do, *, floor, backend="triton", **kw):
     for name, a, r, p in zip(("dq", "dk", "dv"), got, ref, pt):
         assert_close_to_ref(a, r, p, floor=floor, name=name)
     return got
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (other jobs on the machine may hold the usual ones)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses that sockets listen on at ``port``, as the kernel lists them (/proc/net/tcp, tcp6):
+    {"127.0.0.1"} for this machine only; "0.0.0.0" or "::" is every interface."""
+    import ipaddress
+    from pathlib import Path
+    found = set()
+    for name, size in (("tcp", 4), ("tcp6", 16)):
+        path = Path("/proc/net") / name
+        for line in path.read_text().splitlines()[1:] if path.exists() else []:
+            local, state = line.split()[1], line.split()[3]
+            addr, p = local.split(":")
+            if int(p, 16) == port and state == "0A":                      # 0A: LISTEN
+                raw = bytes.fromhex(addr)                                  # 32-bit words in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))
+                found.add(str(ipaddress.ip_address(raw)))
+    return found

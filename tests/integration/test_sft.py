@@ -254,14 +254,16 @@ def test_self_distillation_resumes_without_recomputing(tmp_path, monkeypatch):
 def test_cli_names_a_bad_swaa_value(tmp_path, capsys):
     from swaa.cli import main
     grid = str(ROOT / "data" / "settings" / "smollm2_135m.json")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "p", "response": "r"}\n')
     for argv, msg in [
-            (["--data", str(tmp_path / "d.jsonl"), "--swaa", "w=64"], r"--swaa 'w=64' is neither a JSON object nor an existing file"),
-            (["--data", "d.jsonl", "--swaa", '{"sliding_window_size": -3}'], r"sliding_window_size"),
-            (["--data", "d.jsonl", "--swaa", grid], r"lists \d+ settings; choose one with --setting .*'swa=64_sink=4_fadec'")]:
-        assert main(["sft", *argv, "--out", str(tmp_path)]) == 2                 # bad input: exit 2, message on stderr
+            (["--data", str(data), "--swaa", "w=64"], r"--swaa 'w=64' is neither a JSON object nor an existing file"),
+            (["--data", str(data), "--swaa", '{"sliding_window_size": -3}'], r"sliding_window_size"),
+            (["--data", str(data), "--swaa", grid], r"lists \d+ settings; choose one with --setting .*'swa=64_sink=4_fadec'")]:
+        assert main(["sft", *argv, "--out", str(tmp_path / "out")]) == 2      # bad input: exit 2, message on stderr
         assert re.search(msg, capsys.readouterr().err)
-    from swaa.cli import _swaa_arg
-    assert _swaa_arg(grid, "swa=64_sink=4_fadec") == SWAAConfig(sliding_window_size=64, keep_first=4,
+    from swaa.clichecks import swaa_arg
+    assert swaa_arg(grid, "swa=64_sink=4_fadec") == SWAAConfig(sliding_window_size=64, keep_first=4,
                                                                 force_fa_decode=True)
 
 
@@ -293,3 +295,23 @@ def test_two_process_ddp_on_cpu_trains_and_resumes(tmp_path):
     assert [r["loss"] for r in again[0]["log"]] == pytest.approx([r["loss"] for r in full[0]["log"]], rel=1e-6)
     assert {f.name for f in (tmp_path / "b" / "checkpoints" / "step-000004").iterdir()} >= {
         "optimizer-0.pt", "optimizer-1.pt", "rng-0.pt", "rng-1.pt", "adapter.safetensors"}
+
+
+@pytest.mark.slow
+def test_two_process_cli_holds_the_folder_once(tmp_path):
+    """`swaa sft` under torchrun: the main process holds --out for both (a second holder would refuse the run)."""
+    import os
+    import subprocess
+    import sys
+    from tests.conftest import free_port
+    (tmp_path / "d.jsonl").write_text("".join(f'{{"prompt": "Say {w}.", "response": "{w}"}}\n' for w in
+                                              ("hi", "yes", "no", "ok")))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "swaa.cli", "sft", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "out"), "--swaa",
+           '{"sliding_window_size": 8, "keep_first": 2}', "--max-steps", "1", "--batch-size", "1", "--no-merge"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert '"steps": 1' in res.stdout and (tmp_path / "out" / "adapter").is_dir()
+    assert not (tmp_path / "out" / ".swaa.lock").exists()
+

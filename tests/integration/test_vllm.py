@@ -14,6 +14,7 @@ import torch
 from swaa import SWAAConfig, apply_swaa
 from swaa.data import offline_token_ids
 from swaa.models import default_model_path, load_model
+from tests.conftest import free_port, listening_addresses
 
 from .tiny_models import make_model
 
@@ -113,13 +114,6 @@ def test_kv_blocks_bounded_by_sinks_and_window(setup):
     assert swa[-1] <= bound
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url, body, timeout=300):
     import urllib.request
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
@@ -129,16 +123,17 @@ def _post(url, body, timeout=300):
 
 def test_swaa_serve_answers_like_offline_vllm(setup, tmp_path):
     """A real OpenAI-compatible server started by `swaa serve` with SWAA options; its completions and chat
-    completions equal offline vLLM under the same config and differ from full attention."""
+    completions equal offline vLLM under the same config and differ from full attention. Without --host it listens
+    on this machine only."""
     import time
     import urllib.request
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(HERE.parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "swaa.cli", "serve", "default", "--sliding-window-size", str(W), "--keep-first",
-         str(S), "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32", "--enforce-eager", "--seed", "0",
+         str(S), "--port", str(port), "--dtype", "float32", "--enforce-eager", "--seed", "0",
          "--max-model-len", "1024", "--block-size", str(BS), "--max-num-batched-tokens", "64"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -154,6 +149,7 @@ def test_swaa_serve_answers_like_offline_vllm(setup, tmp_path):
                 pass
             assert time.time() < deadline, "server did not come up in 600 s"
             time.sleep(2)
+        assert listening_addresses(port) == {"127.0.0.1"}                    # not every interface, vLLM's default
         with urllib.request.urlopen(base + "/v1/models", timeout=30) as r:
             model = json.loads(r.read())["data"][0]["id"]
         tok = setup["tok"]

@@ -1,7 +1,7 @@
-"""JupyterLab for real: started on a free localhost port, a notebook fetched through its REST API with the token."""
+"""`make lab` for real: JupyterLab started by the Makefile's own command line on a free port, listening on this
+machine only and answering only with its token; a notebook fetched through its REST API with the token."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,13 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port, listening_addresses
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url, token=None):
@@ -26,29 +22,41 @@ def _get(url, token=None):
         return r.status, json.loads(r.read())
 
 
+def _lab_command() -> str:
+    """The jupyter line of `make lab` (dry run, this environment's venv), as the Makefile writes it."""
+    venv = Path(sys.executable).parent.parent
+    out = subprocess.run(["make", "-n", "lab", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    (line,) = [x for x in out.splitlines() if "jupyter lab" in x]
+    return line
+
+
 @pytest.mark.slow
-def test_jupyterlab_serves_the_notebooks(tmp_path):
-    port, token = _free_port(), "swaa-test-token"
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT / 'notebooks'}",
-           "--ServerApp.port_retries=0"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
+def test_make_lab_serves_the_notebooks_on_loopback_with_a_token(tmp_path):
+    port = free_port()
+    line = _lab_command()
+    assert "--ip 127.0.0.1" in line and "token" not in line.lower()     # a token is never switched off
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"),
                JUPYTER_DATA_DIR=str(tmp_path / "data"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"), env=env)
+    proc = subprocess.Popen(["bash", "-c", f"exec {line} --port={port} --ServerApp.port_retries=0"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"), env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
         while True:
+            info = list((tmp_path / "rt").glob("jpserver-*.json"))
             try:
-                status, body = _get(f"{base}/api/status", token)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert proc.poll() is None, (tmp_path / "lab.log").read_text()[-2000:]
-                assert time.time() < deadline, "JupyterLab did not answer within 60 s"
-                time.sleep(0.5)
+                token = json.loads(info[0].read_text())["token"] if info else None
+                if token:
+                    status, body = _get(f"{base}/api/status", token)
+                    break
+            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+                pass
+            assert proc.poll() is None, (tmp_path / "lab.log").read_text()[-2000:]
+            assert time.time() < deadline, "JupyterLab did not answer within 60 s"
+            time.sleep(0.5)
         assert status == 200 and "started" in body
+        assert listening_addresses(port) == {"127.0.0.1"}                # this machine only
         status, nb = _get(f"{base}/api/contents/01_attention_patterns.ipynb?content=1", token)
         assert status == 200 and nb["type"] == "notebook"
         cells = nb["content"]["cells"]

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from swaa.results import ResultStore, read_jsonl, run_resumable
+from swaa.results import ResultStore, read_rows, run_resumable
 
 
 def test_rows_are_written_as_they_finish_and_reused(tmp_path):
@@ -43,9 +43,9 @@ def test_a_cut_line_warns_naming_the_file(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text('{"key": "a", "v": 1}\n{"key": "b", "v"')
     with pytest.warns(UserWarning, match=f"{path}: dropped 1 incomplete line"):
-        assert [r["key"] for r in read_jsonl(path)] == ["a"]
+        assert [r["key"] for r in read_rows(path)] == ["a"]
     assert path.read_text().endswith('"v"')                  # reading alone leaves the file as it is
-    assert read_jsonl(tmp_path / "missing.jsonl") == []
+    assert read_rows(tmp_path / "missing.jsonl") == []
 
 
 def test_a_truncated_summary_file_is_recovered_by_the_next_summary(tmp_path):
