@@ -86,6 +86,9 @@ def main(a, extra: list[str]) -> int:
     if model == "default":
         from ...models import default_model_path
         model = str(default_model_path())
+    from .rules import config_for_model
+    with about("MODEL", a.model):               # the plugin's own start-up checks (a native window, ...), now
+        config_for_model(model, {"swaa_config": cfg.to_dict()})
     cmd = serve_command(model, cfg, extra, a.host)
     env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)
