@@ -27,10 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))        # run from anywhere in the checkout
 
-from swaa.costmodel import Rates, get_shape, predict_decode, predict_prefill      # noqa: E402
+from swaa.speed.costmodel import Rates, get_shape, predict_decode, predict_prefill      # noqa: E402
 from swaa.integrations.transformers import compile_blocks                           # noqa: E402
-from swaa.results import ResultStore                                                # noqa: E402
-from swaa.speed import (build_random_model, measure_rates, random_prompt_ids, speed_settings,  # noqa: E402
+from swaa.store.rows import ResultStore                                                # noqa: E402
+from swaa.speed.measure import (build_random_model, measure_rates, random_prompt_ids, speed_settings,  # noqa: E402
                         time_setting)
 
 # (model shape, lengths, grid); the order is the priority: a timeout loses the end of the list
@@ -124,10 +124,10 @@ def main(argv=None) -> int:
                   note="random-weight models; prefill = median over reps of a forward with logits_to_keep=1 into a "
                        "fresh DynamicCache (SinkWindowCache eviction installed by apply_swaa); decode = median of "
                        "greedy steps after 2 warm-up steps; torch.cuda.synchronize around every timed region; "
-                       "pred_* from swaa.costmodel with the rates measured first on this machine; compile_blocks: norms, "
+                       "pred_* from swaa.speed.costmodel with the rates measured first on this machine; compile_blocks: norms, "
                        "MLPs and rotary table under torch.compile (swaa.integrations.transformers.compile_blocks), "
                        "attention eager through the registry, in every row alike; decode_graphs: each decode step "
-                       "one CUDA graph replay over a static sink+window cache (swaa.integrations.graphs.GraphDecoder)")
+                       "one CUDA graph replay over a static sink+window cache (swaa.integrations.cuda_graph_decode.GraphDecoder)")
     print(f"e2e on {header['device']} ({tag}); torch {header['torch']}, transformers {header['transformers']}, "
           f"triton {header['triton']}; budget {budget:.0f} s; rows -> {store.path}", flush=True)
 

@@ -34,7 +34,7 @@ def main():
     from vllm import SamplingParams
 
     from swaa import SWAAConfig
-    from swaa.data import offline_token_ids
+    from swaa.evaluation.data import offline_token_ids
     from swaa.models import default_model_path
     path = str(default_model_path())
     from transformers import AutoTokenizer

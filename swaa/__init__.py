@@ -16,7 +16,7 @@ def __getattr__(name):  # keep `import swaa` light: torch/transformers load on f
         from .integrations.transformers import apply_swaa
         return apply_swaa
     if name == "load_model":
-        from .models import load_model
+        from .integrations.transformers import load_model
         return load_model
     if name == "swaa_attention":
         from .attention import swaa_attention

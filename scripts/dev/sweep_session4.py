@@ -136,8 +136,8 @@ if "bwd" in PART:
 if "prof" in PART:
     from torch.profiler import profile, ProfilerActivity
     from swaa.config import SWAAConfig
-    from swaa.costmodel import get_shape
-    from swaa.speed import build_random_model, _prefill, random_prompt_ids
+    from swaa.speed.costmodel import get_shape
+    from swaa.speed.measure import build_random_model, _prefill, random_prompt_ids
     from swaa.integrations.transformers import apply_swaa
     shape = get_shape("qwen3-4b")
     model = build_random_model(shape, device="cuda")

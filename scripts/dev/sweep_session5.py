@@ -62,8 +62,8 @@ if "fwd" in PART:
 
 if "e2e" in PART:
     from swaa.config import SWAAConfig
-    from swaa.costmodel import get_shape
-    from swaa.speed import build_random_model, random_prompt_ids, time_setting
+    from swaa.speed.costmodel import get_shape
+    from swaa.speed.measure import build_random_model, random_prompt_ids, time_setting
     from swaa.integrations.transformers import compile_blocks
     shape = get_shape("qwen3-4b")
     model = build_random_model(shape, device="cuda")

@@ -20,11 +20,11 @@ from ..attention import swaa_attention
 from ..attention.masks import visible
 from ..config import SWAAConfig, config_of, model_label
 
-__all__ = ["apply_swaa", "compile_blocks", "get_swaa_config", "swaa_attention_forward", "swaa_mask",
+__all__ = ["apply_swaa", "load_model", "compile_blocks", "get_swaa_config", "swaa_attention_forward", "swaa_mask",
            "prompt_length_from_labels", "VERIFIED_MODEL_TYPES"]
 
 ATTN_NAME = "swaa"
-_CAPTURE: list | None = None        # set by swaa.analysis.capture_qk while it records queries and keys
+_CAPTURE: list | None = None        # set by swaa.analysis.attention_maps.capture_qk while it records queries and keys
 _ACTIVE_CACHE = None                # the SinkWindowCache of the forward in progress (set by the model's pre-hook)
 # verified by tests/integration (tiny random-weight configs built in the tests)
 VERIFIED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "qwen3_moe", "mistral")
@@ -96,7 +96,7 @@ def swaa_attention_forward(module, query, key, value, attention_mask, dropout: f
                 # keys may have been evicted: the rule on the stored keys' real positions, as a final mask
                 mask = _positional_visibility(layer, lq, window, keep_first)
             window, keep_first, fa_from = None, 0, None
-    if _CAPTURE is not None:                   # swaa.analysis.capture_qk(): keep what the maps need
+    if _CAPTURE is not None:                   # swaa.analysis.attention_maps.capture_qk(): keep what the maps need
         _CAPTURE.append(dict(layer=module.layer_idx, q=query.detach(), k=key.detach(), scale=scaling, window=window,
                              keep_first=keep_first, mask=mask, fa_from=fa_from))
     out = swaa_attention(query, key, value, sliding_window_size=window, keep_first=keep_first, scale=scaling,
@@ -140,7 +140,7 @@ def _pre_forward_hook(module, args, kwargs):
         if cfg is not None and cfg.sliding_window_size is not None and cfg.force_fa_decode:
             kwargs["prompt_length"] = prompt_length_from_labels(kwargs["labels"], kwargs.get("attention_mask"))
     cache = kwargs.get("past_key_values")
-    if getattr(cache, "static_decode", False):               # swaa.integrations.graphs.StaticDecodeCache
+    if getattr(cache, "static_decode", False):               # swaa.integrations.cuda_graph_decode.StaticDecodeCache
         _ACTIVE_CACHE = cache
     elif cache is not None:
         from .cache import install_sink_window, prepare_positions
@@ -243,6 +243,18 @@ def apply_swaa(model, cfg: SWAAConfig | dict | None, *, replace_native_window: b
         model._swaa_hooks = (model.register_forward_pre_hook(_pre_forward_hook, with_kwargs=True),
                              model.register_forward_hook(_post_forward_hook, with_kwargs=True, always_call=True))
     return model
+
+
+def load_model(name_or_path=None, *, device="cpu", dtype=None, swaa=None, **kwargs):
+    """Load a causal LM and its tokenizer (:func:`swaa.models.load_pretrained`) and run it under ``swaa`` (a
+    SWAAConfig or dict); a saved model that carries ``swaa_config`` (``save_pretrained`` after :func:`apply_swaa`)
+    gets its own applied. Returns ``(model, tokenizer)`` in eval mode."""
+    from ..models import load_pretrained
+    model, tok = load_pretrained(name_or_path, device=device, dtype=dtype, **kwargs)
+    cfg = swaa if swaa is not None else getattr(model.config, "swaa_config", None)
+    if cfg is not None:
+        apply_swaa(model, cfg)
+    return model, tok
 
 
 # the pieces of a decoder layer that hold no attention and no data-dependent control flow: norms, dense MLPs, the

@@ -6,7 +6,7 @@ from transformers import DynamicCache
 
 from swaa import SWAAConfig, apply_swaa
 from swaa.attention import attention_ref
-from swaa.integrations.graphs import GraphDecoder
+from swaa.integrations.cuda_graph_decode import GraphDecoder
 from swaa.integrations.transformers import compile_blocks
 from tests.conftest import assert_close_to_ref
 from tests.integration.tiny_models import VOCAB, make_model
@@ -62,7 +62,7 @@ def test_graph_replay_decodes_what_generate_does(arch, cfg, compiled):
 def test_a_step_that_syncs_is_never_captured(monkeypatch):
     """A step that waits on the host is caught by the probe step before any capture (a failed capture would leave
     the CUDA RNG unusable): graph=None decodes eagerly with the reason, graph=True names it, and CUDA still works."""
-    from swaa.integrations.graphs import StaticDecodeLayer
+    from swaa.integrations.cuda_graph_decode import StaticDecodeLayer
     model = make_model("llama").eval().cuda()
     apply_swaa(model, SWAAConfig(sliding_window_size=8, keep_first=3))
     ids = torch.randint(3, VOCAB, (1, 30), generator=torch.Generator().manual_seed(0)).cuda()

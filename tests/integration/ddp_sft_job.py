@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
 from swaa import SWAAConfig  # noqa: E402
-from swaa.sft import SFTConfig, read_loss_log, train_sft  # noqa: E402
+from swaa.training.sft import SFTConfig, read_loss_log, train_sft  # noqa: E402
 from tiny_models import make_model  # noqa: E402
 
 

@@ -106,7 +106,7 @@ def test_no_eviction_where_nothing_can_be_evicted():
 
 def test_default_model_generation_with_eviction():
     from swaa import load_model
-    from swaa.data import offline_token_ids
+    from swaa.evaluation.data import offline_token_ids
     model, tok = load_model()
     apply_swaa(model, SWAAConfig(sliding_window_size=64, keep_first=4))
     ids = offline_token_ids(tok, 300)

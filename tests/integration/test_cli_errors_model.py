@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from swaa.cli import main
-from swaa.outlock import LOCK_NAME, FolderLock
+from swaa.store.lock import LOCK_NAME, FolderLock
 
 ROOT = Path(__file__).resolve().parents[2]
 POSITIONS = 160                     # the short model's: the ~230-token chat prompts below do not fit
@@ -24,7 +24,7 @@ def files(tmp_path_factory):
     folder without weights."""
     from transformers import AutoTokenizer
 
-    from swaa.data import make_task
+    from swaa.evaluation.data import make_task
     from swaa.models import default_model_path
     src = default_model_path()
     d = tmp_path_factory.mktemp("files")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from swaa import SWAAConfig, apply_swaa
-from swaa.data import TASKS, load_dataset, make_dataset, make_task
-from swaa.scoring import answer_nll
+from swaa.evaluation.data import TASKS, load_dataset, make_dataset, make_task
+from swaa.evaluation.scoring import answer_nll
 
 
 @pytest.fixture(scope="module")

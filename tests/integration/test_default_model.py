@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from swaa import SWAAConfig, apply_swaa, load_model
-from swaa.data import offline_token_ids
-from swaa.perplexity import mean_loss
+from swaa.evaluation.data import offline_token_ids
+from swaa.analysis.perplexity import mean_loss
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_load_model_errors_name_the_value(tmp_path):
 
 
 def test_loss_grid_resumes_without_recomputing(default, tmp_path):
-    from swaa.reproduce import run_loss_grid
+    from swaa.analysis.perplexity import run_loss_grid
     model, tok = default
     cfgs = [SWAAConfig(), SWAAConfig(sliding_window_size=16, keep_first=2)]
     path = tmp_path / "grid.jsonl"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from swaa import SWAAConfig
-from swaa.eval import EvalOptions, run_eval
+from swaa.evaluation.run import EvalOptions, run_eval
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = [SWAAConfig(), SWAAConfig(sliding_window_size=32, keep_first=4, force_fa_decode=True)]
@@ -21,7 +21,7 @@ SETTINGS = [SWAAConfig(), SWAAConfig(sliding_window_size=32, keep_first=4, force
 def data(tmp_path_factory):
     from transformers import AutoTokenizer
 
-    from swaa.data import make_task
+    from swaa.evaluation.data import make_task
     from swaa.models import default_model_path
     tok = AutoTokenizer.from_pretrained(default_model_path())
     rows = make_task("needle", tok, 200, n=3) + make_task("qa", tok, 200, n=2)

@@ -7,7 +7,7 @@ import torch
 from transformers import DynamicCache
 
 from swaa import SWAAConfig, apply_swaa
-from swaa.integrations.graphs import GraphDecoder, StaticDecodeCache
+from swaa.integrations.cuda_graph_decode import GraphDecoder, StaticDecodeCache
 from tests.integration.tiny_models import VOCAB, make_model
 
 CFGS = [SWAAConfig(), SWAAConfig(sliding_window_size=8, keep_first=3),

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from swaa import SWAAConfig
-from swaa.eval import EvalOptions, run_eval
-from swaa.judge import Judge, JudgeError
+from swaa.evaluation.run import EvalOptions, run_eval
+from swaa.evaluation.judge import Judge, JudgeError
 
 
 def _free_port():

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from swaa import SWAAConfig, apply_swaa, load_model
-from swaa.analysis import capture_qk, layer_attention
+from swaa.analysis.attention_maps import capture_qk, layer_attention
 from swaa.attention.masks import dense_mask
 from swaa.cli import main
-from swaa.data import offline_token_ids
-from swaa.lazy import lazy_ratio, sample_lazy_ratios
+from swaa.evaluation.data import offline_token_ids
+from swaa.analysis.lighttransfer import lazy_ratio, sample_lazy_ratios
 
 
 @pytest.fixture(scope="module")

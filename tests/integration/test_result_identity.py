@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from swaa import SWAAConfig
-from swaa.distill import self_distill
-from swaa.eval import EvalOptions, run_eval
-from swaa.results import ResultStore
+from swaa.training.distill import self_distill
+from swaa.evaluation.run import EvalOptions, run_eval
+from swaa.store.rows import ResultStore
 
 from .tiny_models import make_model
 

@@ -13,8 +13,8 @@ import torch
 
 from swaa import SWAAConfig, apply_swaa, load_model
 from swaa.integrations.transformers import prompt_length_from_labels
-from swaa.sft import SFTConfig, add_lora, latest_checkpoint, merge_and_save, read_loss_log, train_sft
-from swaa.sft_data import IGNORE_INDEX, collate, encode_dataset, encode_example, length_grouped_batches
+from swaa.training.sft import SFTConfig, add_lora, latest_checkpoint, merge_and_save, read_loss_log, train_sft
+from swaa.training.sft_data import IGNORE_INDEX, collate, encode_dataset, encode_example, length_grouped_batches
 
 from .tiny_models import make_model, with_independent
 
@@ -96,7 +96,7 @@ def test_bad_inputs_name_the_value_and_the_fix(tok, tmp_path):
         add_lora(make_model("llama"), SFTConfig(target_modules=("q_proj", "qq_proj")))
     with pytest.raises(ValueError, match="SFTConfig.batch_size=0 must be >= 1"):
         SFTConfig(batch_size=0)
-    from swaa.distill import generate_samples, select_distilled
+    from swaa.training.distill import generate_samples, select_distilled
     with pytest.raises(ValueError, match="engine='vllm' needs the teacher's vLLM engine"):
         generate_samples(None, None, ["x"], engine="vllm")
     with pytest.raises(ValueError, match=r"temperature=0 with n=4: .*temperature=0 \(greedy\) with n=1"):
@@ -231,8 +231,8 @@ def test_default_model_merged_folder_loads_with_load_model(tmp_path, tok):
 @pytest.mark.slow
 def test_self_distillation_resumes_without_recomputing(tmp_path, monkeypatch):
     """A run cut short (last row lost) resumes: only the missing batch is sampled again, and it gives the same row."""
-    import swaa.distill as distill
-    from swaa.data import make_task
+    import swaa.training.distill as distill
+    from swaa.evaluation.data import make_task
     model, tok = load_model()
     df = pd.DataFrame(make_task("needle", tok, 64, n=3))
     kw = dict(n=2, max_new_tokens=4, batch_size=2, progress=False)
@@ -262,7 +262,7 @@ def test_cli_names_a_bad_swaa_value(tmp_path, capsys):
             (["--data", str(data), "--swaa", grid], r"lists \d+ settings; choose one with --setting .*'swa=64_sink=4_fadec'")]:
         assert main(["sft", *argv, "--out", str(tmp_path / "out")]) == 2      # bad input: exit 2, message on stderr
         assert re.search(msg, capsys.readouterr().err)
-    from swaa.clichecks import swaa_arg
+    from swaa.cli.checks import swaa_arg
     assert swaa_arg(grid, "swa=64_sink=4_fadec") == SWAAConfig(sliding_window_size=64, keep_first=4,
                                                                 force_fa_decode=True)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from swaa import SWAAConfig, load_model
-from swaa.costmodel import ModelShape
-from swaa.speed import run_speed_grid
+from swaa.speed.costmodel import ModelShape
+from swaa.speed.measure import run_speed_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from swaa import SWAAConfig, apply_swaa
-from swaa.data import offline_token_ids
-from swaa.models import default_model_path, load_model
+from swaa.evaluation.data import offline_token_ids
+from swaa import load_model
+from swaa.models import default_model_path
 from tests.conftest import free_port, listening_addresses
 
 from .tiny_models import make_model

@@ -1,10 +1,13 @@
 """Every notebook executed through papermill with SMOKE=True (what CI runs), and failures named precisely."""
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from swaa.reproduce import NOTEBOOK_DIR, NOTEBOOKS, NotebookFailed, run_notebooks
+from swaa.ui.notebooks import NOTEBOOKS, NotebookFailed, run_notebooks
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def test_notebooks_follow_the_frame():
@@ -21,7 +24,8 @@ def test_notebooks_follow_the_frame():
 @pytest.mark.slow
 def test_every_notebook_runs_in_smoke_mode_and_writes_its_figures(tmp_path):
     figures = tmp_path / "figures"
-    timings = run_notebooks(smoke=True, out=tmp_path / "out", figures=figures, progress=False)
+    timings = run_notebooks(smoke=True, out=tmp_path / "out", figures=figures, notebook_dir=NOTEBOOK_DIR,
+                            progress=False)
     assert list(timings) == list(NOTEBOOKS)
     for name, expected in NOTEBOOKS.items():
         for f in expected:
@@ -46,3 +50,5 @@ def test_a_failing_cell_is_named(tmp_path):
                       progress=False)
     with pytest.raises(ValueError, match="unknown notebooks \\['99_x.ipynb'\\]"):
         run_notebooks(["99_x.ipynb"], out=tmp_path, figures=tmp_path)
+    with pytest.raises(ValueError, match="no swaa notebooks in .*--notebooks DIR"):
+        run_notebooks(out=tmp_path, figures=tmp_path, notebook_dir=tmp_path / "elsewhere")

@@ -4,7 +4,7 @@ import torch
 
 from swaa import SWAAConfig, load_model
 from swaa.attention.masks import dense_mask
-from swaa.widgets import SWAAPanel, layer_patterns
+from swaa.ui.widgets import SWAAPanel, layer_patterns
 
 
 @pytest.fixture(scope="module")

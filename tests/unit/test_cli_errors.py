@@ -356,7 +356,7 @@ def test_a_mistake_through_the_real_command(case, files, clean_env):
 @pytest.mark.parametrize("argv", [EVAL, LAZY, DISTILL, SFT, SPEED], ids=lambda a: a[0])
 def test_a_second_writer_on_the_folder_is_refused(argv, files, clean_env, capsys):
     """Every writer holds its --out: with the folder held (here by this process), a run fails at once."""
-    from swaa.outlock import FolderLock
+    from swaa.store.lock import FolderLock
     out = clean_env / "out"
     argv = argv if argv[0] == "speed" else argv + ["--model", "{m}"]
     with FolderLock(out):
@@ -368,8 +368,8 @@ def test_a_second_writer_on_the_folder_is_refused(argv, files, clean_env, capsys
 
 
 def test_serve_listens_on_this_machine_unless_told(capsys):
-    from swaa.cliparser import build_parser
-    from swaa.integrations.vllm.serve import serve_command
+    from swaa.cli.parser import build_parser
+    from swaa.cli.serve import serve_command
     a, extra = build_parser().parse_known_args(["serve", "default", "--port", "8000"])
     assert a.host == "127.0.0.1" and extra == ["--port", "8000"]
     cmd = serve_command("m", SWAAConfig(), extra, a.host)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from swaa import SWAAConfig, apply_swaa
-from swaa.fingerprint import _sampled_blocks, _sampled_file_hash, fingerprint, model_fingerprint, readable_name
+from swaa.store.fingerprint import _sampled_blocks, _sampled_file_hash, fingerprint, model_fingerprint, readable_name
 from tests.integration.tiny_models import make_model
 
 

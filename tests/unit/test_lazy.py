@@ -8,8 +8,8 @@ import torch
 from transformers import AutoTokenizer
 
 from swaa import SWAAConfig, apply_swaa
-from swaa.analysis import capture_qk
-from swaa.lazy import interleaved_layers, lazy_config, lazy_layer_freqs, lazy_ratio, sample_lazy_ratios
+from swaa.analysis.attention_maps import capture_qk
+from swaa.analysis.lighttransfer import interleaved_layers, lazy_config, lazy_layer_freqs, lazy_ratio, sample_lazy_ratios
 from swaa.models import default_model_path
 from tests.integration.tiny_models import make_model, with_independent
 

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from swaa.outlock import LOCK_NAME, FolderInUse, FolderLock
+from swaa.store.lock import LOCK_NAME, FolderInUse, FolderLock
 
 HOLD = """
 import sys, time
-from swaa.outlock import FolderLock
+from swaa.store.lock import FolderLock
 FolderLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(600)
@@ -59,7 +59,7 @@ def test_a_killed_holder_leaves_a_file_but_no_lock(tmp_path):
 def test_a_lock_file_removed_by_its_holder_is_not_shared(tmp_path, monkeypatch):
     """A run that opens the lock file just before its holder removes it must not lock that removed file (two runs
     would then hold different files): it locks the file at the path."""
-    import swaa.outlock as outlock
+    import swaa.store.lock as outlock
     first = FolderLock(tmp_path).acquire()
     real_open = os.open
 

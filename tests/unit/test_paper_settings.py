@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from swaa import SWAAConfig, load_settings
-from swaa.grids import default_model_grid
+from swaa.evaluation.settings_grids import default_model_grid
 
 SETTINGS = Path(__file__).resolve().parents[2] / "data" / "settings"
 # file -> (entries in the paper repository's Eval/settings_list file it holds, layers of the model it names)

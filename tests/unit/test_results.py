@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from swaa.results import ResultStore, read_rows, run_resumable
+from swaa.store.rows import ResultStore, read_rows, run_resumable
 
 
 def test_rows_are_written_as_they_finish_and_reused(tmp_path):
@@ -51,8 +51,8 @@ def test_a_cut_line_warns_naming_the_file(tmp_path):
 def test_a_truncated_summary_file_is_recovered_by_the_next_summary(tmp_path):
     """results.jsonl cut by a power loss: the next finished setting drops the cut line with a warning and writes
     the file whole again (atomically); readers such as tradeoff.load_eval read what is whole."""
-    from swaa.eval import _append_summary
-    from swaa.tradeoff import load_eval
+    from swaa.evaluation.run import _append_summary
+    from swaa.speed.tradeoff import load_eval
 
     path = tmp_path / "results.jsonl"
     lines = [json.dumps({"key": k, "mark": k, "contains": 1.0}) for k in ("a", "b", "c")]
@@ -66,7 +66,7 @@ def test_a_truncated_summary_file_is_recovered_by_the_next_summary(tmp_path):
 
 
 def test_duplicate_ids_are_refused_naming_them():
-    from swaa.data import validate_dataset
+    from swaa.evaluation.data import validate_dataset
 
     rows = dict(prompt=list("abcdefghi"), question=["q"] * 9, answer=["x"] * 9)
     ok = pd.DataFrame(dict(rows, id=[f"r{i}" for i in range(9)]))

@@ -1,7 +1,7 @@
 """Rule metrics on hand-written cases, thinking output and choice letters."""
 import pytest
 
-from swaa.scoring import (choice_letter, contains, exact_match, normalize, score_response, strip_thinking,
+from swaa.evaluation.scoring import (choice_letter, contains, exact_match, normalize, score_response, strip_thinking,
                           token_f1)
 
 

@@ -8,10 +8,10 @@ import torch
 
 from swaa import SWAAConfig
 from swaa.attention.masks import dense_mask, visible_pairs
-from swaa.costmodel import (SHAPES, ModelShape, Rates, decode_cost, get_shape, layer_costs, load_rates,
+from swaa.speed.costmodel import (SHAPES, ModelShape, Rates, decode_cost, get_shape, layer_costs, load_rates,
                             predict_decode, predict_prefill, prefill_cost)
-from swaa.speed import build_random_model, random_prompt_ids, run_speed_grid, speed_settings, time_setting
-from swaa.tradeoff import advise, load_speed, pareto_front, predicted_rows, tradeoff_table
+from swaa.speed.measure import build_random_model, random_prompt_ids, run_speed_grid, speed_settings, time_setting
+from swaa.speed.tradeoff import advise, load_speed, pareto_front, predicted_rows, tradeoff_table
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 # 2 layers, hidden 8, 2 query / 1 KV heads of 4, MLP 16, vocab 10: every count below is done by hand
@@ -123,7 +123,7 @@ def test_timing_row_schema_and_measured_kv_bytes_equal_the_prediction(tiny, cfg)
 
 
 def test_grid_resumes_without_recomputing(tiny, tmp_path, monkeypatch):
-    import swaa.speed as sp
+    import swaa.speed.measure as sp
     settings = [SWAAConfig(), SWAAConfig(sliding_window_size=8, keep_first=2)]
     rows = run_speed_grid(tiny, settings, [24], tmp_path / "s.jsonl", reps=1, decode_steps=1, progress=False)
     assert [r["mark"] for r in rows] == ["full", "swa=8_sink=2"] and all(r["kind"] == "row" for r in rows)
@@ -185,3 +185,18 @@ def test_predicted_rows_keep_less_attention_with_smaller_windows():
     kept = {r["mark"]: r["attention_kept"] for r in rows}
     assert kept["full"] == 1.0 and kept["swa=2k_sink=0"] < kept["swa=4k_sink=0"] < kept[
         "swa=2k_sink=100_falayer=18_from1_step2_fadec"] < 1.0
+
+
+def test_packaged_rates_are_the_committed_h200_measurements():
+    """`swaa advise --shape` reads rates shipped inside the package (so an installed wheel has them): they are
+    benchmarks/results/e2e_gpu_h200.json's, for every named shape."""
+    import json
+    from pathlib import Path
+
+    from swaa.speed.costmodel import SHAPES, load_rates, packaged_rates_path
+    packaged = json.loads(packaged_rates_path().read_text())
+    results = json.loads((Path(__file__).resolve().parents[2] / "benchmarks/results/e2e_gpu_h200.json").read_text())
+    assert packaged["rates"] == results["rates"] and packaged["device"] == results["device"]
+    assert {"qwen3-4b", "llama-3.1-8b", "qwen3-30b-a3b"} <= set(packaged["rates"])
+    for name in packaged["rates"]:
+        assert load_rates(packaged_rates_path(), SHAPES[name]).device == results["device"], name

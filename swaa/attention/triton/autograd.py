@@ -13,7 +13,8 @@ import math
 import torch
 
 from ..masks import check_window
-from . import gluon, tuning
+from . import gluon
+from . import tuning
 from .layout import (LOG2E, Geometry, dot_mode, kernel_layout, needs_grad, softmax_scale, strides_dense,
                      tma_desc, window_args)
 

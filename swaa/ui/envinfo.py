@@ -23,8 +23,8 @@ def environment_report() -> dict:
     """A flat dict: python, package versions (None = not installed), device, CPU threads, backends."""
     import torch
 
-    from . import __version__
-    from .attention import available_backends
+    from .. import __version__
+    from ..attention import available_backends
 
     rep = {"swaa": __version__, "python": platform.python_version(), "machine": platform.machine()}
     rep.update({p: _version(p) for p in PACKAGES})

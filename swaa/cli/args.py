@@ -3,7 +3,7 @@ existing files) and the one error a user mistake raises.
 
 A user mistake raises :class:`UsageError` (a ValueError) naming the option and the value; the command prints it as
 one line, ``swaa CMD: error: ...``, and exits with code 2. These types run while argparse reads the command line, so
-a bad number or path is refused before any work; :mod:`swaa.clichecks` checks what the options name.
+a bad number or path is refused before any work; :mod:`swaa.cli.checks` checks what the options name.
 """
 from __future__ import annotations
 

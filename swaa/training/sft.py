@@ -30,9 +30,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import SWAAConfig
-from .fingerprint import model_fingerprint
-from .results import atomic_write_text, read_rows
+from ..config import SWAAConfig
+from ..store.fingerprint import model_fingerprint
+from ..store.rows import atomic_write_text, read_rows
 
 __all__ = ["SFTConfig", "SFTRun", "add_lora", "check_target_modules", "train_sft", "merge_and_save", "latest_checkpoint", "read_loss_log"]
 
@@ -223,7 +223,7 @@ def train_sft(model, tok, data, out, *, swaa: SWAAConfig | dict | None, config: 
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from .integrations.transformers import apply_swaa
+    from ..integrations.transformers import apply_swaa
     from .sft_data import collate, encode_dataset
 
     config = config or SFTConfig()
@@ -309,7 +309,7 @@ def train_sft(model, tok, data, out, *, swaa: SWAAConfig | dict | None, config: 
 def merge_and_save(peft_model, tok, path) -> Path:
     """Merge the adapter into the base weights and save a model folder (atomically) that carries its SWAA config:
     ``load_model(path)`` gives the merged model with the config applied."""
-    from .integrations.transformers import get_swaa_config
+    from ..integrations.transformers import get_swaa_config
 
     path = Path(path)
     merged = peft_model.merge_and_unload()

@@ -16,9 +16,9 @@ import json
 import os
 import sys
 
-from ...cliargs import UsageError, whole
-from ...clichecks import about, model_config
-from ...config import SWAAConfig, pattern_to_layers
+from ..config import SWAAConfig, pattern_to_layers
+from .args import UsageError, whole
+from .checks import about, model_config
 
 __all__ = ["add_arguments", "config_from_args", "serve_command", "main"]
 
@@ -82,11 +82,8 @@ def _check_layers(a, cfg: SWAAConfig) -> None:
 def main(a, extra: list[str]) -> int:
     cfg = config_from_args(a)
     _check_layers(a, cfg)
-    model = a.model
-    if model == "default":
-        from ...models import default_model_path
-        model = str(default_model_path())
-    from .rules import config_for_model
+    model = a.model                             # a folder or hub id (the command resolved "default")
+    from ..integrations.vllm.rules import config_for_model
     with about("MODEL", a.model):               # the plugin's own start-up checks (a native window, ...), now
         config_for_model(model, {"swaa_config": cfg.to_dict()})
     cmd = serve_command(model, cfg, extra, a.host)

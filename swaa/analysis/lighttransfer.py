@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
-from .config import SWAAConfig
-from .fingerprint import fingerprint, model_fingerprint
+from ..config import SWAAConfig
+from ..store.fingerprint import fingerprint, model_fingerprint
 
 __all__ = ["PAPER_PARAMS", "SMALL_PARAMS", "lazy_params_for", "lazy_ratio", "sample_lazy_ratios", "chat_ids",
            "usable_samples", "lazy_layer_freqs", "lazy_config", "interleaved_layers", "load_freqs"]
@@ -70,7 +70,7 @@ def lazy_ratio(q: torch.Tensor, k: torch.Tensor, *, w_sink: int, w_recent: int, 
     """Lazy ratio (B, Hq) of each query head from queries q (B, Hq, Lq, D) and keys k (B, Hkv, L, D).
 
     The queries are the last ``Lq`` positions of the sequence (end-aligned with the keys, as recorded by
-    :func:`swaa.analysis.capture_qk`); only the last ``w_last`` of them are scored. No padding: one sequence per row.
+    :func:`swaa.analysis.attention_maps.capture_qk`); only the last ``w_last`` of them are scored. No padding: one sequence per row.
     """
     _check_params(w_sink, w_recent, w_last)
     b, hq, lq, d = q.shape
@@ -104,8 +104,8 @@ def sample_lazy_ratios(model, input_ids, *, w_sink: int, w_recent: int, w_last: 
 
     Runs one forward under the "swaa" attention with a full-attention config, recording each layer's query and key
     after RoPE; the model's previous SWAA config (if any) is put back afterwards."""
-    from .analysis import capture_qk
-    from .integrations.transformers import apply_swaa, get_swaa_config
+    from .attention_maps import capture_qk
+    from ..integrations.transformers import apply_swaa, get_swaa_config
 
     ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1).to(model.device)
     prev = get_swaa_config(model.config)
@@ -158,8 +158,8 @@ def lazy_layer_freqs(model, tok, dataset, *, w_sink: int = 4, w_recent: int = 64
     per layer and per head) is returned and written to ``out`` when given."""
     import pandas as pd
 
-    from .data import load_dataset, validate_dataset
-    from .results import atomic_write_text, run_resumable
+    from ..evaluation.data import load_dataset, validate_dataset
+    from ..store.rows import atomic_write_text, run_resumable
 
     _check_params(w_sink, w_recent, w_last)
     if not 0 < top_p <= 1:

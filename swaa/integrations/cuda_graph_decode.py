@@ -169,7 +169,7 @@ class GraphDecoder:
     """Greedy decode of an HF model under SWAA with each step replayed as one CUDA graph.
 
     ``cache``/``next_token``: a prefilled cache and the token to feed next (the prefill's argmax), as
-    ``swaa.speed`` or ``model(ids, past_key_values=DynamicCache(...), use_cache=True)`` give them. The cache is
+    ``swaa.speed.measure`` or ``model(ids, past_key_values=DynamicCache(...), use_cache=True)`` give them. The cache is
     copied into a :class:`StaticDecodeCache` (the original can be dropped). ``graph``: None = on CUDA, True =
     required (an error names what broke the capture), False = the same static step run eagerly. ``warmup`` steps
     (at least one) run eagerly before the capture (kernels compiled, allocator warm) and count as decoded tokens;

@@ -2,7 +2,7 @@
 
 Executed notebooks go to ``out/notebooks/`` (git-ignored), figures to ``figures/``. Progress is shown per notebook
 and per cell; a failure stops the run with the notebook and the cell named. Long computations inside the
-notebooks write their rows to ``out/`` as they finish (:mod:`swaa.results`), so a rerun resumes.
+notebooks write their rows to ``out/`` as they finish (:mod:`swaa.store.rows`), so a rerun resumes.
 """
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from .config import SWAAConfig
+__all__ = ["NOTEBOOKS", "run_notebooks", "find_notebooks", "NotebookFailed"]
 
-__all__ = ["NOTEBOOKS", "run_notebooks", "loss_grid_configs", "run_loss_grid", "NotebookFailed"]
-
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # notebook -> the figures it must write (checked after each run)
 NOTEBOOKS: dict[str, list[str]] = {
     "00_setup.ipynb": ["00_configs.png"],
@@ -31,35 +28,22 @@ class NotebookFailed(RuntimeError):
     pass
 
 
-def loss_grid_configs(windows=(16, 32, 64, 128, 256, 512), sinks=(0, 1, 4, 16)) -> list[SWAAConfig]:
-    return [SWAAConfig()] + [SWAAConfig(sliding_window_size=w, keep_first=s) for w in windows for s in sinks]
-
-
-def run_loss_grid(model, tok, configs, *, n_tokens: int = 1536, source: str = "gpl3", model_name: str = "default",
-                  results: Path, progress: bool = True) -> list[dict]:
-    """Mean loss of an offline text under each config, resumable in ``results`` (JSONL)."""
-    from .data import offline_token_ids
-    from .fingerprint import model_fingerprint
-    from .perplexity import mean_loss
-    from .results import run_resumable
-
-    ids = offline_token_ids(tok, n_tokens, source)
-
-    def compute(cfg):
-        t0 = time.perf_counter()
-        loss = mean_loss(model, ids, cfg)
-        return dict(model=model_name, mark=cfg.mark, window=cfg.sliding_window_size, keep_first=cfg.keep_first,
-                    non_sliding=len(cfg.non_sliding_layers), swaa_config=cfg.to_dict(), n_tokens=n_tokens,
-                    source=source, loss=loss, seconds=round(time.perf_counter() - t0, 2))
-
-    fp = model_fingerprint(model)
-    return run_resumable(results, configs, key=lambda c: f"{fp}|{n_tokens}|{source}|{c.to_json()}",
-                         compute=compute, progress=progress, desc="loss grid")
+def find_notebooks(folder: str | Path | None = None) -> Path:
+    """The folder holding the project's notebooks: ``folder``, else ./notebooks (the project's root is the working
+    directory, as ``make figures`` runs it). The notebooks are the project's, not the installed package's."""
+    path = Path(folder) if folder is not None else Path.cwd() / "notebooks"
+    have = [n for n in NOTEBOOKS if (path / n).is_file()]
+    if not have:
+        where = f"{path}" if folder is not None else f"{path} (the working directory's notebooks/)"
+        raise ValueError(f"no swaa notebooks in {where}: run `swaa reproduce` from the root of the swaa project (a "
+                         f"checkout of its repository), or give the folder with --notebooks DIR")
+    return path
 
 
 def run_notebooks(names=None, *, smoke: bool = False, out: str | Path = "out", figures: str | Path = "figures",
-                  parameters: dict | None = None, notebook_dir: Path = NOTEBOOK_DIR, progress: bool = True) -> dict:
-    """Execute notebooks in order; returns {notebook: seconds}. Raises NotebookFailed naming notebook and cell."""
+                  parameters: dict | None = None, notebook_dir: str | Path | None = None, progress: bool = True) -> dict:
+    """Execute notebooks in order; returns {notebook: seconds}. Raises NotebookFailed naming notebook and cell.
+    ``notebook_dir``: where the notebooks are (:func:`find_notebooks`)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -67,6 +51,10 @@ def run_notebooks(names=None, *, smoke: bool = False, out: str | Path = "out", f
     unknown = [n for n in names if n not in NOTEBOOKS]
     if unknown:
         raise ValueError(f"unknown notebooks {unknown}; known: {list(NOTEBOOKS)}")
+    notebook_dir = find_notebooks(notebook_dir).resolve()
+    missing = [n for n in names if not (notebook_dir / n).is_file()]
+    if missing:
+        raise ValueError(f"{notebook_dir} lacks the notebooks {missing}")
     out, figures = Path(out).resolve(), Path(figures).resolve()
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)

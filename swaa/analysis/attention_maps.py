@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .attention.reference import attention_weights_ref
-from .config import SWAAConfig
-from .integrations import transformers as _tf
+from ..attention.reference import attention_weights_ref
+from ..config import SWAAConfig
+from ..integrations import transformers as _tf
 
 __all__ = ["capture_qk", "layer_attention", "attention_maps", "sink_mass", "probe", "Probe"]
 

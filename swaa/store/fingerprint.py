@@ -1,6 +1,6 @@
 """Fingerprints of what produces a result: a model (a folder, a hub id or a model in memory), settings, row content.
 
-Every stored result is keyed by them (see :mod:`swaa.results`), so two different models that share a folder name
+Every stored result is keyed by them (see :mod:`swaa.store.rows`), so two different models that share a folder name
 never share a row, and the same model finds its rows again wherever it is saved.
 
 - A model folder: the full text of its small files (``config.json``, ``generation_config.json``, the tokenizer
@@ -50,7 +50,7 @@ def readable_name(name_or_path) -> str:
 def model_folder(name_or_path) -> Path:
     """The local folder of a model: the default model's for None, a folder as it is, a hub id's cached snapshot."""
     if name_or_path is None:
-        from .models import default_model_path
+        from ..models import default_model_path
         return default_model_path()
     path = Path(name_or_path)
     if path.is_dir():

@@ -1,9 +1,9 @@
-"""The `swaa` command's options: one subparser per subcommand, every value typed (see :mod:`swaa.cliargs`)."""
+"""The `swaa` command's options: one subparser per subcommand, every value typed (see :mod:`swaa.cli.args`)."""
 from __future__ import annotations
 
 import argparse
 
-from .cliargs import Parser, dataset_spec, device, existing_file, number, out_dir, whole, whole_list
+from .args import Parser, dataset_spec, device, existing_file, number, out_dir, whole, whole_list
 
 __all__ = ["build_parser"]
 
@@ -15,7 +15,7 @@ FRACTION_OPEN = number(0, 1, lo_open=True)        # (0, 1]
 
 
 def _notebook(name: str) -> str:
-    from .reproduce import NOTEBOOKS
+    from ..ui.notebooks import NOTEBOOKS
     if name not in NOTEBOOKS:
         raise argparse.ArgumentTypeError(f"{name!r} is not a notebook here; choose from {', '.join(NOTEBOOKS)}")
     return name
@@ -29,6 +29,8 @@ def _reproduce(sub) -> None:
     r.add_argument("--smoke", action="store_true", help="SMOKE=True: tiny sizes, seconds per notebook")
     r.add_argument("--model", default=None, help="MODEL parameter: folder or hub id (default: SmolLM2-135M-Instruct)")
     r.add_argument("--device", type=device, default=None, help="DEVICE parameter (default: cpu)")
+    r.add_argument("--notebooks", dest="notebook_dir", default=None, metavar="DIR",
+                   help="the folder of the project's notebooks (default: ./notebooks)")
 
 
 def _eval(sub) -> None:
@@ -143,7 +145,7 @@ def _speed(sub) -> None:
 
 
 def _advise(sub) -> None:
-    from .tradeoff import LOWER_IS_BETTER
+    from ..speed.tradeoff import LOWER_IS_BETTER
     ad = sub.add_parser("advise", help="the best settings for a speed or accuracy target")
     ad.add_argument("--speed", type=existing_file, default=None,
                     help="speed results: benchmarks/e2e.py JSON or swaa speed JSONL")
@@ -174,7 +176,7 @@ def build_parser() -> Parser:
         add(sub)
     sub.add_parser("info", help="versions, device and attention backends")
     sv = sub.add_parser("serve", help="vLLM OpenAI-compatible server with a SWAA config (other options go to vLLM)")
-    from .integrations.vllm.serve import add_arguments
+    from .serve import add_arguments
     add_arguments(sv)
     _speed(sub)
     _advise(sub)

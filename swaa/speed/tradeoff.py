@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .jsonfile import read_json
-from .results import read_rows
+from ..store.jsonfile import read_json
+from ..store.rows import read_rows
 
 __all__ = ["load_eval", "load_speed", "tradeoff_table", "pareto_front", "advise", "row_time", "predicted_rows"]
 

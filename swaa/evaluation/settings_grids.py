@@ -1,5 +1,5 @@
 """The default model's settings grid in the original settings-list JSON format: the recipes of the paper's lists
-scaled to SmolLM2-135M (30 layers, short contexts). ``python -m swaa.grids`` rewrites it in data/settings/.
+scaled to SmolLM2-135M (30 layers, short contexts). ``python -m swaa.evaluation.settings_grids`` rewrites it in data/settings/.
 
 The paper's own lists are shipped as data beside it, every entry as in the paper's repository
 (github.com/yuyijiong/sliding-window-attention-adaptation, ``Eval/settings_list/``): ``non_sft_settings_4b.json``
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import SWAAConfig, load_settings
+from ..config import SWAAConfig, load_settings
 
 __all__ = ["default_model_grid", "write_settings", "GRID_FILES"]
 

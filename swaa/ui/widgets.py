@@ -2,7 +2,7 @@
 each change re-runs one forward of the model on a sample text and redraws the mask, the per-layer sink mass and
 the losses (a second or two on CPU for the default model at 384 tokens).
 
-    from swaa.widgets import SWAAPanel
+    from swaa.ui.widgets import SWAAPanel
     panel = SWAAPanel(model, tok); panel          # in a notebook cell
     panel.window.value = 32                       # programmatic use: every change updates panel.result
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipywidgets as W
 import torch
 
-from .analysis import Probe, probe
-from .config import SWAAConfig, layers_to_pattern
+from ..analysis.attention_maps import Probe, probe
+from ..config import SWAAConfig, layers_to_pattern
 
 __all__ = ["SWAAPanel", "layer_patterns"]
 
@@ -39,7 +39,7 @@ class SWAAPanel:
     def __init__(self, model, tokenizer, input_ids: torch.Tensor | None = None, n_tokens: int = 384,
                  mask_tokens: int | None = None, window=64, keep_first: int = 0, fa_decode: bool = False,
                  prompt_fraction: float = 0.75, sink_from: int | None = None):
-        from .data import offline_token_ids
+        from ..evaluation.data import offline_token_ids
 
         self.model, self.tok = model, tokenizer
         self.ids = input_ids if input_ids is not None else offline_token_ids(tokenizer, n_tokens)
@@ -83,7 +83,7 @@ class SWAAPanel:
         from IPython import get_ipython
         from IPython.display import display
 
-        from .viz import plot_masks, plot_sink_mass
+        from .plots import plot_masks, plot_sink_mass
 
         cfg = self.config()
         self.status.value = f"<i>running {cfg.mark} ...</i>"

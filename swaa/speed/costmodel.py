@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from .attention.masks import visible_pairs
-from .config import SWAAConfig
+from ..attention.masks import visible_pairs
+from ..config import SWAAConfig
 
 __all__ = ["ModelShape", "SHAPES", "Rates", "layer_costs", "prefill_cost", "decode_cost", "predict_prefill",
            "predict_decode", "get_shape", "load_rates"]
@@ -160,7 +160,7 @@ def decode_cost(shape: ModelShape, cfg: SWAAConfig | None, n: int, bytes_per: in
 
 @dataclass
 class Rates:
-    """Rates measured on one machine for one model shape (see :func:`swaa.speed.measure_rates`).
+    """Rates measured on one machine for one model shape (see :func:`swaa.speed.measure.measure_rates`).
 
     ``attention``: rows ``{"n", "window", "keep_first", "backend", "tflops"}`` (pairs-only TFLOP/s);
     ``linear_s_per_token``: prefill time per token outside attention (a short full-attention prefill less its
@@ -190,7 +190,7 @@ class Rates:
         same = [r for r in self.attention if (r["window"] is None) == (window is None)]
         if not same:
             raise ValueError(f"no attention rate measured for {'full' if window is None else 'windowed'} "
-                             "attention; measure one with swaa.speed.measure_rates(..., windows=[...])")
+                             "attention; measure one with swaa.speed.measure.measure_rates(..., windows=[...])")
 
         def dist(r):
             dw = 0.0 if window is None else abs(math.log2(r["window"] / window))
@@ -229,11 +229,17 @@ def predict_decode(shape: ModelShape, cfg: SWAAConfig | None, n: int, rates: Rat
         r["kv_stored_bytes"] for r in rows))
 
 
+def packaged_rates_path():
+    """The H200 rates shipped with the package (benchmarks/e2e.py's measured rates of every named shape)."""
+    from importlib.resources import files
+    return files("swaa.speed") / "h200_rates.json"
+
+
 def load_rates(path, shape: ModelShape) -> Rates:
     """Rates for ``shape`` from a JSON file: benchmarks/e2e.py's (its measured ``rates`` for that model), or
     benchmarks/attention.py's (attention rates of the Qwen3-4B head shape, matmul at 54% of the 718 TFLOP/s bf16
     peak, i.e. the H200 anchor: Qwen3-4B prefill at 32k took 1133 ms with 36 x 14.5 ms of it in attention)."""
-    from .jsonfile import read_json
+    from ..store.jsonfile import read_json
     data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected benchmarks/e2e.py or benchmarks/attention.py JSON")

@@ -2,10 +2,10 @@
 
 For each (model, setting): every row's prompt goes through the chat template (optionally with a CoT suffix),
 prompts longer than ``max_prompt_tokens`` are filtered out (counted), a prompt beyond the model's maximum positions is
-refused (or middle-truncated with ``truncate_prompts``, counted; :mod:`swaa.prompts`), batches are generated
+refused (or middle-truncated with ``truncate_prompts``, counted; :mod:`swaa.evaluation.prompts`), batches are generated
 greedily with left padding, responses are scored by rule (thinking stripped) and by answer NLL. Rows are appended to
 ``OUT/rows/<model>-<fp>/<mark>-<fp>.jsonl`` as each batch finishes, keyed by the model's fingerprint, the setting's
-(SWAA config, engine, dtype, generation options) and the row's content (see :mod:`swaa.results`); a rerun skips
+(SWAA config, engine, dtype, generation options) and the row's content (see :mod:`swaa.store.rows`); a rerun skips
 every finished row, and two different models never share one, whatever their folders are called. When a (model,
 setting) is complete, ``OUT/<model>-<fp>/<mark>-<fp>.parquet`` is written atomically and a summary line with the
 original fields (model_name, use_vllm, sliding_window_size, keep_first, force_fa_decode, non_sliding_layers), the
@@ -27,10 +27,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import SWAAConfig, load_settings
-from .fingerprint import fingerprint, model_fingerprint, readable_name
+from ..config import SWAAConfig, load_settings
+from ..store.fingerprint import fingerprint, model_fingerprint, readable_name
 from .prompts import COT_SUFFIX, chat_prompts, max_positions
-from .results import ResultStore, atomic_write_text, read_rows
+from ..store.rows import ResultStore, atomic_write_text, read_rows
 
 __all__ = ["EvalOptions", "run_eval", "COT_SUFFIX"]
 
@@ -92,7 +92,7 @@ def _prompts(model_id, df, opts: EvalOptions):
     """The chat prompts of ``df`` for one model, from its tokenizer and config alone (no weights loaded)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from .models import default_model_path
+    from ..models import default_model_path
     path = default_model_path() if model_id is None else model_id
     try:
         tok, config = AutoTokenizer.from_pretrained(path), AutoConfig.from_pretrained(path)
@@ -127,17 +127,17 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
              overwrite: bool = False, progress: bool = True, judge=None) -> list[dict]:
     """Evaluate ``models`` (paths/hub ids; None = the default model) under ``settings`` (a settings-list JSON path,
     a list of SWAAConfig, or the original list of dicts) on ``dataset`` (a DataFrame or a path for
-    :func:`swaa.data.load_dataset`). Returns the summary rows.
+    :func:`swaa.evaluation.data.load_dataset`). Returns the summary rows.
 
-    ``judge``: an optional :class:`swaa.judge.Judge`; it grades the stored responses of a finished setting (its
+    ``judge``: an optional :class:`swaa.evaluation.judge.Judge`; it grades the stored responses of a finished setting (its
     cache makes reruns free). If it cannot be reached, the generated rows stay on disk and the error says so."""
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
 
     from .data import load_dataset, validate_dataset
-    from .integrations.transformers import apply_swaa
-    from .models import load_model
+    from ..integrations.transformers import apply_swaa
+    from ..integrations.transformers import load_model
     from .scoring import answer_nll, choices_of, score_response
 
     if engine not in ("hf", "vllm"):
@@ -239,8 +239,8 @@ def _hf_generator(model, tok, chat, opts: EvalOptions):
 
 def _vllm_generator(model_id, cfg: SWAAConfig, chat_ids, max_model_len: int, opts: EvalOptions):
     """Greedy generation with vLLM and the SWAA plugin: one engine for this setting, fed by batches."""
-    from .integrations.vllm.offline import engine_for
-    from .models import default_model_path
+    from ..integrations.vllm.offline import engine_for
+    from ..models import default_model_path
 
     llm = engine_for(str(default_model_path() if model_id is None else model_id), cfg, device=opts.device,
                      max_model_len=max_model_len, **(opts.vllm_kwargs or {}))

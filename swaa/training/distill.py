@@ -4,8 +4,8 @@
     data = select_distilled(rows)                                        # DataFrame: prompt, response, ...
 
 For every prompt, ``n`` answers are sampled from the model under full attention (whatever SWAA config it carried
-is put back afterwards), each is scored against the reference answer by rule (:func:`swaa.scoring.score_response`)
-or by an LLM judge (:class:`swaa.judge.Judge`), and the prompt's row (all answers and their scores) is appended to
+is put back afterwards), each is scored against the reference answer by rule (:func:`swaa.evaluation.scoring.score_response`)
+or by an LLM judge (:class:`swaa.evaluation.judge.Judge`), and the prompt's row (all answers and their scores) is appended to
 ``OUT/distill.jsonl`` as soon as it is finished, keyed by the model's fingerprint, the sampling settings and the
 prompt's content (chat prompt, question, answer, choices). A rerun, after a crash or Ctrl-C, reuses every finished
 prompt; another dataset, model or setting in the same folder finds only its own rows. Prompts are sampled in
@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .fingerprint import fingerprint, model_fingerprint
+from ..store.fingerprint import fingerprint, model_fingerprint
 
 __all__ = ["generate_samples", "self_distill", "select_distilled", "teacher_llm", "ENGINES"]
 
@@ -77,7 +77,7 @@ def generate_samples(model, tok, chat_texts: list[str], *, engine: str = "hf", n
 def teacher_llm(model, max_model_len: int, seed: int = 0, **vllm_kwargs):
     """The vLLM engine for self-distillation: the model's weights on disk (``model.name_or_path``) under full
     attention (no SWAA config), fp32 on CPU as the HF model there."""
-    from .integrations.vllm.offline import engine_for
+    from ..integrations.vllm.offline import engine_for
     path = str(getattr(model, "name_or_path", "") or "")
     if not path or not Path(path).exists():
         raise ValueError(f"engine='vllm' loads the teacher from disk, but the model's name_or_path {path!r} is not a "
@@ -87,7 +87,7 @@ def teacher_llm(model, max_model_len: int, seed: int = 0, **vllm_kwargs):
 
 
 def _score(response: str, row, judge) -> float:
-    from .scoring import choices_of, score_response
+    from ..evaluation.scoring import choices_of, score_response
     if judge is not None:
         return float(judge.grade(str(row["question"]), str(row["answer"]), response)["judge_score"])
     return float(score_response(response, str(row["answer"]), choices_of(row))["contains"])
@@ -105,16 +105,16 @@ def self_distill(model, tok, dataset, out, *, n: int = 4, engine: str = "hf", te
     prompt is left to sample; ``vllm_kwargs`` go to it). ``batch_size`` prompts are sampled together. Scores are the rule metric ``contains`` (for
     multiple-choice rows, the chosen letter), or ``judge_score`` when ``judge`` is given. Prompts longer than
     ``max_prompt_tokens`` (chat template included) are skipped and counted; a prompt beyond the model's maximum
-    positions is refused, or with ``truncate_prompts`` cut in the middle (:mod:`swaa.prompts`; the row keeps the
+    positions is refused, or with ``truncate_prompts`` cut in the middle (:mod:`swaa.evaluation.prompts`; the row keeps the
     prompt the model answered).
     """
     import pandas as pd
 
-    from .data import load_dataset, validate_dataset
-    from .integrations.transformers import apply_swaa, get_swaa_config
-    from .prompts import chat_prompts, max_positions
-    from .results import ResultStore
-    from .scoring import choices_of
+    from ..evaluation.data import load_dataset, validate_dataset
+    from ..integrations.transformers import apply_swaa, get_swaa_config
+    from ..evaluation.prompts import chat_prompts, max_positions
+    from ..store.rows import ResultStore
+    from ..evaluation.scoring import choices_of
 
     _check_sampling(engine, n, temperature, top_p)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -4,7 +4,7 @@ Honest timing in the style of gpt-fast: warm-up runs first (kernel compilation, 
 closed by ``torch.cuda.synchronize()`` on CUDA, and medians over repetitions are reported. Prefill keeps one logit
 row (``logits_to_keep=1``) and fills a fresh ``DynamicCache`` (into which ``apply_swaa``'s hook installs the
 sink+window eviction); decode then runs greedy steps on that cache. :func:`measure_rates` times the pieces the
-cost model (:mod:`swaa.costmodel`) needs on the machine at hand: a matmul, the copy bandwidth, attention per
+cost model (:mod:`swaa.speed.costmodel`) needs on the machine at hand: a matmul, the copy bandwidth, attention per
 pattern and length, the non-attention prefill time per token and the fixed decode-step cost per layer.
 Layout: token ids (1, n); caches as in :mod:`swaa.integrations.cache`.
 """
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from .config import SWAAConfig
+from ..config import SWAAConfig
 from .costmodel import ModelShape, Rates, decode_cost, predict_decode, predict_prefill, prefill_cost
 
 __all__ = ["speed_settings", "build_random_model", "random_prompt_ids", "time_prefill", "time_decode",
@@ -111,7 +111,7 @@ def time_prefill(model, ids, reps: int = 3, warmup: int = 1) -> dict:
 def time_decode(model, cache, token, steps: int = 16, warmup: int = 2, graphs: bool = False) -> dict:
     """Median seconds of one greedy decode step on ``cache`` (``warmup`` steps first, not timed).
 
-    ``graphs``: decode through :class:`swaa.integrations.graphs.GraphDecoder` (the cache copied into static
+    ``graphs``: decode through :class:`swaa.integrations.cuda_graph_decode.GraphDecoder` (the cache copied into static
     buffers; each step one CUDA graph replay on CUDA, the same static step eagerly elsewhere)."""
     dev = token.device
     if graphs:
@@ -133,7 +133,7 @@ def time_decode(model, cache, token, steps: int = 16, warmup: int = 2, graphs: b
 
 
 def _time_graph_decode(model, cache, token, steps: int, warmup: int) -> dict:
-    from .integrations.graphs import GraphDecoder
+    from ..integrations.cuda_graph_decode import GraphDecoder
     dev = token.device
     dec = GraphDecoder(model, cache, token, max_new_tokens=warmup + steps + 1, warmup=warmup)
     times = []
@@ -175,16 +175,16 @@ def random_prompt_ids(n, vocab, device, seed=0):
 def measure_rates(model, shape: ModelShape, device, lengths, patterns, *, linear_n: int = 8192,
                   decode_n: int = 1024, evict_window: int = 256, calib_steps: int = 8, log=print,
                   graphs: bool = False) -> Rates:
-    """Measure what :mod:`swaa.costmodel` needs for ``model`` on ``device`` (a few seconds on an H200).
+    """Measure what :mod:`swaa.speed.costmodel` needs for ``model`` on ``device`` (a few seconds on an H200).
 
     ``patterns``: (window, keep_first) pairs to time attention for, at every length in ``lengths``
     (window None = full). The non-attention time per token comes from a full-attention prefill of ``linear_n``
     tokens less its predicted attention; the per-layer decode overheads from decode steps at a ``decode_n``
     cache under full attention and under a window of ``evict_window`` (every layer evicting).
     """
-    from .attention import swaa_attention
-    from .attention.masks import visible_pairs
-    from .integrations.transformers import apply_swaa
+    from ..attention import swaa_attention
+    from ..attention.masks import visible_pairs
+    from ..integrations.transformers import apply_swaa
     dev = torch.device(device)
     dtype = next(model.parameters()).dtype
     bp = next(model.parameters()).element_size()
@@ -206,7 +206,7 @@ def measure_rates(model, shape: ModelShape, device, lengths, patterns, *, linear
         v = torch.randn_like(k)
         for w, s in (patterns if n in lengths else [(None, 0)]):
             s = s if w is not None else 0
-            from .attention import resolve_backend
+            from ..attention import resolve_backend
             be = resolve_backend("auto", q, k, v, window=w).name
             t = _timeit(lambda: swaa_attention(q, k, v, sliding_window_size=w, keep_first=s), dev,
                         warmup=2 if dev.type == "cuda" else 1, reps=3 if n > 65536 or dev.type != "cuda" else 5)
@@ -247,7 +247,7 @@ def time_setting(model, shape: ModelShape, cfg: SWAAConfig, ids, *, reps=3, deco
                  warmup_n: int | None = 4096, rates: Rates | None = None, graphs: bool = False) -> dict:
     """Prefill and decode of ``ids`` under ``cfg`` (warm-up at ``warmup_n`` tokens compiles the kernels), with the
     cost model's prediction and relative error when ``rates`` are given. Returns one result row (no tensors)."""
-    from .integrations.transformers import apply_swaa
+    from ..integrations.transformers import apply_swaa
     dev, n = ids.device, ids.shape[1]
     apply_swaa(model, cfg, kv_eviction=True)
     if warmup_n:
@@ -283,8 +283,8 @@ def run_speed_grid(model, settings, lengths, results, *, model_name: str = "defa
                    progress: bool = True, graphs: bool = False) -> list[dict]:
     """:func:`time_setting` for every (length, setting), resumable in ``results`` (JSONL): a rerun skips finished
     rows. ``model`` is a loaded model (the default model on CPU in ``swaa speed`` and notebook 04)."""
-    from .fingerprint import model_fingerprint
-    from .results import run_resumable
+    from ..store.fingerprint import model_fingerprint
+    from ..store.rows import run_resumable
     if not lengths or any(int(n) < 2 for n in lengths):
         raise ValueError(f"lengths={lengths!r}: give prompt lengths >= 2 tokens, e.g. [1024, 2048]")
     shape = ModelShape.from_config(model.config, name=model_name)

@@ -4,8 +4,8 @@ SFT data), sft (LoRA SFT under a SWAA config), lazy (LightTransfer layer selecti
 speed (prefill/decode timing grid), advise (best settings for a speed or accuracy target).
 
 Each subcommand checks its options, and the files and models they name, before it writes anything; the writers
-(eval, lazy, distill, sft, speed) then hold their output folder for the run (:mod:`swaa.outlock`). A user mistake is
-one line on stderr, ``swaa CMD: error: ...``, and exit code 2 (:mod:`swaa.cliargs`, :mod:`swaa.clichecks`); a bug
+(eval, lazy, distill, sft, speed) then hold their output folder for the run (:mod:`swaa.store.lock`). A user mistake is
+one line on stderr, ``swaa CMD: error: ...``, and exit code 2 (:mod:`swaa.cli.args`, :mod:`swaa.cli.checks`); a bug
 stays a traceback.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import clichecks as checks
-from .cliargs import UsageError, one_line
-from .clichecks import about, model_config
-from .cliparser import build_parser
-from .judge import JudgeError
+from . import checks as checks
+from .args import UsageError, one_line
+from .checks import about, model_config
+from .parser import build_parser
+from ..evaluation.judge import JudgeError
 
 # library errors name Python arguments; under the command they are these options
 _OPTION_NAMES = {"overwrite=True": "--overwrite", "resume=False": "--no-resume",
@@ -32,7 +32,7 @@ _OPTION_NAMES = {"overwrite=True": "--overwrite", "resume=False": "--no-resume",
 @contextmanager
 def _hold(out):
     """One writer per output folder for the run; in a multi-process launch the main process (RANK 0) holds it."""
-    from .outlock import FolderLock
+    from ..store.lock import FolderLock
     lock = FolderLock(out)
     if os.environ.get("RANK", "0") == "0":
         try:
@@ -51,7 +51,7 @@ def _model_arg(name: str):
 
 def _load(a, device=None):
     """The --model's weights and tokenizer (checked by model_config before: what fails here is its weights)."""
-    from .models import load_model
+    from ..integrations.transformers import load_model
     try:
         return load_model(_model_arg(a.model), device=device or a.device)
     except OSError as e:
@@ -61,7 +61,9 @@ def _load(a, device=None):
 def _cmd_reproduce(a) -> int:
     import time
 
-    from .reproduce import NotebookFailed, run_notebooks
+    from ..ui.notebooks import NotebookFailed, find_notebooks, run_notebooks
+    with about("--notebooks", a.notebook_dir):
+        notebook_dir = find_notebooks(a.notebook_dir)
     params = {}
     if a.model:
         model_config(a.model)
@@ -70,7 +72,8 @@ def _cmd_reproduce(a) -> int:
         params["DEVICE"] = a.device
     t0 = time.time()
     try:
-        timings = run_notebooks(a.notebooks or None, smoke=a.smoke, out=a.out, figures=a.figures, parameters=params)
+        timings = run_notebooks(a.notebooks or None, smoke=a.smoke, out=a.out, figures=a.figures, parameters=params,
+                                notebook_dir=notebook_dir)
     except NotebookFailed as e:
         print(f"swaa reproduce: {e}", file=sys.stderr)
         return 1
@@ -79,15 +82,15 @@ def _cmd_reproduce(a) -> int:
 
 
 def _cmd_info(a) -> int:
-    from .envinfo import environment_report
+    from ..ui.envinfo import environment_report
     for key, value in environment_report().items():
         print(f"{key:18s} {value}")
     return 0
 
 
 def _cmd_eval(a) -> int:
-    from .config import load_settings
-    from .eval import EvalOptions, run_eval
+    from ..config import load_settings
+    from ..evaluation.run import EvalOptions, run_eval
     with about("--settings", a.settings):
         settings = [c for c, _ in load_settings(a.settings)]
     models = a.model or ["default"]
@@ -104,14 +107,17 @@ def _cmd_eval(a) -> int:
 
 
 def _cmd_serve(a, extra) -> int:
-    from .integrations.vllm.serve import main as serve_main
+    from .serve import main as serve_main
+    if a.model == "default":
+        from ..models import default_model_path
+        a.model = str(default_model_path())
     return serve_main(a, extra)
 
 
 def _cmd_speed(a) -> int:
-    from .costmodel import SHAPES
-    from .prompts import max_positions
-    from .speed import build_random_model, measure_rates, run_speed_grid, speed_settings
+    from ..speed.costmodel import SHAPES
+    from ..evaluation.prompts import max_positions
+    from ..speed.measure import build_random_model, measure_rates, run_speed_grid, speed_settings
     config = SHAPES[a.model].hf_config() if a.model in SHAPES else model_config(a.model)
     limit = max_positions(config)
     if limit is not None and max(a.lengths) > limit:
@@ -124,13 +130,13 @@ def _cmd_speed(a) -> int:
             model, _ = _load(a)
             name = "default" if a.model == "default" else Path(a.model).name
         if a.compile_blocks:
-            from .integrations.transformers import compile_blocks
+            from ..integrations.transformers import compile_blocks
             compile_blocks(model)
             name += "_compiled"
         settings = speed_settings(model.config.num_hidden_layers, a.windows, a.sinks, reduced=a.reduced)
         rates = None
         if a.predict:
-            from .costmodel import ModelShape
+            from ..speed.costmodel import ModelShape
             shape = ModelShape.from_config(model.config, name=name)
             pats = [(None, 0)] + sorted({(c.sliding_window_size, c.keep_first) for c in settings if not c.is_full})
             rates = measure_rates(model, shape, a.device, a.lengths, pats, linear_n=min(a.lengths),
@@ -149,27 +155,18 @@ def _cmd_speed(a) -> int:
     return 0
 
 
-def _h200_rates(shape_name: str) -> str:
-    """The committed H200 rates: the end-to-end run's when it measured this shape, else the attention benchmark."""
-    res = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
-    e2e = res / "e2e_gpu_h200.json"
-    if e2e.exists() and shape_name in json.loads(e2e.read_text()).get("rates", {}):
-        return str(e2e)
-    return str(res / "attention_gpu_h200.json")
-
-
 def _advise_speed(a):
     """Speed rows: measured (--speed) or predicted by the cost model (--shape, --length)."""
-    from .tradeoff import load_speed, predicted_rows
+    from ..speed.tradeoff import load_speed, predicted_rows
     if a.speed is None and a.shape is None:
         raise UsageError("give --speed FILE (benchmarks/e2e.py or swaa speed results) or --shape NAME --length N "
                          "(the cost model alone)")
     if a.speed is not None:
         with about("--speed", a.speed):
             return load_speed(a.speed, a.model, a.length)
-    from .config import load_settings
-    from .costmodel import get_shape, load_rates
-    from .speed import speed_settings
+    from ..config import load_settings
+    from ..speed.costmodel import get_shape, load_rates, packaged_rates_path
+    from ..speed.measure import speed_settings
     if a.length is None:
         raise UsageError(f"--shape {a.shape} needs --length (tokens), e.g. --length 131072")
     with about("--shape", a.shape):
@@ -177,13 +174,13 @@ def _advise_speed(a):
     with about("--settings", a.settings):
         settings = [c for c, _ in load_settings(a.settings)] if a.settings else speed_settings(shape.layers)
     with about("--rates", a.rates):
-        rates = load_rates(a.rates or _h200_rates(shape.name), shape)
+        rates = load_rates(a.rates or packaged_rates_path(), shape)
     with about("--settings", a.settings):
         return predicted_rows(shape, settings, a.length, rates)
 
 
 def _cmd_advise(a) -> int:
-    from .tradeoff import advise, load_eval, tradeoff_table
+    from ..speed.tradeoff import advise, load_eval, tradeoff_table
     speed = _advise_speed(a)
     metric = a.metric or ("answer_nll_mean" if a.eval else "attention_kept")
     if a.eval is None and metric != "attention_kept":
@@ -206,8 +203,8 @@ def _cmd_advise(a) -> int:
 
 
 def _cmd_lazy(a) -> int:
-    from .config import SWAAConfig
-    from .lazy import chat_ids, interleaved_layers, lazy_config, lazy_layer_freqs, usable_samples
+    from ..config import SWAAConfig
+    from ..analysis.lighttransfer import chat_ids, interleaved_layers, lazy_config, lazy_layer_freqs, usable_samples
     dataset = checks.data_and_models(a, [a.model], seed=a.seed)
     tok, rows = checks.tokenizer(a.model), dataset.iloc[:a.n]       # samples too short for the window: before the weights
     usable_samples([chat_ids(tok, p, ans) for p, ans in zip(rows["prompt"], rows["answer"])], w_sink=a.w_sink,
@@ -235,8 +232,8 @@ def _cmd_lazy(a) -> int:
 
 
 def _cmd_sft(a) -> int:
-    from .prompts import max_positions
-    from .sft import SFTConfig, merge_and_save, train_sft
+    from ..evaluation.prompts import max_positions
+    from ..training.sft import SFTConfig, merge_and_save, train_sft
     swaa = checks.swaa_arg(a.swaa, a.setting)
     rows = checks.sft_rows(a)
     modules = tuple(m.strip() for m in a.target_modules.split(",") if m.strip())
@@ -269,7 +266,7 @@ def _cmd_sft(a) -> int:
 
 
 def _cmd_distill(a) -> int:
-    from .distill import select_distilled, self_distill
+    from ..training.distill import select_distilled, self_distill
     if a.temperature == 0 and a.n != 1:
         raise UsageError(f"--temperature 0 (greedy) gives one answer per prompt: use it with --n 1, or a temperature "
                          f"> 0 for --n {a.n}")

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from .results import ResultStore
+from ..store.rows import ResultStore
 from .scoring import strip_thinking
 
 __all__ = ["Judge", "JudgeError", "JUDGE_PROMPT"]

@@ -50,7 +50,7 @@ def plot_mask(mask, title: str | None = None):
 def plot_masks(configs, length: int = 24, layer: int = 0, prompt_fraction: float | None = None, cols: int = 4):
     """The rule drawn for several configs (layer ``layer``'s plan). With ``prompt_fraction``, rows after the prompt
     are decode tokens (full attention where the config's FA decode applies)."""
-    from .attention.masks import dense_mask
+    from ..attention.masks import dense_mask
     plt = _plt()
     n = len(configs)
     cols = min(cols, n)
@@ -213,7 +213,7 @@ def plot_cost_model(rows: list[dict], target: float = 0.15, title: str | None = 
 
 def plot_tradeoff(points: list[dict], metric: str = "answer_nll_mean", xlabel: str = "time (s)", ax=None,
                   title: str | None = None):
-    """Points from :func:`swaa.tradeoff.tradeoff_table` -> accuracy against time with the Pareto front."""
+    """Points from :func:`swaa.speed.tradeoff.tradeoff_table` -> accuracy against time with the Pareto front."""
     plt = _plt()
     fig = None
     if ax is None:

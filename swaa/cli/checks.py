@@ -1,6 +1,6 @@
 """Checks of what the `swaa` command's options name: models (their config.json, no weights), datasets and other
 files, the judge, prompts against the model's positions. Each runs before anything is written and raises
-:class:`~swaa.cliargs.UsageError` naming the option; :func:`about` turns an error found while reading into one.
+:class:`~swaa.cli.args.UsageError` naming the option; :func:`about` turns an error found while reading into one.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from .cliargs import UsageError, looks_like_path, one_line
+from .args import UsageError, looks_like_path, one_line
 
 __all__ = ["about", "model_config", "tokenizer", "load_data", "data_and_models", "check_prompts", "check_modules",
            "make_judge", "swaa_arg", "sft_rows"]
@@ -35,7 +35,7 @@ def model_config(ref: str | None, option: str = "--model"):
     """The transformers config of a model option ('default', a folder, or a hub id), read without its weights."""
     from transformers import AutoConfig
 
-    from .models import default_model_path
+    from ..models import default_model_path
     if ref in (None, "default"):
         try:
             return AutoConfig.from_pretrained(default_model_path())
@@ -58,7 +58,7 @@ def tokenizer(model: str):
     """The --model's tokenizer (its config was checked before)."""
     from transformers import AutoTokenizer
 
-    from .models import default_model_path
+    from ..models import default_model_path
     with about("--model", model):
         return AutoTokenizer.from_pretrained(default_model_path() if model == "default" else model)
 
@@ -66,7 +66,7 @@ def tokenizer(model: str):
 def load_data(spec: str, model: str | None = None, seed: int = 0):
     """--dataset as a checked DataFrame: a file's rows, or synthetic:<length>[:<n per task>[:<seed>]] built for the
     tokenizer of ``model`` (needed only then)."""
-    from .data import load_dataset, make_dataset
+    from ..evaluation.data import load_dataset, make_dataset
     with about("--dataset", spec):
         if not spec.startswith("synthetic:"):
             return load_dataset(spec)
@@ -88,7 +88,7 @@ def data_and_models(a, models: list[str], seed: int = 0):
 def check_prompts(a, rows) -> None:
     """Prompts beyond the model's positions (or all beyond --max-prompt-tokens), found from its tokenizer and config
     before its weights load; the run formats them again."""
-    from .prompts import chat_prompts, max_positions
+    from ..evaluation.prompts import chat_prompts, max_positions
     ids = rows["id"] if "id" in rows.columns else [f"row{i}" for i in range(len(rows))]
     chat_prompts(tokenizer(a.model), rows["prompt"], ids=ids, max_prompt_tokens=a.max_prompt_tokens,
                  max_positions=max_positions(model_config(a.model)), reserve=a.max_new_tokens,
@@ -100,7 +100,7 @@ def check_modules(config, modules) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .sft import check_target_modules
+    from ..training.sft import check_target_modules
     try:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(config)
@@ -114,7 +114,7 @@ def make_judge(a):
     """The optional LLM judge of --judge-url / --judge-model, asked once that it answers; caches under --out."""
     if not (a.judge_url or a.judge_model):
         return None
-    from .judge import Judge, JudgeError
+    from ..evaluation.judge import Judge, JudgeError
     url = a.judge_url or os.environ.get("SWAA_JUDGE_URL") or os.environ.get("OPENAI_BASE_URL")
     model = a.judge_model or os.environ.get("SWAA_JUDGE_MODEL")
     if not url:
@@ -131,8 +131,8 @@ def make_judge(a):
 
 def swaa_arg(text: str, setting: str | None = None):
     """--swaa: a JSON object, or a config / settings-list JSON file (a list needs --setting: an index or a mark)."""
-    from .config import SWAAConfig, load_settings
-    from .jsonfile import read_json
+    from ..config import SWAAConfig, load_settings
+    from ..store.jsonfile import read_json
     if text.lstrip().startswith("{"):
         try:
             raw = json.loads(text)
@@ -162,7 +162,7 @@ def swaa_arg(text: str, setting: str | None = None):
 
 def sft_rows(a):
     """--data: rows with a text prompt and a --response-column value each."""
-    from .data import check_values, read_table
+    from ..evaluation.data import check_values, read_table
     with about("--data", a.data):
         rows = read_table(a.data, "SFT data", f"prompt and {a.response_column} columns (swaa distill writes "
                           "OUT/sft_data.jsonl)")

@@ -5,7 +5,7 @@ power loss is dropped with one warning naming the file (and its row computed aga
 judge's cache, LightTransfer and the notebooks' grids all write this way; files rewritten whole (``results.jsonl``,
 the SFT loss log) go through :func:`atomic_write_text`, so they are old or new, never half written.
 
-How results are keyed (fingerprints from :mod:`swaa.fingerprint`): a row's key holds everything that produced it,
+How results are keyed (fingerprints from :mod:`swaa.store.fingerprint`): a row's key holds everything that produced it,
 never a name two different things can share.
 
 - Eval: ``OUT/rows/<model name>-<model fp[:8]>/<mark>-<setting fp[:8]>.jsonl``, one row per prompt, keyed
@@ -49,7 +49,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def read_rows(path: str | Path, *, require: str | None = None, repair: bool = False) -> list[dict]:
     """The rows of one of our own result files (JSONL, one object per line; a user's JSON file goes through
-    :mod:`swaa.jsonfile`, whose errors name the line). A line that is not a whole object (or lacks the field
+    :mod:`swaa.store.jsonfile`, whose errors name the line). A line that is not a whole object (or lacks the field
     ``require``) was cut short by a crash: it is dropped with one warning naming the file, and with ``repair`` the
     file is rewritten without it. A missing file reads as no rows."""
     path = Path(path)
