@@ -62,12 +62,12 @@ def _cmd_reproduce(a) -> int:
     import time
 
     from ..ui.notebooks import NotebookFailed, find_notebooks, run_notebooks
-    with about("--notebooks", a.notebook_dir):
-        notebook_dir = find_notebooks(a.notebook_dir)
     params = {}
     if a.model:
         model_config(a.model)
         params["MODEL"] = a.model
+    with about("--notebooks", a.notebook_dir):
+        notebook_dir = find_notebooks(a.notebook_dir)
     if a.device:
         params["DEVICE"] = a.device
     t0 = time.time()

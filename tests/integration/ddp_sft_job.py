@@ -1,5 +1,5 @@
 """Run by test_sft.py under torchrun: train_sft on a tiny model in 2 CPU processes (DDP over gloo); with CUDA
-visible (the lent 2-GPU machine) the same job runs on 2 GPUs over NCCL.
+visible (a host with two GPUs) the same job runs on 2 GPUs over NCCL.
 
     torchrun --nproc_per_node 2 tests/integration/ddp_sft_job.py OUT [STOP_AT_STEP]
 
@@ -64,8 +64,8 @@ def main(out: str, stop: int | None) -> None:
 
 def _close_process_group() -> None:
     # both ranks leave together and take gloo down before the interpreter exits: a rank that exited while its peer's
-    # gloo threads were still up once aborted with "terminate called without an active exception" (session 8 CI,
-    # the interrupted run)
+    # gloo threads were still up can abort with "terminate called without an active exception" (seen in CI on the
+    # interrupted run)
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

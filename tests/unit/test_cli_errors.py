@@ -286,6 +286,7 @@ CASES = {
     "reproduce device bogus": (["reproduce", "--device", "bogus"], ["--device", "bogus"]),
     "reproduce out is a file": (["reproduce", "--out", "{d}/afile"], ["--out", "afile"]),
     "reproduce model missing": (["reproduce", "--model", "/nowhere/model"], ["--model", "/nowhere/model"]),
+    "reproduce no notebooks there": (["reproduce", "--notebooks", "{d}/nonb"], ["--notebooks", "nonb"]),
     "no command": ([], ["COMMAND"]),
     "unknown command": (["frobnicate"], ["frobnicate"]),
 }
