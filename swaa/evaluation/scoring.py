@@ -68,9 +68,17 @@ _LETTER_PATTERNS = [
 ]
 
 
+# LongBench v2's answer format, as the paper's scoring reads it (Eval/gpt_eval.py): its last occurrence wins
+_STATED = re.compile(r"The correct answer is \(?([A-D])\b")
+
+
 def choice_letter(response: str) -> str | None:
-    """The chosen letter of a multiple-choice answer (LongBench v2 style), or None."""
+    """The chosen letter of a multiple-choice answer, or None: the last "The correct answer is (X)" (LongBench v2's
+    format, read as the paper reads it), else the first of the looser forms above."""
     text = strip_thinking(response).replace("*", "")
+    stated = _STATED.findall(text)
+    if stated:
+        return stated[-1]
     for pat in _LETTER_PATTERNS:
         m = re.search(pat, text, re.IGNORECASE | re.MULTILINE) if pat.startswith("answer") else \
             re.search(pat, text, re.MULTILINE)
