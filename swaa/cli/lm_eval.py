@@ -63,20 +63,29 @@ def _one_line(parser):
 def run_lm_eval(argv: list[str]) -> int:
     """lm-eval's command line on ``argv`` with the swaa model registered; its parser's errors are one line."""
     try:
-        import swaa.evaluation.lm_eval_model  # noqa: F401  (registers the "swaa" model)
         from lm_eval._cli import HarnessCLI
         from lm_eval.utils import setup_logging
+
+        from ..evaluation.lm_eval_model import check_model_args      # importing it registers the "swaa" model
     except ImportError as e:
         raise UsageError(f"lm-eval is not installed here ({e}); run `make setup`, or pip install {LM_EVAL_PIN}",
                          PROG) from None
-    setup_logging()
     cli = HarnessCLI()
     for parser in (cli._parser, *cli._subparsers.choices.values()):
         parser.error = _one_line(parser)
     argv_before = sys.argv
     sys.argv = ["lm-eval", *argv]                 # lm-eval reads its arguments from sys.argv
     try:
-        cli.execute(cli.parse_args())
+        args = cli.parse_args()
+        if getattr(args, "model", None) == "swaa":   # the swaa model's arguments, checked before lm-eval starts
+            for option, given in (("--batch_size", {"batch_size": getattr(args, "batch_size", 1)}),
+                                  ("--model_args", args.model_args or {})):
+                try:
+                    check_model_args(given)
+                except (ValueError, OSError) as e:
+                    raise UsageError(f"{option}: {e}", PROG) from None
+        setup_logging()
+        cli.execute(args)
     finally:
         sys.argv = argv_before
     return 0

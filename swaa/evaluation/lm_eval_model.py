@@ -29,7 +29,7 @@ import inspect
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-__all__ = ["SWAALM", "swaa_config_from_args", "SWAA_FIELDS"]
+__all__ = ["SWAALM", "check_model_args", "swaa_config_from_args", "SWAA_FIELDS"]
 
 SWAA_FIELDS = ("sliding_window_size", "keep_first", "force_fa_decode", "non_sliding_layers")
 _HFLM_ARGS = set(inspect.signature(HFLM.__init__).parameters) - {"self", "pretrained", "tokenizer", "kwargs"}
@@ -56,6 +56,22 @@ def swaa_config_from_args(fields: dict, settings: str | None = None, setting=Non
     return SWAAConfig.from_dict(fields) if fields else None
 
 
+def check_model_args(args: dict):
+    """The swaa model's arguments checked without loading anything: (its SWAAConfig or None, the arguments left for
+    HFLM). An argument neither takes is an error, as is a batch size that is not a whole number."""
+    args = dict(args)
+    unknown = sorted(set(args) - set(SWAA_FIELDS) - _HFLM_ARGS - {"settings", "setting"})
+    if unknown:
+        raise ValueError(f"the swaa model has no argument {unknown}; give {list(SWAA_FIELDS)}, settings, setting, "
+                         "pretrained or one of lm-eval's HF model arguments")
+    batch_size = args.pop("batch_size", 1)
+    if not str(batch_size).isdigit() or int(batch_size) < 1:
+        raise ValueError(f"batch_size={batch_size!r}: the swaa model takes a whole number >= 1 (no 'auto')")
+    cfg = swaa_config_from_args({k: args.pop(k) for k in SWAA_FIELDS if k in args}, args.pop("settings", None),
+                                args.pop("setting", None))
+    return cfg, dict(args, batch_size=int(batch_size))
+
+
 @register_model("swaa")
 class SWAALM(HFLM):
     """HFLM on a model loaded by :func:`swaa.load_model` under the SWAA config of the model arguments."""
@@ -66,20 +82,14 @@ class SWAALM(HFLM):
 
         from ..integrations.transformers import get_swaa_config, load_model
         from ..store.fingerprint import model_fingerprint
-        unknown = sorted(set(kwargs) - set(SWAA_FIELDS) - _HFLM_ARGS)
-        if unknown:
-            raise ValueError(f"the swaa model has no argument {unknown}; give {list(SWAA_FIELDS)}, settings, setting, "
-                             "pretrained or one of lm-eval's HF model arguments")
-        if not str(batch_size).isdigit():
-            raise ValueError(f"batch_size={batch_size!r}: the swaa model takes a whole number (no 'auto')")
-        cfg = swaa_config_from_args({k: kwargs.pop(k) for k in SWAA_FIELDS if k in kwargs}, settings, setting)
+        cfg, kwargs = check_model_args(dict(kwargs, settings=settings, setting=setting, batch_size=batch_size))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, tok = load_model(None if pretrained in (None, "default") else pretrained, device=device,
                                 dtype=None if dtype in (None, "auto") else dtype, swaa=cfg)
         self.swaa_config = get_swaa_config(model.config)
         self.model_fingerprint = model_fingerprint(model)
         self._rolling = False
-        super().__init__(pretrained=model, tokenizer=tok, batch_size=int(batch_size), **kwargs)
+        super().__init__(pretrained=model, tokenizer=tok, **kwargs)
         self.pretrained = str(pretrained)
 
     def get_model_info(self) -> dict:

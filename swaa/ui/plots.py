@@ -240,6 +240,8 @@ def plot_intervals(table, metrics=("answer_nll_mean", "contains"), labels: dict 
     :func:`swaa.evaluation.stats.summary_table` gives) -> one panel per metric: the mean and its 95% interval as an
     error bar, the settings top to bottom with their ``n``."""
     import numpy as np
+
+    from ..evaluation.stats import PROPORTIONS
     plt = _plt()
     labels = labels or {}
     y = np.arange(len(table))
@@ -248,6 +250,8 @@ def plot_intervals(table, metrics=("answer_nll_mean", "contains"), labels: dict 
     for ax, m in zip(axes[0], metrics):
         mean, lo, hi = (table[c].to_numpy(float) for c in (m, f"{m}_lo", f"{m}_hi"))
         ax.errorbar(mean, y, xerr=[mean - lo, hi - mean], fmt="o", ms=5, capsize=3, color="tab:blue")
+        if m in PROPORTIONS:
+            ax.set_xlim(-0.03, 1.03)
         ax.set_xlabel(labels.get(m, m) + " (95% interval)")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(y, [f"{mk}  (n={n})" for mk, n in zip(table["mark"], table["n"])], fontsize=8)
