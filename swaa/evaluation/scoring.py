@@ -121,8 +121,7 @@ def answer_nll(model, prompt_ids, answer_ids) -> dict:
     if p.numel() == 0 or a.numel() == 0:
         raise ValueError(f"answer_nll needs a non-empty prompt and answer (got {p.numel()} and {a.numel()} tokens)")
     ids = torch.cat([p, a])[None].to(model.device)
-    with torch.no_grad():
-        logits = model(ids, prompt_length=p.numel(), use_cache=False).logits[0].float()
-    n = p.numel()
-    nll = F.cross_entropy(logits[n - 1:-1], ids[0, n:], reduction="sum").item()
+    with torch.no_grad():              # the LM head only where the answer is predicted: the last len(a) + 1 positions
+        logits = model(ids, prompt_length=p.numel(), use_cache=False, logits_to_keep=a.numel() + 1).logits[0].float()
+    nll = F.cross_entropy(logits[:-1], ids[0, p.numel():], reduction="sum").item()
     return dict(answer_nll=nll, answer_nll_mean=nll / a.numel(), answer_tokens=int(a.numel()))
