@@ -20,6 +20,15 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT_MS = 60_000                        # the longest single wait: the kernel loading torch and the model
 SHOT = ROOT / "out" / "jupyterlab_tuning_panel.png"
+# the share of each picture's pixels that are not transparent, as the page has them
+OPAQUE = """imgs => imgs.map(img => {
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0;
+    return n / (d.length / 4);
+})"""
 
 
 def _panel_state(page):
@@ -44,11 +53,25 @@ def _wait_change(page, before, what: str, timeout: float = 60):
                          f"(still {before[1]})")
 
 
-def _drag(page, label: str, dx: float):
-    """Drag the handle of the slider labelled ``label`` by ``dx`` pixels, as a person would."""
+def _settle(page, timeout: float = 20):
+    """Wait until the panel's pictures are decoded and the same for a second (the last redraw has landed)."""
+    read = ("() => [...document.querySelectorAll('.widget-output img')]"
+            ".map(i => i.complete && i.naturalWidth > 0 ? i.src.length + ':' + i.src.slice(-64) : 'loading')")
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        now = page.evaluate(read)
+        if now == last and "loading" not in now:
+            return
+        last = now
+        page.wait_for_timeout(1000)
+
+
+def _drag(page, label: str, fraction: float):
+    """Drag the handle of the slider labelled ``label`` by ``fraction`` of its track, as a person would."""
     slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text=label)).first
     handle = slider.locator(".noUi-handle").first
     slider.scroll_into_view_if_needed()
+    dx = fraction * slider.locator(".noUi-target").bounding_box()["width"]
     box = handle.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)
@@ -88,7 +111,7 @@ def test_chromium_moves_the_tuning_panels_sliders(tmp_path):
             page.set_default_timeout(WAIT_MS)
             page.goto(f"{base}/lab/tree/01_attention_patterns.ipynb?token={token}")
             page.locator(".jp-Notebook .jp-Cell").nth(1).wait_for()
-            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=WAIT_MS)
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for()
             editor = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".cm-content")
             source = editor.inner_text()
             assert "SMOKE = False" in source
@@ -106,12 +129,18 @@ def test_chromium_moves_the_tuning_panels_sliders(tmp_path):
             start = _panel_state(page)
             assert "swa=16_sink=4" in start[2]
 
-            _drag(page, "window W", 60)
+            _drag(page, "window W", 1 / 8)                   # one step of the 9 windows: 16 -> 32
             after_window = _wait_change(page, start, "window slider")
-            assert "swa=16_sink=4" not in after_window[2]
-            _drag(page, "keep_first S", -80)
+            assert "swa=32_sink=4" in after_window[2]
+            _drag(page, "keep_first S", -1)                      # all the way left: no sinks
             after_sinks = _wait_change(page, after_window, "sink slider")
-            assert after_sinks[1] != start[1]
+            assert "swa=32_sink=0" in after_sinks[2] and float(after_sinks[1]) > float(after_window[1])
+            _settle(page)
+            assert page.locator(".widget-output img").evaluate_all(OPAQUE)[0] > 0.9      # the mask is drawn
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for()
+            page.set_viewport_size({"width": 1400, "height": 1001})   # a full repaint before the picture
+            page.set_viewport_size({"width": 1400, "height": 1000})
+            page.wait_for_timeout(300)
             SHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SHOT), full_page=False)
         finally:
