@@ -72,8 +72,8 @@ def _history(item: dict, n: int, name: str) -> str:
         try:
             lines = "\n".join(f"{t['role']}: {str(t['content']).strip()}" for t in turns)
         except (KeyError, TypeError):
-            raise ValueError(f"{name}: item {n} (question_id {item['question_id']!r}), session {i}: every turn "
-                             "must be an object with role and content") from None
+            raise ValueError(f"{name}: item {n} (question_id {item['question_id']!r}), haystack_sessions[{i - 1}]: "
+                             "every turn must be an object with role and content") from None
         blocks.append(f"### Session {i}:\nSession Date: {date}\nSession Content:\n{lines}")
     return "\n\n".join(blocks)
 
