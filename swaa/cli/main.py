@@ -234,6 +234,7 @@ def _cmd_lazy(a) -> int:
 def _cmd_sft(a) -> int:
     from ..evaluation.prompts import max_positions
     from ..training.sft import SFTConfig, merge_and_save, train_sft
+    from ..training.sft_checkpoint import check_resume, latest_checkpoint
     from ..training.sft_parallel import check_launch, launch_accelerator
     swaa = checks.swaa_arg(a.swaa, a.setting)
     rows = checks.sft_rows(a)
@@ -256,6 +257,8 @@ def _cmd_sft(a) -> int:
         import torch
         # on CPU, accelerate joins a torchrun launch only when told it is a CPU run (else each process trains alone)
         accelerator = launch_accelerator(cpu=a.device == "cpu" or not torch.cuda.is_available())
+        if not a.no_resume:                                     # before the weights load: it needs no model
+            check_resume(latest_checkpoint(a.out), accelerator.num_processes, cfg.gradient_accumulation_steps)
         model, tok = _load(a, device=a.device or accelerator.device)
         run = train_sft(model, tok, rows, a.out, swaa=swaa, config=cfg, resume=not a.no_resume,
                         accelerator=accelerator)

@@ -202,7 +202,7 @@ def train_sft(model, tok, data, out, *, swaa: SWAAConfig | dict | None, config: 
     log_path, start, resumed = out / "loss.jsonl", 0, None
     ckpt = latest_checkpoint(out)
     if ckpt is not None and resume:
-        check_resume(ckpt, json.loads((ckpt / "state.json").read_text()), fingerprint, world, accum)
+        check_resume(ckpt, world, accum, fingerprint)
         meta = load_checkpoint(ckpt, model, optimizer, scheduler)
         start = resumed = meta["step"]
         order = meta["order"]

@@ -88,8 +88,12 @@ def load_checkpoint(ckpt: Path, model, optimizer, scheduler) -> dict:
     return json.loads((ckpt / "state.json").read_text())
 
 
-def check_resume(ckpt: Path, meta: dict, fingerprint: str, processes: int, accumulation: int) -> None:
-    """A ValueError naming the setting and the fix when the run cannot continue from ``ckpt``."""
+def check_resume(ckpt: Path | None, processes: int, accumulation: int, fingerprint: str | None = None) -> None:
+    """A ValueError naming the setting and the fix when a run cannot continue from ``ckpt`` (None: nothing to resume);
+    without ``fingerprint`` only the batches per step are checked (before the model is loaded)."""
+    if ckpt is None:
+        return
+    meta = json.loads((ckpt / "state.json").read_text())
     per_step = meta.get("batches_per_step")
     if per_step is not None and per_step != processes * accumulation:
         fix = (f"gradient_accumulation_steps={per_step // processes}" if per_step % processes == 0 else
@@ -98,6 +102,6 @@ def check_resume(ckpt: Path, meta: dict, fingerprint: str, processes: int, accum
                          f"{meta['gradient_accumulation_steps']} ({per_step} batches per optimizer step), and this run "
                          f"has {processes} with gradient_accumulation_steps={accumulation}: resume with {fix} (the "
                          f"same {per_step} batches per step), or resume=False to start over")
-    if meta["fingerprint"] != fingerprint:
+    if fingerprint is not None and meta["fingerprint"] != fingerprint:
         raise ValueError(f"{ckpt} was made with other data or settings (fingerprint {meta['fingerprint']}, now "
                          f"{fingerprint}); use a new output folder, or resume=False to start over there")
