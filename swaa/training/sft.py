@@ -40,8 +40,8 @@ from ..store.fingerprint import model_fingerprint
 from ..store.rows import atomic_write_text, read_rows
 from .sft_checkpoint import check_resume, latest_checkpoint, load_checkpoint, save_checkpoint
 
-__all__ = ["SFTConfig", "SFTRun", "add_lora", "check_target_modules", "train_sft", "merge_and_save", "latest_checkpoint",
-           "read_loss_log"]
+__all__ = ["SFTConfig", "SFTRun", "add_lora", "check_target_modules", "train_sft", "merge_and_save",
+           "latest_checkpoint", "read_loss_log"]
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A tiny random-weight Llama, saved as a model folder with the default model's tokenizer, trained by the command itself
 under W=8, S=2 with FA decode and LoRA r=4, clipping at 0.5 (below every step's gradient norm, so every step clips):
-in 2 processes launched by ``accelerate launch --config_file configs/accelerate/fsdp.yaml`` (fsdp_sft_job.py), once
+in 2 processes launched by ``accelerate launch --config_file configs/accelerate/fsdp.yaml`` (sft_cli_job.py), once
 straight through and once interrupted after step 3 and run again; and here in one process with gradient accumulation
 2, which takes the same 2 batches per step.
 
@@ -46,8 +46,9 @@ def work(tmp_path_factory):
     make_model("llama", seed=2, vocab_size=len(tok)).save_pretrained(root / "tiny")
     tok.save_pretrained(root / "tiny")
     words = ["apple", "river", "stone", "cloud", "maple", "ember", "frost", "delta"]
-    pd.DataFrame([dict(prompt=f"Item {i}: the code word is {w}. " * (1 + i % 3) + "What is the code word?",
-                       response=w) for i, w in enumerate(words)]).to_json(root / "d.jsonl", orient="records", lines=True)
+    rows = [dict(prompt=f"Item {i}: the code word is {w}. " * (1 + i % 3) + "What is the code word?", response=w)
+            for i, w in enumerate(words)]
+    pd.DataFrame(rows).to_json(root / "d.jsonl", orient="records", lines=True)
     args = ["--model", str(root / "tiny"), "--data", str(root / "d.jsonl"), "--swaa",
             '{"sliding_window_size": 8, "keep_first": 2, "force_fa_decode": true}', "--max-steps", "4",
             "--batch-size", "2", "--save-every", "2", "--lr", "5e-3", "--r", "4", "--alpha", "8", "--dropout", "0.1",
@@ -60,7 +61,7 @@ def _launch(work, out: str, stop: int = 0) -> list[dict]:
     root, args = work
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "configs" / "accelerate" / "fsdp.yaml"), "--main_process_port", str(free_port()),
-           str(ROOT / "tests" / "integration" / "fsdp_sft_job.py"), str(stop), *args, "--out", str(root / out)]
+           str(ROOT / "tests" / "integration" / "sft_cli_job.py"), str(stop), *args, "--out", str(root / out)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
@@ -105,6 +106,8 @@ def _assert_same_run(a: Path, b: Path, exact: bool) -> None:
 def test_fsdp_shards_the_model_and_trains_what_one_process_does(work, fsdp, one):
     root, _ = work
     assert [r["codes"] for r in fsdp] == [[0], [0]] and [r["world"] for r in fsdp] == [2, 2]
+    assert [r["distributed"] for r in fsdp] == ["FSDP2", "FSDP2"] and fsdp[0]["adapter_tensors"] == 24
+    assert fsdp[0]["adapter_sha256"] == fsdp[1]["adapter_sha256"]          # the adapter gathered in each process
     for r in fsdp:                  # every parameter a DTensor shard; each process holds half of the elements
         assert r["sharded"] == r["params"] > 60 and r["local"] * 2 == r["full"]
     report = json.loads((root / "fsdp" / "report.json").read_text())
