@@ -13,8 +13,8 @@ batches per optimizer step; dropout draws are seeded per batch, so all runs see 
 - ranks_agree: the adapter as gathered whole in each process has the same digest;
 - rel_err_vs_cpu: the largest relative Frobenius error, over the adapted modules, of the adapter's weight change
   B @ A against the CPU reference's; pass when <= 5e-2 on GPUs (bf16 weights and activations: 8 bits of mantissa,
-  2^-9 relative per rounding, through 30 layers and every step) and <= 1e-5 with --cpu (fp32 throughout: DDP is
-  exact, FSDP's shard-wise gradient norm moves the clip factor by an ulp);
+  2^-9 relative per rounding, through 30 layers and every step) and <= 1e-4 with --cpu (fp32 throughout: DDP is
+  exact; FSDP's shard-wise gradient norm moves the clip factor by an ulp, measured 5.3e-6 on the default model);
 - rel_err_vs_full (the resumed run): the same measure against the uninterrupted run; pass when <= 1e-3 on GPUs (the
   same kernels on the same inputs; only atomics in GPU backward kernels can reorder sums) and == 0 with --cpu.
 
@@ -44,7 +44,7 @@ from swaa.store.fingerprint import model_fingerprint                   # noqa: E
 from swaa.store.rows import atomic_write_text                          # noqa: E402
 
 CONFIGS = ("ddp", "fsdp")
-PASS = {"gpu": dict(vs_cpu=5e-2, vs_full=1e-3), "cpu": dict(vs_cpu=1e-5, vs_full=0.0)}
+PASS = {"gpu": dict(vs_cpu=5e-2, vs_full=1e-3), "cpu": dict(vs_cpu=1e-4, vs_full=0.0)}
 
 
 def _sft_args(a, data: Path) -> list[str]:

@@ -4,9 +4,9 @@
                     force_fa_decode=True), config=SFTConfig(max_steps=40))
     merge_and_save(run.model, tok, "out/sft/merged")      # load_model("out/sft/merged") re-applies the SWAA config
 
-Why our own loop and not transformers' Trainer: every piece that resume and exactness rest on is in this file and
-tested - the data order (length-grouped batches computed once from the seed and stored in each checkpoint), the
-step counter, the RNG states (LoRA dropout draws the same masks after a resume) and the loss log (cut back to the
+Why our own loop and not transformers' Trainer: every piece that resume and exactness rest on is here and tested -
+the data order (length-grouped batches computed once from the seed and stored in each checkpoint), the step counter,
+the random draws (LoRA dropout seeded per batch, so the same masks after a resume) and the loss log (cut back to the
 checkpoint's step on resume), so an interrupted and resumed run ends with the adapter weights and loss log of an
 uninterrupted one. The loss is the model's own causal-LM loss (mean over answer tokens of the batch); labels are
 passed to the model, so ``apply_swaa``'s pre-forward hook gives every row its own prompt length and FA decode covers
