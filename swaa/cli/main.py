@@ -49,11 +49,11 @@ def _model_arg(name: str):
     return None if name == "default" else name
 
 
-def _load(a, device=None):
+def _load(a, device=None, dtype=None):
     """The --model's weights and tokenizer (checked by model_config before: what fails here is its weights)."""
     from ..integrations.transformers import load_model
     try:
-        return load_model(_model_arg(a.model), device=device or a.device)
+        return load_model(_model_arg(a.model), device=device or a.device, dtype=dtype)
     except OSError as e:
         raise UsageError(f"--model {a.model}: {one_line(e)}") from None
 
@@ -259,7 +259,10 @@ def _cmd_sft(a) -> int:
         accelerator = launch_accelerator(cpu=a.device == "cpu" or not torch.cuda.is_available())
         if not a.no_resume:                                     # before the weights load: it needs no model
             check_resume(latest_checkpoint(a.out), accelerator.num_processes, cfg.gradient_accumulation_steps)
-        model, tok = _load(a, device=a.device or accelerator.device)
+        if accelerator.is_fsdp2:      # weights stay on the CPU until fully_shard moves each process's shard to its GPU
+            model, tok = _load(a, device="cpu", dtype=torch.bfloat16 if accelerator.device.type == "cuda" else None)
+        else:
+            model, tok = _load(a, device=a.device or accelerator.device)
         run = train_sft(model, tok, rows, a.out, swaa=swaa, config=cfg, resume=not a.no_resume,
                         accelerator=accelerator)
         merged = None if a.no_merge or not accelerator.is_main_process else merge_and_save(run.model, tok,

@@ -72,18 +72,24 @@ def main(out: str, stop: int | None) -> None:
     _emit(row)
 
 
-def _close_process_group() -> None:
-    # both ranks leave together and take gloo down before the interpreter exits: a rank that exited while its peer's
-    # gloo threads were still up once aborted with "terminate called without an active exception" (in CI, the
-    # interrupted run)
+def leave_launch(body) -> None:
+    """Run ``body()`` in a launched process, then leave: both ranks meet, the process group is destroyed and the
+    process exits without the interpreter's teardown, where a rank whose peer's gloo threads were still up has
+    aborted with "terminate called without an active exception" (in CI, the interrupted run). An exception in
+    ``body`` still ends the process with its traceback and a non-zero exit code."""
+    import os
+
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    try:
+        body()
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
-    finally:
-        _close_process_group()
+    leave_launch(lambda: main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None))

@@ -13,11 +13,13 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import swaa.training.sft as sft  # noqa: E402
 from swaa.cli import main  # noqa: E402
 from swaa.training.sft_parallel import strategy  # noqa: E402
+from ddp_sft_job import leave_launch  # noqa: E402
 
 _train_sft = sft.train_sft
 _seen = {}
@@ -78,16 +80,5 @@ def run(stop: int, args: list[str]) -> None:
     sys.stdout.flush()
 
 
-def _close_process_group() -> None:
-    # both ranks leave together and take the process group down before the interpreter exits (see ddp_sft_job.py)
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    try:
-        run(int(sys.argv[1]), sys.argv[2:])
-    finally:
-        _close_process_group()
+    leave_launch(lambda: run(int(sys.argv[1]), sys.argv[2:]))
