@@ -95,7 +95,10 @@ def check_resume(ckpt: Path | None, processes: int, accumulation: int, fingerpri
         return
     meta = json.loads((ckpt / "state.json").read_text())
     per_step = meta.get("batches_per_step")
-    if per_step is not None and per_step != processes * accumulation:
+    if per_step is None:
+        raise ValueError(f"{ckpt} is in the earlier per-process format (optimizer-<rank>.pt), which this version "
+                         "does not read; use a new output folder, or resume=False to start over there")
+    if per_step != processes * accumulation:
         fix = (f"gradient_accumulation_steps={per_step // processes}" if per_step % processes == 0 else
                f"a number of processes that divides {per_step}")
         raise ValueError(f"{ckpt} was made by {meta['processes']} processes with gradient_accumulation_steps="

@@ -173,3 +173,13 @@ def test_an_accelerator_outside_the_launch_is_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match=r"the launch has 2 processes but this Accelerator sees 1: .*cpu=True"):
         adopt_launch(accelerator)
+
+
+def test_a_checkpoint_of_the_per_process_format_is_refused(work, tmp_path, capsys):
+    _, args = work
+    ckpt = tmp_path / "out" / "checkpoints" / "step-000002"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.json").write_text(json.dumps(dict(step=2, fingerprint="0123456789abcdef", order=[])))
+    assert main(["sft", *args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "earlier per-process format" in err and "--no-resume" in err, err
