@@ -32,7 +32,7 @@ from lm_eval.models.huggingface import HFLM
 __all__ = ["SWAALM", "check_model_args", "swaa_config_from_args", "SWAA_FIELDS"]
 
 SWAA_FIELDS = ("sliding_window_size", "keep_first", "force_fa_decode", "non_sliding_layers")
-_HFLM_ARGS = set(inspect.signature(HFLM.__init__).parameters) - {"self", "pretrained", "tokenizer", "kwargs"}
+_HFLM_ARGS = set(inspect.signature(HFLM.__init__).parameters) - {"self", "tokenizer", "kwargs"}
 
 
 def swaa_config_from_args(fields: dict, settings: str | None = None, setting=None):

@@ -57,9 +57,12 @@ def test_lm_eval_scores_equal_swaa_eval_row_by_row(rows, tmp_path, capsys):
 def test_loglikelihood_is_the_answer_nll_with_fa_decode(rows):
     import torch
 
-    from swaa.evaluation.lm_eval_model import SWAALM
+    from swaa.evaluation.lm_eval_model import SWAALM, check_model_args
     from swaa.evaluation.scoring import answer_nll
-    lm = SWAALM(sliding_window_size=16, keep_first=2, force_fa_decode=True, batch_size=2, device="cpu")
+    args = dict(pretrained="default", sliding_window_size=16, keep_first=2, force_fa_decode=True, batch_size=2)
+    cfg, rest = check_model_args(args)
+    assert cfg.mark == "swa=16_sink=2_fadec" and rest == dict(pretrained="default", batch_size=2)
+    lm = SWAALM(device="cpu", **args)
     tok = lm.tokenizer
     reqs = []
     for prompt, answer in zip(rows["prompt"][:3], rows["answer"][:3]):
