@@ -1,30 +1,121 @@
-"""vLLM's CPU attention backend with the SWAA rule: layers that are full attention for every token keep vLLM's
-own kernel; every other layer writes and reads its paged K/V itself and applies the rule per request
-(:mod:`.rules`), so windows, sinks, FA decode and per-layer plans are exact under chunked prefill, prefix
-caching and mixed batches. The plugin replaces the CPU_ATTN class through vLLM's backend registry."""
+"""vLLM's CPU attention backend with the SWAA rule. Full-attention layers are vLLM's own, untouched. Windowed layers
+run one batched attention per step and tile shape over their paged cache: the queries of every request of the step
+(prefill chunks and decode rows alike) cut into tiles, each against its sinks and window gathered from the cache with
+one index built per step (:mod:`.step`), through torch's SDPA in the model's dtype. Decode rows of FA-decode layers
+go to vLLM's kernel. The plugin replaces the CPU_ATTN class through vLLM's backend registry; each role has its class
+(:mod:`.state`).
+
+Pages: vLLM's CPU cache of a layer is (blocks, Hkv, block_size, 2 * D). ``window`` layers write it themselves as one
+row [K | V] per token (they are the only readers); ``fa_decode`` layers keep vLLM's own page order (vLLM's kernel
+reads it at decode), which is learnt once at start-up by writing a probe through vLLM's cache writer, so the reader
+is right for every instruction set that writer serves.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 from vllm.v1.attention.backends.cpu_attn import (CPUAttentionBackend, CPUAttentionBackendImpl,
                                                  CPUAttentionMetadataBuilder)
 
-from . import rules
-from .state import SWAAImplMixin, attach_rows, kv_spec_for
+from . import rules, step
+from .attend import attend_tiles, tile_index
+from .state import FA_DECODE, FULL, WINDOW, SWAABuilderMixin, SWAAImplMixin, window_spec
 
-__all__ = ["SWAACPUBackend", "SWAACPUImpl", "SWAACPUMetadataBuilder"]
+__all__ = ["SWAACPUBackend", "SWAACPUImpl", "TILE", "page_order"]
 
-class SWAACPUMetadataBuilder(CPUAttentionMetadataBuilder):
-    def build(self, common_prefix_len, common_attn_metadata, fast_build: bool = False):
-        return attach_rows(super().build(common_prefix_len, common_attn_metadata, fast_build), common_attn_metadata)
+# Queries per prefill tile: a tile of T queries reads S + W - 1 + T keys for S + W visible ones.
+# docs/serving.md, "Tile size", has the measurement behind it.
+TILE = 64
+
+
+def page_order(isa: str, dtype: torch.dtype, block_size: int, head_dim: int) -> torch.Tensor:
+    """Where vLLM's CPU cache writer puts each value of one (block, head) page: ``perm`` with
+    ``page.flatten()[perm]`` = the page as rows [K | V] per token. Learnt from four probes whose values (integers
+    below 130, exact in every float type) name the token, the channel and K or V."""
+    from vllm import _custom_ops as ops
+    bs, d = block_size, head_dim
+    tok = torch.arange(bs)[:, None, None].expand(bs, 1, d)
+    ch = torch.arange(d)[None, None, :].expand(bs, 1, d)
+    seen = []
+    for k, v in ((tok % 64, tok % 64), (tok // 64, tok // 64), (ch % 64, ch % 64 + 64), (ch // 64, ch // 64)):
+        cache = torch.zeros(1, 1, 2 * bs, d, dtype=dtype)
+        ops.cpu_attn_reshape_and_cache((k + 1).to(dtype), (v + 1).to(dtype), cache[:, :, :bs], cache[:, :, bs:],
+                                       torch.arange(bs), isa, k_scale=1.0, v_scale=1.0, kv_cache_dtype="auto")
+        seen.append(cache.flatten().long() - 1)                          # -1: a value the writer did not touch
+    t_lo, t_hi, c, c_hi = seen
+    std = (t_lo + 64 * t_hi) * 2 * d + (c // 64) * d + c % 64 + 64 * c_hi    # [K | V] row position of each value
+    perm = torch.full((2 * bs * d,), -1, dtype=torch.long)
+    perm[std.clamp(0, 2 * bs * d - 1)] = torch.arange(2 * bs * d)
+    if (t_lo < 0).any() or not torch.equal(perm.sort().values, torch.arange(2 * bs * d)):
+        raise NotImplementedError(f"vLLM's CPU cache writer (isa {isa!r}, {dtype}, block {bs}, head_dim {d}) uses a "
+                                  "page order the SWAA plugin cannot read")
+    return perm
+
+
+@dataclass(frozen=True)
+class CPUTiles:
+    """A step's tiles and where their keys are: ``blocks`` None reads the layer's own [K | V] rows; else the pages
+    ``blocks`` (vLLM's order) are first put in [K | V] rows with ``perm`` and ``index`` points into them."""
+    tiles: step.Tiles
+    index: tuple
+    blocks: torch.Tensor | None = None
+    perm: torch.Tensor | None = None
+
+    def pages(self, kv_cache: torch.Tensor) -> torch.Tensor:
+        if self.blocks is None:
+            return kv_cache
+        nb, hkv, bs, d2 = kv_cache.shape
+        return kv_cache.reshape(nb, hkv, -1).index_select(0, self.blocks).index_select(2, self.perm).view(-1, hkv, bs,
+                                                                                                          d2)
 
 
 class SWAACPUImpl(SWAAImplMixin, CPUAttentionBackendImpl):
     def do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping) -> None:
-        if self._plan(layer) is None:
+        if self._role(layer) != WINDOW:
             return super().do_kv_cache_update(layer, key, value, kv_cache, slot_mapping)
         rules.write_kv(kv_cache, key, value, slot_mapping)
 
+    def _attend(self, q, kv_cache, layout, out) -> None:
+        with torch.no_grad():
+            for t in layout:
+                attend_tiles(q, t.pages(kv_cache), t.tiles, t.index, self.scale, out)
+
+
+class SWAACPUMetadataBuilder(SWAABuilderMixin, CPUAttentionMetadataBuilder):
+    """Step layouts of windowed layers: decode rows as tiles of one query, longer runs as tiles of ``TILE``."""
+
+    def __init__(self, kv_cache_spec, layer_names, vllm_config, device) -> None:
+        super().__init__(kv_cache_spec, layer_names, vllm_config, device)
+        self.perm = None
+        if self.swaa_plan.fa_decode:
+            self.perm = page_order(self.isa, self.dtype, self.block_size, self.head_dim)
+
+    def _layout(self, c, use) -> list[CPUTiles]:
+        w, s = self.swaa_plan.window, self.swaa_plan.keep_first
+        qsl, seq = c.query_start_loc_cpu, c.seq_lens.cpu()
+        one = (qsl[1:] - qsl[:-1])[: seq.numel()] == 1
+        out = []
+        for sel, size in ((use & one, 1), (use & ~one, TILE)):
+            t = step.tiles(step.segments(qsl, seq, sel, w, s, size), c.block_table_tensor, self.block_size, w, s,
+                           size, self.dtype)
+            if t is not None:
+                out.append(self._where(t))
+        return out
+
+    def _where(self, t: step.Tiles) -> CPUTiles:
+        bs, hkv = self.block_size, self.num_kv_heads
+        slots = t.slots
+        blocks = None
+        if self.perm is not None:
+            blocks, compact = torch.unique(slots // bs, return_inverse=True)
+            slots = compact * bs + slots % bs
+        return CPUTiles(t, tile_index(slots, hkv, bs), blocks, self.perm)
+
 
 class SWAACPUBackend(CPUAttentionBackend):
+    """The class vLLM builds every layer with: full-attention layers keep it (vLLM's builder and spec)."""
+
     @staticmethod
     def get_name() -> str:
         return "CPU_ATTN"                        # the enum entry it replaces
@@ -33,10 +124,21 @@ class SWAACPUBackend(CPUAttentionBackend):
     def get_impl_cls():
         return SWAACPUImpl
 
+
+class SWAACPUWindowBackend(SWAACPUBackend):
     @staticmethod
     def get_builder_cls():
         return SWAACPUMetadataBuilder
 
     @classmethod
     def customize_spec(cls, spec):
-        return kv_spec_for(super().customize_spec(spec))
+        return window_spec(super().customize_spec(spec))
+
+
+class SWAACPUFADecodeBackend(SWAACPUBackend):
+    @staticmethod
+    def get_builder_cls():
+        return SWAACPUMetadataBuilder
+
+
+SWAACPUImpl.role_backends = {FULL: SWAACPUBackend, WINDOW: SWAACPUWindowBackend, FA_DECODE: SWAACPUFADecodeBackend}
