@@ -72,7 +72,7 @@ def test_cpu_tiles_match_attention_ref(cfg, tile):
     out = torch.full_like(q, float("nan"))
     for sel, size in ((use & one, 1), (use & ~one, tile)):
         t = step.tiles(step.segments(qsl, seq, sel, plan.window, plan.keep_first, size), table, BS, plan.window,
-                       plan.keep_first, size, q.dtype)
+                       plan.keep_first, size, q.dtype, groups=3)
         attend_tiles(q, pages, t, tile_index(t.slots, 2, BS), 16 ** -0.5, out)
     expect = _expected(seqs, q, qsl, plan, [not p for p in PREFILLING])
     rows = torch.repeat_interleave(use, qsl[1:] - qsl[:-1])

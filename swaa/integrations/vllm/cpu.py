@@ -58,7 +58,7 @@ class CPUTiles:
     """A step's tiles and where their keys are: ``blocks`` None reads the layer's own [K | V] rows; else the pages
     ``blocks`` (vLLM's order) are first put in [K | V] rows with ``perm`` and ``index`` points into them."""
     tiles: step.Tiles
-    index: tuple
+    index: torch.Tensor
     blocks: torch.Tensor | None = None
     perm: torch.Tensor | None = None
 
@@ -98,7 +98,7 @@ class SWAACPUMetadataBuilder(SWAABuilderMixin, CPUAttentionMetadataBuilder):
         out = []
         for sel, size in ((use & one, 1), (use & ~one, TILE)):
             t = step.tiles(step.segments(qsl, seq, sel, w, s, size), c.block_table_tensor, self.block_size, w, s,
-                           size, self.dtype)
+                           size, self.dtype, self.num_heads // self.num_kv_heads)
             if t is not None:
                 out.append(self._where(t))
         return out

@@ -59,13 +59,15 @@ def layer_index(layer_name: str) -> int:
 
 def write_kv(kv_cache: torch.Tensor, key: torch.Tensor, value: torch.Tensor, slot_mapping: torch.Tensor) -> None:
     """Store this step's keys/values (T, Hkv, D) as rows [K | V] at their slots (block * block_size + offset;
-    < 0 = padding)."""
-    bs = kv_cache.shape[2]
+    < 0 = padding) of contiguous pages, as one copy of whole rows (indexing the 4-d pages is ~15x slower on CPU)."""
+    nb, hkv, bs, d2 = kv_cache.shape
     slots = slot_mapping[: key.shape[0]].long()
+    rows = torch.cat([key[: slots.shape[0]], value[: slots.shape[0]]], -1)          # (T, Hkv, 2D)
     keep = slots >= 0
-    rows = torch.cat([key[: keep.shape[0]][keep], value[: keep.shape[0]][keep]], -1)    # (T, Hkv, 2D)
-    slots = slots[keep]
-    kv_cache[slots // bs, :, slots % bs] = rows.to(kv_cache.dtype)      # indices around a slice: (T, Hkv, 2D)
+    if not bool(keep.all()):
+        rows, slots = rows[keep], slots[keep]
+    index = ((slots // bs)[:, None] * hkv + torch.arange(hkv, device=slots.device)) * bs + (slots % bs)[:, None]
+    kv_cache.view(-1, d2).index_copy_(0, index.view(-1), rows.to(kv_cache.dtype).view(-1, d2))
 
 
 def blocks_to_free(keep_first: int, window: int, computed: int, block_size: int) -> tuple[int, int]:

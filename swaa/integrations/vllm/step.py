@@ -87,8 +87,9 @@ def _slots(block_table, block_size: int, req, pos):
 class Tiles:
     """Segments padded into one rectangle: ``rows`` (tiles, size) packed query row of each tile row (padding rows
     repeat the tile's first row), ``slots`` (tiles, keys) cache slot of each key (padding keys read position 0),
-    ``bias`` (tiles, 1, size, keys) 0 where the rule lets the row see the key and -inf elsewhere, ``take``
-    the flat (tile * size + row) indices of the real rows and ``out_rows`` their packed rows."""
+    ``bias`` (tiles, 1, groups * size, keys) 0 where the rule lets the row see the key and -inf elsewhere (once per
+    query head of a KV head), ``take`` the flat (tile * size + row) indices of the real rows and ``out_rows`` their
+    packed rows."""
     rows: torch.Tensor
     slots: torch.Tensor
     bias: torch.Tensor
@@ -97,8 +98,9 @@ class Tiles:
 
 
 def tiles(seg: Segments, block_table, block_size: int, window: int, keep_first: int, size: int,
-          dtype: torch.dtype) -> Tiles | None:
-    """The CPU layout of ``seg`` (cut with the same ``size``); None when there is no segment."""
+          dtype: torch.dtype, groups: int = 1) -> Tiles | None:
+    """The CPU layout of ``seg`` (cut with the same ``size``); None when there is no segment. ``groups`` query heads
+    share a KV head: the bias is repeated for them along the query axis (their rows are attended together)."""
     if len(seg) == 0:
         return None
     kpos, kreal = _key_positions(seg, int(seg.num_keys.max()))
@@ -106,7 +108,7 @@ def tiles(seg: Segments, block_table, block_size: int, window: int, keep_first: 
     qreal = qpos < seg.b[:, None]
     rows = (seg.row[:, None] + torch.arange(size)).where(qreal, seg.row[:, None])
     see = visible(qpos[:, :, None], kpos[:, None, :], window, keep_first) & kreal[:, None, :]
-    bias = torch.zeros(see.shape, dtype=dtype).masked_fill_(~see, float("-inf")).unsqueeze(1)
+    bias = torch.zeros(see.shape, dtype=dtype).masked_fill_(~see, float("-inf")).repeat(1, groups, 1).unsqueeze(1)
     take = qreal.view(-1).nonzero().view(-1)
     dev = block_table.device
     return Tiles(rows.to(dev), _slots(block_table, block_size, seg.req[:, None], kpos), bias.to(dev), take.to(dev),
