@@ -7,13 +7,14 @@ import torch
 from swaa.attention.reference import attention_ref
 from swaa.config import SWAAConfig
 from swaa.integrations.vllm import rules, step
-from swaa.integrations.vllm.attend import attend_packed, attend_tiles, tile_index
+from swaa.integrations.vllm.attend import attend_packed, attend_tiles
 
 BS = 4
 
 
-def _paged(seqs, hkv, d, nb=64, seed=0):
-    """Pages (nb, Hkv, BS, 2D) holding the K/V rows of each sequence, blocks scattered by a random block table."""
+def _paged(seqs, hkv, d, nb=64, seed=0, cuda=False):
+    """Pages (nb, Hkv, BS, 2D) holding the K/V of each sequence, blocks scattered by a random block table: in the
+    windowed layers' CPU order (written by rules.write_kv), or with ``cuda`` as vLLM's CUDA pages ([K | V] rows)."""
     g = torch.Generator().manual_seed(seed)
     pages = torch.zeros(nb, hkv, BS, 2 * d)
     perm = torch.randperm(nb - 1, generator=g) + 1          # block 0 stays the null block
@@ -24,14 +25,17 @@ def _paged(seqs, hkv, d, nb=64, seed=0):
         used += n
         tables.append(torch.cat([row, torch.zeros(16 - n, dtype=row.dtype)]))
         slots = row[torch.arange(k.shape[0]) // BS] * BS + torch.arange(k.shape[0]) % BS
-        rules.write_kv(pages, k, v, torch.cat([slots, torch.tensor([-1])]))   # a padding slot is skipped
+        if cuda:
+            pages[slots // BS, :, slots % BS] = torch.cat([k, v], -1)
+        else:
+            rules.write_kv(pages, k, v, torch.cat([slots, torch.tensor([-1])]))   # a padding slot is skipped
     return pages, torch.stack(tables).int()
 
 
-def _batch(lens, q_lens, hq=6, hkv=2, d=16, seed=0):
+def _batch(lens, q_lens, hq=6, hkv=2, d=16, seed=0, cuda=False):
     torch.manual_seed(seed)
     seqs = [(torch.randn(n, hkv, d), torch.randn(n, hkv, d)) for n in lens]
-    pages, table = _paged(seqs, hkv, d)
+    pages, table = _paged(seqs, hkv, d, cuda=cuda)
     q = torch.randn(sum(q_lens), hq, d)
     return seqs, pages, table, q, torch.tensor([0] + q_lens).cumsum(0), torch.tensor(lens)
 
@@ -73,7 +77,8 @@ def test_cpu_tiles_match_attention_ref(cfg, tile):
     for sel, size in ((use & one, 1), (use & ~one, tile)):
         t = step.tiles(step.segments(qsl, seq, sel, plan.window, plan.keep_first, size), table, BS, plan.window,
                        plan.keep_first, size, q.dtype, groups=3)
-        attend_tiles(q, pages, t, tile_index(t.slots, 2, BS), 16 ** -0.5, out)
+        k_index = rules.page_rows(t.slots, 2, BS).transpose(1, 2).contiguous()
+        attend_tiles(q, pages.view(-1, 16), t, k_index, k_index + BS, 16 ** -0.5, out)
     expect = _expected(seqs, q, qsl, plan, [not p for p in PREFILLING])
     rows = torch.repeat_interleave(use, qsl[1:] - qsl[:-1])
     torch.testing.assert_close(out[rows], expect[rows], atol=1e-5, rtol=1e-5)
@@ -96,7 +101,7 @@ def test_cuda_varlen_layout_with_the_reference_standing_in_for_the_kernel(cfg):
     """The CUDA backend's layout: one segment per request, its sinks and window renumbered from 0, one varlen call
     for all windowed rows; with the reference as the kernel each row gets the reference of its request."""
     plan = cfg.layer(0)
-    seqs, pages, table, q, qsl, seq = _batch(LENS, Q_LENS, seed=1)
+    seqs, pages, table, q, qsl, seq = _batch(LENS, Q_LENS, seed=1, cuda=True)
     pre = torch.tensor(PREFILLING)
     use = pre if plan.fa_decode else torch.ones_like(pre)
     seg = step.segments(qsl, seq, use, plan.window, plan.keep_first)

@@ -5,10 +5,10 @@ one index built per step (:mod:`.step`), through torch's SDPA in the model's dty
 go to vLLM's kernel. The plugin replaces the CPU_ATTN class through vLLM's backend registry; each role has its class
 (:mod:`.state`).
 
-Pages: vLLM's CPU cache of a layer is (blocks, Hkv, block_size, 2 * D). ``window`` layers write it themselves as one
-row [K | V] per token (they are the only readers); ``fa_decode`` layers keep vLLM's own page order (vLLM's kernel
-reads it at decode), which is learnt once at start-up by writing a probe through vLLM's cache writer, so the reader
-is right for every instruction set that writer serves.
+Pages: vLLM's CPU cache of a layer is (blocks, Hkv, block_size, 2 * D). ``window`` layers write it themselves as
+rows of K and rows of V (:func:`rules.page_rows`; they are the only readers); ``fa_decode`` layers keep vLLM's own
+page order (vLLM's kernel reads it at decode), which is learnt once at start-up by writing a probe through vLLM's
+cache writer, so the reader is right for every instruction set that writer serves.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from vllm.v1.attention.backends.cpu_attn import (CPUAttentionBackend, CPUAttenti
                                                  CPUAttentionMetadataBuilder)
 
 from . import rules, step
-from .attend import attend_tiles, tile_index
+from .attend import attend_tiles
 from .state import FA_DECODE, FULL, WINDOW, SWAABuilderMixin, SWAAImplMixin, window_spec
 
 __all__ = ["SWAACPUBackend", "SWAACPUImpl", "TILE", "page_order"]
@@ -31,7 +31,7 @@ TILE = 64
 
 def page_order(isa: str, dtype: torch.dtype, block_size: int, head_dim: int) -> torch.Tensor:
     """Where vLLM's CPU cache writer puts each value of one (block, head) page: ``perm`` with
-    ``page.flatten()[perm]`` = the page as rows [K | V] per token. Learnt from four probes whose values (integers
+    ``page.flatten()[perm]`` = the page in the windowed layers' order (K rows, then V rows; :func:`rules.page_rows`). Learnt from four probes whose values (integers
     below 130, exact in every float type) name the token, the channel and K or V."""
     from vllm import _custom_ops as ops
     bs, d = block_size, head_dim
@@ -44,7 +44,7 @@ def page_order(isa: str, dtype: torch.dtype, block_size: int, head_dim: int) -> 
                                        torch.arange(bs), isa, k_scale=1.0, v_scale=1.0, kv_cache_dtype="auto")
         seen.append(cache.flatten().long() - 1)                          # -1: a value the writer did not touch
     t_lo, t_hi, c, c_hi = seen
-    std = (t_lo + 64 * t_hi) * 2 * d + (c // 64) * d + c % 64 + 64 * c_hi    # [K | V] row position of each value
+    std = (c // 64) * bs * d + (t_lo + 64 * t_hi) * d + c % 64 + 64 * c_hi    # K rows then V rows (rules.page_rows)
     perm = torch.full((2 * bs * d,), -1, dtype=torch.long)
     perm[std.clamp(0, 2 * bs * d - 1)] = torch.arange(2 * bs * d)
     if (t_lo < 0).any() or not torch.equal(perm.sort().values, torch.arange(2 * bs * d)):
@@ -55,19 +55,19 @@ def page_order(isa: str, dtype: torch.dtype, block_size: int, head_dim: int) -> 
 
 @dataclass(frozen=True)
 class CPUTiles:
-    """A step's tiles and where their keys are: ``blocks`` None reads the layer's own [K | V] rows; else the pages
-    ``blocks`` (vLLM's order) are first put in [K | V] rows with ``perm`` and ``index`` points into them."""
+    """A step's tiles and where their keys are: ``blocks`` None reads the layer's own pages; else the pages
+    ``blocks`` (vLLM's order) are first put in the plugin's order with ``perm`` and the indices point into them."""
     tiles: step.Tiles
-    index: torch.Tensor
+    k_index: torch.Tensor
+    v_index: torch.Tensor
     blocks: torch.Tensor | None = None
     perm: torch.Tensor | None = None
 
-    def pages(self, kv_cache: torch.Tensor) -> torch.Tensor:
-        if self.blocks is None:
-            return kv_cache
+    def rows(self, kv_cache: torch.Tensor) -> torch.Tensor:
         nb, hkv, bs, d2 = kv_cache.shape
-        return kv_cache.reshape(nb, hkv, -1).index_select(0, self.blocks).index_select(2, self.perm).view(-1, hkv, bs,
-                                                                                                          d2)
+        pages = kv_cache if self.blocks is None else \
+            kv_cache.reshape(nb, hkv, -1).index_select(0, self.blocks).index_select(2, self.perm)
+        return pages.reshape(-1, d2 // 2)
 
 
 class SWAACPUImpl(SWAAImplMixin, CPUAttentionBackendImpl):
@@ -79,7 +79,7 @@ class SWAACPUImpl(SWAAImplMixin, CPUAttentionBackendImpl):
     def _attend(self, q, kv_cache, layout, out) -> None:
         with torch.no_grad():
             for t in layout:
-                attend_tiles(q, t.pages(kv_cache), t.tiles, t.index, self.scale, out)
+                attend_tiles(q, t.rows(kv_cache), t.tiles, t.k_index, t.v_index, self.scale, out)
 
 
 class SWAACPUMetadataBuilder(SWAABuilderMixin, CPUAttentionMetadataBuilder):
@@ -104,13 +104,13 @@ class SWAACPUMetadataBuilder(SWAABuilderMixin, CPUAttentionMetadataBuilder):
         return out
 
     def _where(self, t: step.Tiles) -> CPUTiles:
-        bs, hkv = self.block_size, self.num_kv_heads
-        slots = t.slots
-        blocks = None
+        bs = self.block_size
+        slots, blocks = t.slots, None
         if self.perm is not None:
             blocks, compact = torch.unique(slots // bs, return_inverse=True)
             slots = compact * bs + slots % bs
-        return CPUTiles(t, tile_index(slots, hkv, bs), blocks, self.perm)
+        k_index = rules.page_rows(slots, self.num_kv_heads, bs).transpose(1, 2).contiguous()    # (tiles, Hkv, keys)
+        return CPUTiles(t, k_index, k_index + bs, blocks, self.perm)
 
 
 class SWAACPUBackend(CPUAttentionBackend):

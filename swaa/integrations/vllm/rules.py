@@ -1,9 +1,10 @@
 """The SWAA plugin's plain-torch parts that need no vLLM import: the config a model carries (checked before an engine
-starts), the layer index of an attention layer, writing a windowed layer's K/V rows into its pages, and which KV
+starts), the layer index of an attention layer, where a windowed layer keeps K and V in its CPU pages, and which KV
 blocks a windowed layer may free.
 
-Pages: vLLM's CPU tensor of a layer is (num_blocks, Hkv, block_size, 2 * D); a windowed layer stores one row
-[K | V] per token slot there (K = [..., :D], V = [..., D:]) and is its only reader.
+Pages: vLLM's CPU tensor of a layer is (num_blocks, Hkv, block_size, 2 * D). A windowed layer is the only reader
+of its own pages and stores, per (block, head), ``block_size`` rows of K (D values each) and then ``block_size``
+rows of V: vLLM's own V half, and K untransposed, so that both are gathered as whole rows.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 
 from ...config import SWAAConfig, config_of, model_label
 
-__all__ = ["config_from_hf", "config_for_model", "layer_index", "write_kv", "blocks_to_free"]
+__all__ = ["config_from_hf", "config_for_model", "layer_index", "page_rows", "write_kv", "blocks_to_free"]
 
 
 def config_from_hf(hf_config) -> SWAAConfig | None:
@@ -57,17 +58,26 @@ def layer_index(layer_name: str) -> int:
     return int(found[0])
 
 
+def page_rows(slots: torch.Tensor, num_kv_heads: int, block_size: int) -> torch.Tensor:
+    """(..., Hkv) row of the K of each (slot, head) in a windowed layer's CPU pages seen as rows of D values; its V
+    is ``block_size`` rows further."""
+    heads = torch.arange(num_kv_heads, device=slots.device)
+    return ((slots // block_size)[..., None] * num_kv_heads + heads) * 2 * block_size + (slots % block_size)[..., None]
+
+
 def write_kv(kv_cache: torch.Tensor, key: torch.Tensor, value: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """Store this step's keys/values (T, Hkv, D) as rows [K | V] at their slots (block * block_size + offset;
-    < 0 = padding) of contiguous pages, as one copy of whole rows (indexing the 4-d pages is ~15x slower on CPU)."""
+    """Store this step's keys/values (T, Hkv, D) at their slots (block * block_size + offset; < 0 = padding) of a
+    windowed layer's contiguous pages, as two copies of whole rows (indexing the 4-d pages is ~15x slower on CPU)."""
     nb, hkv, bs, d2 = kv_cache.shape
     slots = slot_mapping[: key.shape[0]].long()
-    rows = torch.cat([key[: slots.shape[0]], value[: slots.shape[0]]], -1)          # (T, Hkv, 2D)
+    key, value = key[: slots.shape[0]], value[: slots.shape[0]]
     keep = slots >= 0
     if not bool(keep.all()):
-        rows, slots = rows[keep], slots[keep]
-    index = ((slots // bs)[:, None] * hkv + torch.arange(hkv, device=slots.device)) * bs + (slots % bs)[:, None]
-    kv_cache.view(-1, d2).index_copy_(0, index.view(-1), rows.to(kv_cache.dtype).view(-1, d2))
+        key, value, slots = key[keep], value[keep], slots[keep]
+    rows = page_rows(slots, hkv, bs).view(-1)
+    flat = kv_cache.view(-1, d2 // 2)
+    flat.index_copy_(0, rows, key.reshape(-1, d2 // 2).to(kv_cache.dtype))
+    flat.index_copy_(0, rows + bs, value.reshape(-1, d2 // 2).to(kv_cache.dtype))
 
 
 def blocks_to_free(keep_first: int, window: int, computed: int, block_size: int) -> tuple[int, int]:
