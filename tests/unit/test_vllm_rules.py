@@ -76,9 +76,9 @@ def test_cpu_tiles_match_attention_ref(cfg, tile):
     out = torch.full_like(q, float("nan"))
     for sel, size in ((use & one, 1), (use & ~one, tile)):
         t = step.tiles(step.segments(qsl, seq, sel, plan.window, plan.keep_first, size), table, BS, plan.window,
-                       plan.keep_first, size, q.dtype, groups=3)
-        k_index = rules.page_rows(t.slots, 2, BS).transpose(1, 2).contiguous()
-        attend_tiles(q, pages.view(-1, 16), t, k_index, k_index + BS, 16 ** -0.5, out)
+                       plan.keep_first, size, q.dtype, 6, 2)
+        k_rows = rules.page_rows(t.slots, BS)
+        attend_tiles(q, pages.view(-1, 2 * 16), t, k_rows, k_rows + BS, 16 ** -0.5, out)
     expect = _expected(seqs, q, qsl, plan, [not p for p in PREFILLING])
     rows = torch.repeat_interleave(use, qsl[1:] - qsl[:-1])
     torch.testing.assert_close(out[rows], expect[rows], atol=1e-5, rtol=1e-5)

@@ -1,5 +1,5 @@
 """The windowed rows of a step, attended in one batched call per layout: tiles through torch's SDPA from a windowed
-layer's CPU pages (K and V rows, :func:`.rules.page_rows`), or packed segments through a varlen kernel from vLLM's
+layer's CPU pages (token rows of keys and of values, :func:`.rules.page_rows`), or packed segments through a varlen kernel from vLLM's
 CUDA pages, which hold one row [K | V] per token and head (our Triton kernel; tests pass the reference in its place).
 
 Layouts: q/out (rows, Hq, D); pages (blocks, Hkv, block_size, 2D); a slot is ``block * block_size + offset``.
@@ -13,23 +13,22 @@ from .step import Packed, Tiles
 __all__ = ["attend_tiles", "attend_packed"]
 
 
-def attend_tiles(q: torch.Tensor, rows: torch.Tensor, t: Tiles, k_index: torch.Tensor, v_index: torch.Tensor,
+def attend_tiles(q: torch.Tensor, rows: torch.Tensor, t: Tiles, k_rows: torch.Tensor, v_rows: torch.Tensor,
                  scale: float, out: torch.Tensor) -> None:
-    """The rule for the rows of ``t``. ``rows``: the pages as rows of D values; ``k_index``/``v_index`` (tiles, Hkv,
-    keys): the rows of each tile's keys and values (one gather each, contiguous for SDPA). The query heads of a KV
-    head are stacked along the query axis (torch's SDPA with ``enable_gqa`` is several times slower on CPU)."""
-    n_tiles, size = t.rows.shape
-    hq, d = q.shape[1], q.shape[2]
-    hkv = k_index.shape[1]
-    k = rows.index_select(0, k_index.view(-1)).view(*k_index.shape, d)                    # (tiles, Hkv, keys, D)
-    v = rows.index_select(0, v_index.view(-1)).view(*v_index.shape, d)
-    qt = q.index_select(0, t.rows.view(-1)).view(n_tiles, size, hkv, hq // hkv, d)
-    qt = qt.permute(0, 2, 3, 1, 4).reshape(n_tiles, hkv, -1, d)           # (tiles, Hkv, G * size, D)
-    o = torch.nn.functional.scaled_dot_product_attention(qt, k, v, attn_mask=t.bias, scale=scale)
-    o = o.view(n_tiles, hkv, hq // hkv, size, d).permute(0, 3, 1, 2, 4).reshape(-1, hq, d)
-    if t.take.numel() != o.shape[0]:
+    """The rule for the rows of ``t``. ``rows``: the pages as token rows of Hkv * D values; ``k_rows``/``v_rows``
+    (tiles, keys): the rows of each tile's keys and values. Every operand is one gather of whole rows; the query
+    heads of a KV head are stacked along the query axis (torch's SDPA with ``enable_gqa`` is several times slower
+    on CPU)."""
+    d = q.shape[-1]
+    hkv = rows.shape[1] // d
+    n_tiles, n_keys = k_rows.shape
+    k = rows.index_select(0, k_rows.view(-1)).view(n_tiles, n_keys, hkv, d).transpose(1, 2)   # (tiles, Hkv, keys, D)
+    v = rows.index_select(0, v_rows.view(-1)).view(n_tiles, n_keys, hkv, d).transpose(1, 2)
+    qt = q.reshape(-1, d).index_select(0, t.q_index.view(-1)).view(*t.q_index.shape, d)   # (tiles, Hkv, G*size, D)
+    o = torch.nn.functional.scaled_dot_product_attention(qt, k, v, attn_mask=t.bias, scale=scale).view(-1, d)
+    if t.take is not None:
         o = o.index_select(0, t.take)
-    out.index_copy_(0, t.out_rows, o)
+    out.view(-1, d).index_copy_(0, t.out_index, o)
 
 
 def attend_packed(q: torch.Tensor, pages: torch.Tensor, p: Packed, window: int, keep_first: int, scale: float,

@@ -6,7 +6,7 @@ go to vLLM's kernel. The plugin replaces the CPU_ATTN class through vLLM's backe
 (:mod:`.state`).
 
 Pages: vLLM's CPU cache of a layer is (blocks, Hkv, block_size, 2 * D). ``window`` layers write it themselves as
-rows of K and rows of V (:func:`rules.page_rows`; they are the only readers); ``fa_decode`` layers keep vLLM's own
+token rows of keys and of values (:func:`rules.page_rows`; they are the only readers); ``fa_decode`` layers keep vLLM's own
 page order (vLLM's kernel reads it at decode), which is learnt once at start-up by writing a probe through vLLM's
 cache writer, so the reader is right for every instruction set that writer serves.
 """
@@ -31,7 +31,8 @@ TILE = 64
 
 def page_order(isa: str, dtype: torch.dtype, block_size: int, head_dim: int) -> torch.Tensor:
     """Where vLLM's CPU cache writer puts each value of one (block, head) page: ``perm`` with
-    ``page.flatten()[perm]`` = the page in the windowed layers' order (K rows, then V rows; :func:`rules.page_rows`). Learnt from four probes whose values (integers
+    ``page.flatten()[perm]`` = the page as ``block_size`` rows of K then as many rows of V (D values each), the
+    order of the windowed layers' pages for one head (:func:`rules.page_rows`). Learnt from four probes whose values (integers
     below 130, exact in every float type) name the token, the channel and K or V."""
     from vllm import _custom_ops as ops
     bs, d = block_size, head_dim
@@ -55,19 +56,21 @@ def page_order(isa: str, dtype: torch.dtype, block_size: int, head_dim: int) -> 
 
 @dataclass(frozen=True)
 class CPUTiles:
-    """A step's tiles and where their keys are: ``blocks`` None reads the layer's own pages; else the pages
-    ``blocks`` (vLLM's order) are first put in the plugin's order with ``perm`` and the indices point into them."""
+    """A step's tiles and the page rows of their keys and values: ``blocks`` None reads the layer's own pages; else
+    the pages ``blocks`` (vLLM's order) are first put in the plugin's order with ``perm`` and the rows point into
+    them."""
     tiles: step.Tiles
-    k_index: torch.Tensor
-    v_index: torch.Tensor
+    k_rows: torch.Tensor
+    v_rows: torch.Tensor
     blocks: torch.Tensor | None = None
     perm: torch.Tensor | None = None
 
     def rows(self, kv_cache: torch.Tensor) -> torch.Tensor:
         nb, hkv, bs, d2 = kv_cache.shape
-        pages = kv_cache if self.blocks is None else \
-            kv_cache.reshape(nb, hkv, -1).index_select(0, self.blocks).index_select(2, self.perm)
-        return pages.reshape(-1, d2 // 2)
+        if self.blocks is None:
+            return kv_cache.view(-1, hkv * d2 // 2)
+        pages = kv_cache.reshape(nb, hkv, -1).index_select(0, self.blocks).index_select(2, self.perm)
+        return pages.view(-1, hkv, 2 * bs, d2 // 2).transpose(1, 2).reshape(-1, hkv * d2 // 2)
 
 
 class SWAACPUImpl(SWAAImplMixin, CPUAttentionBackendImpl):
@@ -79,7 +82,7 @@ class SWAACPUImpl(SWAAImplMixin, CPUAttentionBackendImpl):
     def _attend(self, q, kv_cache, layout, out) -> None:
         with torch.no_grad():
             for t in layout:
-                attend_tiles(q, t.rows(kv_cache), t.tiles, t.k_index, t.v_index, self.scale, out)
+                attend_tiles(q, t.rows(kv_cache), t.tiles, t.k_rows, t.v_rows, self.scale, out)
 
 
 class SWAACPUMetadataBuilder(SWAABuilderMixin, CPUAttentionMetadataBuilder):
@@ -98,7 +101,7 @@ class SWAACPUMetadataBuilder(SWAABuilderMixin, CPUAttentionMetadataBuilder):
         out = []
         for sel, size in ((use & one, 1), (use & ~one, TILE)):
             t = step.tiles(step.segments(qsl, seq, sel, w, s, size), c.block_table_tensor, self.block_size, w, s,
-                           size, self.dtype, self.num_heads // self.num_kv_heads)
+                           size, self.dtype, self.num_heads, self.num_kv_heads)
             if t is not None:
                 out.append(self._where(t))
         return out
@@ -109,8 +112,8 @@ class SWAACPUMetadataBuilder(SWAABuilderMixin, CPUAttentionMetadataBuilder):
         if self.perm is not None:
             blocks, compact = torch.unique(slots // bs, return_inverse=True)
             slots = compact * bs + slots % bs
-        k_index = rules.page_rows(slots, self.num_kv_heads, bs).transpose(1, 2).contiguous()    # (tiles, Hkv, keys)
-        return CPUTiles(t, k_index, k_index + bs, blocks, self.perm)
+        k_rows = rules.page_rows(slots, bs)
+        return CPUTiles(t, k_rows, k_rows + bs, blocks, self.perm)
 
 
 class SWAACPUBackend(CPUAttentionBackend):

@@ -3,8 +3,8 @@ starts), the layer index of an attention layer, where a windowed layer keeps K a
 blocks a windowed layer may free.
 
 Pages: vLLM's CPU tensor of a layer is (num_blocks, Hkv, block_size, 2 * D). A windowed layer is the only reader
-of its own pages and stores, per (block, head), ``block_size`` rows of K (D values each) and then ``block_size``
-rows of V: vLLM's own V half, and K untransposed, so that both are gathered as whole rows.
+of its own pages and stores, per block, ``block_size`` rows of keys (one token's Hkv * D values each) and then
+``block_size`` rows of values, so that a step gathers whole token rows.
 """
 from __future__ import annotations
 
@@ -58,26 +58,25 @@ def layer_index(layer_name: str) -> int:
     return int(found[0])
 
 
-def page_rows(slots: torch.Tensor, num_kv_heads: int, block_size: int) -> torch.Tensor:
-    """(..., Hkv) row of the K of each (slot, head) in a windowed layer's CPU pages seen as rows of D values; its V
-    is ``block_size`` rows further."""
-    heads = torch.arange(num_kv_heads, device=slots.device)
-    return ((slots // block_size)[..., None] * num_kv_heads + heads) * 2 * block_size + (slots % block_size)[..., None]
+def page_rows(slots: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Row of the keys of each slot in a windowed layer's CPU pages seen as rows of Hkv * D values; its values are
+    ``block_size`` rows further."""
+    return (slots // block_size) * 2 * block_size + slots % block_size
 
 
 def write_kv(kv_cache: torch.Tensor, key: torch.Tensor, value: torch.Tensor, slot_mapping: torch.Tensor) -> None:
     """Store this step's keys/values (T, Hkv, D) at their slots (block * block_size + offset; < 0 = padding) of a
-    windowed layer's contiguous pages, as two copies of whole rows (indexing the 4-d pages is ~15x slower on CPU)."""
+    windowed layer's contiguous pages, as two copies of whole token rows (indexing the 4-d pages is ~15x slower)."""
     nb, hkv, bs, d2 = kv_cache.shape
     slots = slot_mapping[: key.shape[0]].long()
     key, value = key[: slots.shape[0]], value[: slots.shape[0]]
     keep = slots >= 0
     if not bool(keep.all()):
         key, value, slots = key[keep], value[keep], slots[keep]
-    rows = page_rows(slots, hkv, bs).view(-1)
-    flat = kv_cache.view(-1, d2 // 2)
-    flat.index_copy_(0, rows, key.reshape(-1, d2 // 2).to(kv_cache.dtype))
-    flat.index_copy_(0, rows + bs, value.reshape(-1, d2 // 2).to(kv_cache.dtype))
+    rows = page_rows(slots, bs)
+    flat = kv_cache.view(-1, hkv * d2 // 2)
+    flat.index_copy_(0, rows, key.reshape(rows.shape[0], -1).to(kv_cache.dtype))
+    flat.index_copy_(0, rows + bs, value.reshape(rows.shape[0], -1).to(kv_cache.dtype))
 
 
 def blocks_to_free(keep_first: int, window: int, computed: int, block_size: int) -> tuple[int, int]:

@@ -85,34 +85,39 @@ def _slots(block_table, block_size: int, req, pos):
 
 @dataclass(frozen=True)
 class Tiles:
-    """Segments padded into one rectangle: ``rows`` (tiles, size) packed query row of each tile row (padding rows
-    repeat the tile's first row), ``slots`` (tiles, keys) cache slot of each key (padding keys read position 0),
-    ``bias`` (tiles, 1, groups * size, keys) 0 where the rule lets the row see the key and -inf elsewhere (once per
-    query head of a KV head), ``take`` the flat (tile * size + row) indices of the real rows and ``out_rows`` their
-    packed rows."""
-    rows: torch.Tensor
+    """Segments padded into one rectangle of ``size`` query rows, with the query heads of each KV head stacked along
+    the query axis (their rows are attended together). ``q_index`` (tiles, Hkv, G * size): row of each stacked query
+    in the packed query seen as (rows * Hq, D) (padding rows repeat the tile's first row); ``slots`` (tiles, keys):
+    cache slot of each key (padding keys read position 0); ``bias`` (tiles, 1, G * size, keys): 0 where the rule lets
+    the row see the key and -inf elsewhere; ``out_index``: the (row * Hq + head) of each real stacked row and
+    ``take`` their places in the flattened result (None: every row is real)."""
+    q_index: torch.Tensor
     slots: torch.Tensor
     bias: torch.Tensor
-    take: torch.Tensor
-    out_rows: torch.Tensor
+    out_index: torch.Tensor
+    take: torch.Tensor | None
 
 
 def tiles(seg: Segments, block_table, block_size: int, window: int, keep_first: int, size: int,
-          dtype: torch.dtype, groups: int = 1) -> Tiles | None:
-    """The CPU layout of ``seg`` (cut with the same ``size``); None when there is no segment. ``groups`` query heads
-    share a KV head: the bias is repeated for them along the query axis (their rows are attended together)."""
+          dtype: torch.dtype, num_heads: int, num_kv_heads: int) -> Tiles | None:
+    """The CPU layout of ``seg`` (cut with the same ``size``); None when there is no segment."""
     if len(seg) == 0:
         return None
+    groups = num_heads // num_kv_heads
     kpos, kreal = _key_positions(seg, int(seg.num_keys.max()))
     qpos = seg.a[:, None] + torch.arange(size)
     qreal = qpos < seg.b[:, None]
     rows = (seg.row[:, None] + torch.arange(size)).where(qreal, seg.row[:, None])
     see = visible(qpos[:, :, None], kpos[:, None, :], window, keep_first) & kreal[:, None, :]
     bias = torch.zeros(see.shape, dtype=dtype).masked_fill_(~see, float("-inf")).repeat(1, groups, 1).unsqueeze(1)
-    take = qreal.view(-1).nonzero().view(-1)
+    heads = torch.arange(num_heads).view(num_kv_heads, groups, 1)
+    q_index = (rows[:, None, None, :] * num_heads + heads).view(len(seg), num_kv_heads, groups * size)
+    real = qreal[:, None, None, :].expand(-1, num_kv_heads, groups, -1).reshape(-1)
+    take = None if bool(real.all()) else real.nonzero().view(-1)
+    out_index = q_index.view(-1) if take is None else q_index.view(-1)[take]
     dev = block_table.device
-    return Tiles(rows.to(dev), _slots(block_table, block_size, seg.req[:, None], kpos), bias.to(dev), take.to(dev),
-                 rows.view(-1)[take].to(dev))
+    return Tiles(q_index.to(dev), _slots(block_table, block_size, seg.req[:, None], kpos), bias.to(dev),
+                 out_index.to(dev), None if take is None else take.to(dev))
 
 
 @dataclass(frozen=True)
