@@ -24,9 +24,11 @@ from .state import FA_DECODE, FULL, WINDOW, SWAABuilderMixin, SWAAImplMixin, win
 
 __all__ = ["SWAACPUBackend", "SWAACPUImpl", "TILE", "page_order"]
 
-# Queries per prefill tile: a tile of T queries reads S + W - 1 + T keys for S + W visible ones.
-# docs/serving.md, "Tile size", has the measurement behind it.
+# Queries per prefill tile (a tile of T queries reads S + W - 1 + T keys for S + W visible ones), and the key widths
+# that share one rectangle: a request's first tiles see fewer keys and are not padded to the window's width.
+# docs/serving.md, "Tiles", has the measurements behind both.
 TILE = 64
+KEY_BUCKET = 64
 
 
 def page_order(isa: str, dtype: torch.dtype, block_size: int, head_dim: int) -> torch.Tensor:
@@ -86,7 +88,8 @@ class SWAACPUImpl(SWAAImplMixin, CPUAttentionBackendImpl):
 
 
 class SWAACPUMetadataBuilder(SWAABuilderMixin, CPUAttentionMetadataBuilder):
-    """Step layouts of windowed layers: decode rows as tiles of one query, longer runs as tiles of ``TILE``."""
+    """Step layouts of windowed layers: decode rows as tiles of one query, longer runs as tiles of ``TILE`` queries
+    grouped by how many keys they read."""
 
     def __init__(self, kv_cache_spec, layer_names, vllm_config, device) -> None:
         super().__init__(kv_cache_spec, layer_names, vllm_config, device)
@@ -98,10 +101,14 @@ class SWAACPUMetadataBuilder(SWAABuilderMixin, CPUAttentionMetadataBuilder):
         w, s = self.swaa_plan.window, self.swaa_plan.keep_first
         qsl, seq = c.query_start_loc_cpu, c.seq_lens.cpu()
         one = (qsl[1:] - qsl[:-1])[: seq.numel()] == 1
+        groups = [(step.segments(qsl, seq, use & one, w, s, 1), 1)]
+        runs = step.segments(qsl, seq, use & ~one, w, s, TILE)
+        width = (runs.num_keys + KEY_BUCKET - 1) // KEY_BUCKET
+        groups += [(runs.subset(width == k), TILE) for k in width.unique().tolist()]
         out = []
-        for sel, size in ((use & one, 1), (use & ~one, TILE)):
-            t = step.tiles(step.segments(qsl, seq, sel, w, s, size), c.block_table_tensor, self.block_size, w, s,
-                           size, self.dtype, self.num_heads, self.num_kv_heads)
+        for seg, size in groups:
+            t = step.tiles(seg, c.block_table_tensor, self.block_size, w, s, size, self.dtype, self.num_heads,
+                           self.num_kv_heads)
             if t is not None:
                 out.append(self._where(t))
         return out

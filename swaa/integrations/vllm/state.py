@@ -67,6 +67,7 @@ class SWAABuilderMixin:
 
     def __init__(self, kv_cache_spec, layer_names, vllm_config, device) -> None:
         super().__init__(kv_cache_spec, layer_names, vllm_config, device)
+        self.reorder_batch_threshold = 1
         cfg = rules.config_from_hf(vllm_config.model_config.hf_config)
         plans = {cfg.layer(rules.layer_index(n)) for n in layer_names}
         if len(plans) != 1:

@@ -47,6 +47,9 @@ class Segments:
     def num_keys(self) -> torch.Tensor:
         return self.ns + self.b - self.lo
 
+    def subset(self, keep: torch.Tensor) -> "Segments":
+        return Segments(self.req[keep], self.a[keep], self.b[keep], self.lo[keep], self.ns[keep], self.row[keep])
+
 
 def segments(query_start_loc, seq_lens, use, window: int, keep_first: int, size: int | None = None) -> Segments:
     """The segments of the requests selected by ``use`` (bool per request): one per request (``size`` None) or
