@@ -28,7 +28,7 @@ prepare_cpu_env(kv_cache_gib=4)                              # 8 prompts of 7k t
 
 SETTINGS = {
     "plain vLLM": None,
-    "plugin, no window": {},
+    "plugin without window": {},
     "W=256 S=4": dict(sliding_window_size=256, keep_first=4),
     "W=256 S=4 FA decode": dict(sliding_window_size=256, keep_first=4, force_fa_decode=True),
     "W=256 S=4 half layers full": dict(sliding_window_size=256, keep_first=4, non_sliding_layers="SF" * 15),
