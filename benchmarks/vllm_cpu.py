@@ -11,7 +11,7 @@ the steps after it are pure decode (tokens they produce / their time; a non-posi
 are vLLM's own block tables, in whole-model blocks (a windowed group's block holds fewer layers), read at the last
 step before the first request finishes. Ratios are against plain vLLM in the same run. Rows are written as they
 finish and a rerun with the same parameters keeps them. Not a test: timings need a quiet machine, so each row
-records the 1-minute load average at its start.
+records the 1-minute load average at its start and end (``--quiet-load`` waits for a quiet machine before each row).
 """
 import argparse
 import gc
@@ -78,6 +78,8 @@ def main():
     ap.add_argument("--new", type=int, default=64, help="tokens generated per prompt")
     ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names from: " + ", ".join(SETTINGS))
     ap.add_argument("--out", default="benchmarks/results/vllm_cpu.json")
+    ap.add_argument("--quiet-load", type=float, default=None, metavar="LOAD",
+                    help="before each row, wait until the 1-minute load average is below LOAD (a shared machine)")
     a = ap.parse_args()
     lens = [int(x) for x in a.prompt_lens.split(",")]
     names = [x.strip() for x in a.settings.split(",")]
@@ -111,20 +113,30 @@ def main():
         run_batch(llm, [ids[:256]], 4, "warm-up")
         for n in todo:
             prompts = [ids[i * n:(i + 1) * n] for i in range(a.batch)]
-            row = dict(setting=name, prompt_len=n, swaa_config=SETTINGS[name], load_avg_1min=round(os.getloadavg()[0], 2),
-                       engine_load_avg_1min=round(load, 2), startup_s=startup, **run_batch(llm, prompts, a.new, f"p{n}"))
+            start_load = _wait_quiet(a.quiet_load)
+            timed = run_batch(llm, prompts, a.new, f"p{n}")
+            row = dict(setting=name, prompt_len=n, swaa_config=SETTINGS[name], load_avg_1min=start_load,
+                       load_avg_1min_end=round(os.getloadavg()[0], 2), engine_load_avg_1min=round(load, 2),
+                       startup_s=startup, **timed)
             rows.append(row)
             print(json.dumps(row), flush=True)
             _write(a.out, head, rows)
         del llm
         gc.collect()
     _write(a.out, head, rows)
-    print(f"{'setting':28s} {'prompt':>6s} {'prefill tok/s':>13s} {'x plain':>7s} {'decode tok/s':>12s} {'x plain':>7s} "
-          f"{'KV blocks':>9s} {'load':>5s}")
+    print(f"{'setting':28s} {'prompt':>6s} {'prefill tok/s':>13s} {'x plain':>7s} {'decode tok/s':>12s} "
+          f"{'x plain':>7s} {'KV blocks':>9s} {'load':>5s}")
     for r in rows:
-        print(f"{r['setting']:28s} {r['prompt_len']:6d} {r['prefill_tok_s']:13.1f} {r.get('prefill_vs_plain', 0):7.2f} "
-              f"{r['decode_tok_s']:12.1f} {r.get('decode_vs_plain', 0):7.2f} {r['kv_blocks_after_decode']:9.1f} "
-              f"{r['load_avg_1min']:5.2f}")
+        print(f"{r['setting']:28s} {r['prompt_len']:6d} {r['prefill_tok_s']:13.1f} "
+              f"{r.get('prefill_vs_plain', 0):7.2f} {r['decode_tok_s']:12.1f} {r.get('decode_vs_plain', 0):7.2f} "
+              f"{r['kv_blocks_after_decode']:9.1f} {r['load_avg_1min']:5.2f}")
+
+
+def _wait_quiet(limit: float | None) -> float:
+    """The 1-minute load average, once it is below ``limit`` (None: now)."""
+    while limit is not None and os.getloadavg()[0] >= limit:
+        time.sleep(30)
+    return round(os.getloadavg()[0], 2)
 
 
 def _write(path, head, rows):

@@ -1,6 +1,7 @@
 """The windowed rows of a step, attended in one batched call per layout: tiles through torch's SDPA from a windowed
-layer's CPU pages (token rows of keys and of values, :func:`.rules.page_rows`), or packed segments through a varlen kernel from vLLM's
-CUDA pages, which hold one row [K | V] per token and head (our Triton kernel; tests pass the reference in its place).
+layer's CPU pages (token rows of keys and of values, :func:`.rules.page_rows`), or packed segments through a varlen
+kernel from vLLM's CUDA pages, which hold one row [K | V] per token and head (our Triton kernel; tests pass the
+reference in its place).
 
 Layouts: q/out (rows, Hq, D); pages (blocks, Hkv, block_size, 2D); a slot is ``block * block_size + offset``.
 """

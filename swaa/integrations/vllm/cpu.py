@@ -6,9 +6,9 @@ go to vLLM's kernel. The plugin replaces the CPU_ATTN class through vLLM's backe
 (:mod:`.state`).
 
 Pages: vLLM's CPU cache of a layer is (blocks, Hkv, block_size, 2 * D). ``window`` layers write it themselves as
-token rows of keys and of values (:func:`rules.page_rows`; they are the only readers); ``fa_decode`` layers keep vLLM's own
-page order (vLLM's kernel reads it at decode), which is learnt once at start-up by writing a probe through vLLM's
-cache writer, so the reader is right for every instruction set that writer serves.
+token rows of keys and of values (:func:`rules.page_rows`; they are the only readers); ``fa_decode`` layers keep
+vLLM's own page order (vLLM's kernel reads it at decode), which is learnt once at start-up by writing a probe through
+vLLM's cache writer, so the reader is right for every instruction set that writer serves.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ KEY_BUCKET = 64
 def page_order(isa: str, dtype: torch.dtype, block_size: int, head_dim: int) -> torch.Tensor:
     """Where vLLM's CPU cache writer puts each value of one (block, head) page: ``perm`` with
     ``page.flatten()[perm]`` = the page as ``block_size`` rows of K then as many rows of V (D values each), the
-    order of the windowed layers' pages for one head (:func:`rules.page_rows`). Learnt from four probes whose values (integers
-    below 130, exact in every float type) name the token, the channel and K or V."""
+    order of the windowed layers' pages for one head (:func:`rules.page_rows`). Learnt from four probes whose values
+    (integers below 130, exact in every float type) name the token, the channel and K or V."""
     from vllm import _custom_ops as ops
     bs, d = block_size, head_dim
     tok = torch.arange(bs)[:, None, None].expand(bs, 1, d)
