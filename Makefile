@@ -20,7 +20,7 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-# on a CUDA machine (or the lent GPU box: PYTHONPATH=. python -m pytest tests/gpu)
+# on a CUDA machine (or without this environment: PYTHONPATH=. python -m pytest tests/gpu)
 test-gpu: setup
 	$(PY) -m pytest tests/gpu $(PYTEST_ARGS)
 

@@ -164,29 +164,38 @@ def main(argv=None):
 
 
 def tables(res: dict) -> str:
-    """The results file as markdown: prefill (ours / Flex per case) and decode (call and device time per backend)."""
-    rows = [r for r in res["rows"] if "median_ms" in r]
+    """The results file as markdown: prefill (ours / Flex per case), decode (call and device time per backend), and
+    Flex on FlashAttention-4 beside ours and Flex (the rows of the run that had it installed)."""
     key = lambda r: (r["shape"], r["mode"], r["n"], r.get("batch", 1), r["window"], r["keep_first"])
-    cases: dict = {}
-    for r in rows:
-        cases.setdefault(key(r), {})[r["backend"]] = r
+    main, fa4 = {}, {}
+    for r in res["rows"]:
+        if "median_ms" in r:
+            (fa4 if r.get("run") == "flashattention4" else main).setdefault(key(r), {})[r["backend"]] = r
+    cell = lambda r: f"{r['median_ms']:.3f} ({r['call_ms']:.3f})" if r else "-"
     out = [f"{res['device']}, torch {res['torch']}, Triton {res['triton']}, bf16; ms = device time (call time)", "",
-           "| shape | mode | tokens | W | S | ours | Flex | Flex on FA4 | ours / Flex |", "|" + "---|" * 9]
-    for (shape, mode, n, batch, w, s), by in cases.items():
+           "| shape | mode | tokens | W | S | ours | Flex | ours / Flex |", "|" + "---|" * 8]
+    for (shape, mode, n, batch, w, s), by in main.items():
         if mode == "decode" or "triton" not in by:
             continue
-        t, f, ff = by["triton"], by.get("flex"), by.get("flex-flash")
-        cell = lambda r: f"{r['median_ms']:.3f} ({r['call_ms']:.3f})" if r else "-"
+        t, f = by["triton"], by.get("flex")
         ratio = f"{f['median_ms'] / t['median_ms']:.2f}x" if f else "-"
-        out.append(f"| {shape} | {mode} | {n // 1024}k | {w} | {s} | {cell(t)} | {cell(f)} | {cell(ff)} | {ratio} |")
-    out += ["", "| cache | batch | W | S | " + " | ".join(DECODE_BACKENDS) + " |", "|" + "---|" * (4 + len(DECODE_BACKENDS))]
-    for (shape, mode, n, batch, w, s), by in cases.items():
+        out.append(f"| {shape} | {mode} | {n // 1024}k | {w} | {s} | {cell(t)} | {cell(f)} | {ratio} |")
+    out += ["", "| cache | batch | W | S | " + " | ".join(DECODE_BACKENDS) + " |",
+            "|" + "---|" * (4 + len(DECODE_BACKENDS))]
+    for (shape, mode, n, batch, w, s), by in main.items():
         if mode != "decode":
             continue
         cells = [f"{by[b]['call_ms'] * 1e3:.0f} ({by[b]['median_ms'] * 1e3:.0f})" if b in by else "-"
                  for b in DECODE_BACKENDS]
         out.append(f"| {n // 1024}k | {batch} | {w} | {s} | " + " | ".join(cells) + " |")
     out.append("\ndecode cells: call time (device time) in microseconds")
+    if fa4:
+        out += ["", "| shape | mode | tokens | W | S | ours | Flex | Flex on FlashAttention-4 | FA4 / ours |",
+                "|" + "---|" * 9]
+        for (shape, mode, n, batch, w, s), by in fa4.items():
+            t, f, ff = by.get("triton"), by.get("flex"), by.get("flex-flash")
+            ratio = f"{t['median_ms'] / ff['median_ms']:.2f}x" if t and ff else "-"
+            out.append(f"| {shape} | {mode} | {n // 1024}k | {w} | {s} | {cell(t)} | {cell(f)} | {cell(ff)} | {ratio} |")
     return "\n".join(out)
 
 

@@ -8,29 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 
-from swaa.attention import swaa_attention
-from swaa.attention.masks import visible_pairs
-
-
-def _time(fn, device, warmup=2, reps=7):
-    for _ in range(warmup):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ts)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.timing import device_ms  # noqa: E402
+from swaa.attention import swaa_attention  # noqa: E402
+from swaa.attention.masks import visible_pairs  # noqa: E402
 
 
 def main(argv=None):
@@ -56,14 +42,15 @@ def main(argv=None):
                 if be == "reference" and n > 2048:
                     continue
                 with torch.no_grad():
-                    ms = _time(lambda: swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend=be), device)
+                    ms = device_ms(lambda: swaa_attention(q, k, v, sliding_window_size=w, keep_first=s, backend=be))
                 pairs = visible_pairs(n, n, w, s)
                 rows.append(dict(backend=be, heads=hq, kv_heads=hkv, head_dim=d, n=n, window=w, keep_first=s,
                                  median_ms=round(ms, 3), tflops=round(4 * pairs * d * hq / ms / 1e9, 1)))
                 print(rows[-1], flush=True)
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
     res = dict(benchmark="backends", device=name, torch=torch.__version__, dtype=str(dtype),
-               note="forward only; TFLOP/s counts only the (query, key) pairs the mask keeps", rows=rows)
+               note="forward only; median ms from benchmarks/timing.py device_ms; TFLOP/s counts only the (query, key) "
+                    "pairs the mask keeps", rows=rows)
     out = Path(a.out or f"benchmarks/results/backends_{'cuda' if device == 'cuda' else 'cpu'}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")

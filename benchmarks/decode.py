@@ -12,18 +12,16 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from transformers import DynamicCache
 
-from swaa import SWAAConfig, apply_swaa
-
-
-def _sync(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.timing import sync  # noqa: E402
+from swaa import SWAAConfig, apply_swaa  # noqa: E402
 
 
 def kv_bytes(cache) -> int:
@@ -33,12 +31,11 @@ def kv_bytes(cache) -> int:
 @torch.no_grad()
 def run(model, ids, cfg, evict, new_tokens):
     apply_swaa(model, cfg, kv_eviction=evict)
-    dev = ids.device
     cache = DynamicCache(config=model.config)
-    _sync(dev)
+    sync()
     t0 = time.perf_counter()
     out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    _sync(dev)
+    sync()
     ttft = time.perf_counter() - t0
     cache = out.past_key_values
     tok = out.logits[:, -1:].argmax(-1)
@@ -47,7 +44,7 @@ def run(model, ids, cfg, evict, new_tokens):
     for _ in range(new_tokens):
         t = time.perf_counter()
         out = model(tok, past_key_values=cache, use_cache=True)
-        _sync(dev)
+        sync()
         steps.append(time.perf_counter() - t)
         tok = out.logits[:, -1:].argmax(-1)
         peak = max(peak, kv_bytes(cache))

@@ -227,7 +227,7 @@ def load_settings(path_or_list: "str | os.PathLike | list") -> list[tuple[SWAACo
     """
     data = path_or_list
     if not isinstance(data, list):
-        from .store.jsonfile import read_json
+        from .jsonfile import read_json
         data = read_json(path_or_list)
     where = "the settings list" if isinstance(path_or_list, list) else str(path_or_list)
     if not isinstance(data, list):

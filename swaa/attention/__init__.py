@@ -94,7 +94,8 @@ def _route_key(q, k, window, return_lse, mask, fa_from, keep_first) -> tuple:
     one_run = lq == 1 and one_query_span(k.shape[-2], window, keep_first) is not None
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
     return (q.device.type, q.dtype, q.shape[-1], lq == 1, lq <= 16, lq >= 16384, lq >= 32768, one_run,
-            window is None, keep_first > 0, mask is None, fa_from is None, return_lse, grad, narrow_decode(q, k))
+            window is None, window is not None and window >= 4096, keep_first > 0, mask is None, fa_from is None,
+            return_lse, grad, narrow_decode(q, k))
 
 
 def narrow_decode(q, k) -> bool:
@@ -209,8 +210,8 @@ def _triton_fn(q, k, v, **kw):
 register_backend(Backend("reference", _reference_fn, priority=90))
 def _triton_rank(q, k, window, mask, keep_first=0) -> int:
     """Where ``auto`` takes our kernels on CUDA (docs/kernels.md, "Where auto routes"): windows, in inference and
-    training, at head_dim > 64 or from 16k queries on (below that at head_dim 64 Flex leads: both are bound by the
-    host's launch time there); full attention goes to SDPA's fused kernels, except decode of a narrow grid over a long
+    training, at head_dim > 64 or from 16k queries on (below that at head_dim 64 Flex leads, both bound by the host's
+    launch time, except inference with a window of 4096 keys or more); full attention goes to SDPA's fused kernels, except decode of a narrow grid over a long
     cache (:func:`narrow_decode`), where the split over the keys leads."""
     training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
     if q.shape[-2] <= 16 and not training:
@@ -222,7 +223,7 @@ def _triton_rank(q, k, window, mask, keep_first=0) -> int:
     wide_or_long = q.shape[-1] > 64 or q.shape[-2] >= 16384
     if training:
         return 5 if wide_or_long else 45           # after Flex (10)
-    return 5 if wide_or_long else 15
+    return 5 if wide_or_long or window >= 4096 else 15     # head_dim 64, short: ours from 4k-key windows on
 
 
 register_backend(Backend("triton", _triton_fn, available=lambda: _triton_module().triton_available(),
@@ -238,4 +239,4 @@ def _flex_flash_rank(q, k, window, mask, keep_first=0) -> int:
 register_backend(Backend("flex-flash", flex_flash_attention, available=flex_flash_available,
                          unsupported=flex_flash_unsupported, devices=("cuda",), priority=_flex_flash_rank))
 register_backend(Backend("flash", flash_attention, available=flash_available, unsupported=flash_unsupported,
-                         devices=("cuda",), priority=25))       # not benchmarked here (no flash-attn on the GPU box)
+                         devices=("cuda",), priority=25))       # flash-attn 2 (or the SWAA fork); not measured on our H200

@@ -8,7 +8,6 @@ Compiled on CUDA, and on CPU for inference when enabled (first compile is slow t
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 
 import torch
@@ -27,10 +26,8 @@ except Exception as e:  # pragma: no cover - old torch
     _IMPORT_ERROR = f"torch.nn.attention.flex_attention is not importable ({e}); needs torch >= 2.5"
 
 BLOCK = 128
-# "auto": compile on CUDA; on CPU compile inference calls of at least CPU_COMPILE_PAIRS (query, key) pairs (eager
-# flex materialises the whole score matrix, while a compile costs tens of seconds per shape on 2 cores);
-# "always" / "never" force it. Environment variable SWAA_FLEX_COMPILE overrides the default.
-COMPILE = os.environ.get("SWAA_FLEX_COMPILE", "auto")
+# on CPU, inference calls of at least this many (query, key) pairs are compiled: eager flex materialises the whole
+# score matrix, while a compile costs tens of seconds per shape on 2 cores
 CPU_COMPILE_PAIRS = 2048 * 2048
 
 
@@ -86,10 +83,10 @@ def _compiled():
 
 def _should_compile(q, k, return_lse) -> bool:
     if q.device.type == "cuda":
-        return COMPILE != "never"
-    if return_lse or COMPILE == "never":                     # CPU: return_lse only works eagerly
+        return True
+    if return_lse:                                           # CPU: return_lse only works eagerly
         return False
-    return COMPILE == "always" or q.shape[-2] * k.shape[-2] >= CPU_COMPILE_PAIRS
+    return q.shape[-2] * k.shape[-2] >= CPU_COMPILE_PAIRS
 
 
 def flex_swaa_attention(q, k, v, *, window, keep_first, scale, return_lse, mask, fa_from):

@@ -132,7 +132,7 @@ def make_judge(a):
 def swaa_arg(text: str, setting: str | None = None):
     """--swaa: a JSON object, or a config / settings-list JSON file (a list needs --setting: an index or a mark)."""
     from ..config import SWAAConfig, load_settings
-    from ..store.jsonfile import read_json
+    from ..jsonfile import read_json
     if text.lstrip().startswith("{"):
         try:
             raw = json.loads(text)

@@ -26,7 +26,7 @@ from ..evaluation.judge import JudgeError
 _OPTION_NAMES = {"overwrite=True": "--overwrite", "resume=False": "--no-resume",
                  "truncate_prompts=True": "--truncate-prompts", "max_prompt_tokens": "--max-prompt-tokens",
                  "w_sink": "--w-sink", "w_recent": "--w-recent", "w_last": "--w-last",
-                 "target_modules": "--target-modules"}
+                 "target_modules": "--target-modules", "gradient_accumulation_steps": "--gradient-accumulation-steps"}
 
 
 @contextmanager
@@ -49,11 +49,11 @@ def _model_arg(name: str):
     return None if name == "default" else name
 
 
-def _load(a, device=None):
+def _load(a, device=None, dtype=None):
     """The --model's weights and tokenizer (checked by model_config before: what fails here is its weights)."""
     from ..integrations.transformers import load_model
     try:
-        return load_model(_model_arg(a.model), device=device or a.device)
+        return load_model(_model_arg(a.model), device=device or a.device, dtype=dtype)
     except OSError as e:
         raise UsageError(f"--model {a.model}: {one_line(e)}") from None
 
@@ -62,12 +62,12 @@ def _cmd_reproduce(a) -> int:
     import time
 
     from ..ui.notebooks import NotebookFailed, find_notebooks, run_notebooks
-    with about("--notebooks", a.notebook_dir):
-        notebook_dir = find_notebooks(a.notebook_dir)
     params = {}
     if a.model:
         model_config(a.model)
         params["MODEL"] = a.model
+    with about("--notebooks", a.notebook_dir):
+        notebook_dir = find_notebooks(a.notebook_dir)
     if a.device:
         params["DEVICE"] = a.device
     t0 = time.time()
@@ -234,6 +234,8 @@ def _cmd_lazy(a) -> int:
 def _cmd_sft(a) -> int:
     from ..evaluation.prompts import max_positions
     from ..training.sft import SFTConfig, merge_and_save, train_sft
+    from ..training.sft_checkpoint import check_resume, latest_checkpoint
+    from ..training.sft_parallel import check_launch, launch_accelerator
     swaa = checks.swaa_arg(a.swaa, a.setting)
     rows = checks.sft_rows(a)
     modules = tuple(m.strip() for m in a.target_modules.split(",") if m.strip())
@@ -245,16 +247,22 @@ def _cmd_sft(a) -> int:
         raise UsageError(f"--max-length {a.max_length} exceeds the model's {limit} positions; give at most {limit}")
     checks.check_modules(config, modules)
     cfg = SFTConfig(r=a.r, alpha=a.alpha, target_modules=modules, rslora=not a.no_rslora, dropout=a.dropout, lr=a.lr,
-                    warmup_ratio=a.warmup_ratio, batch_size=a.batch_size, epochs=a.epochs, max_steps=a.max_steps,
+                    warmup_ratio=a.warmup_ratio, max_grad_norm=a.max_grad_norm or None, batch_size=a.batch_size,
+                    gradient_accumulation_steps=a.gradient_accumulation_steps, epochs=a.epochs, max_steps=a.max_steps,
                     max_length=a.max_length or min(2048, limit or 2048),
                     gradient_checkpointing=a.gradient_checkpointing, save_every=a.save_every, seed=a.seed,
                     response_column=a.response_column)
+    check_launch()
     with _hold(a.out):
         import torch
-        from accelerate import Accelerator
         # on CPU, accelerate joins a torchrun launch only when told it is a CPU run (else each process trains alone)
-        accelerator = Accelerator(cpu=a.device == "cpu" or not torch.cuda.is_available())
-        model, tok = _load(a, device=a.device or accelerator.device)
+        accelerator = launch_accelerator(cpu=a.device == "cpu" or not torch.cuda.is_available())
+        if not a.no_resume:                                     # before the weights load: it needs no model
+            check_resume(latest_checkpoint(a.out), accelerator.num_processes, cfg.gradient_accumulation_steps)
+        if accelerator.is_fsdp2:      # weights stay on the CPU until fully_shard moves each process's shard to its GPU
+            model, tok = _load(a, device="cpu", dtype=torch.bfloat16 if accelerator.device.type == "cuda" else None)
+        else:
+            model, tok = _load(a, device=a.device or accelerator.device)
         run = train_sft(model, tok, rows, a.out, swaa=swaa, config=cfg, resume=not a.no_resume,
                         accelerator=accelerator)
         merged = None if a.no_merge or not accelerator.is_main_process else merge_and_save(run.model, tok,

@@ -112,7 +112,11 @@ def _sft(sub) -> None:
     t.add_argument("--dropout", type=number(0, 1, hi_open=True), default=0.05)
     t.add_argument("--lr", type=number(0, lo_open=True), default=1e-4)
     t.add_argument("--warmup-ratio", type=number(0, 1, hi_open=True), default=0.05)
+    t.add_argument("--max-grad-norm", type=number(0), default=1.0,
+                   help="clip the gradient to this norm (0: no clipping)")
     t.add_argument("--batch-size", type=whole(1), default=4, help="per process")
+    t.add_argument("--gradient-accumulation-steps", type=whole(1), default=1,
+                   help="batches per process in one optimizer step (a step takes processes x this many)")
     t.add_argument("--epochs", type=whole(1), default=1)
     t.add_argument("--max-steps", type=whole(1), default=None)
     t.add_argument("--max-length", type=whole(1), default=None, help="longer examples are dropped (and counted); "

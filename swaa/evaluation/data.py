@@ -198,7 +198,7 @@ def read_table(path, what: str = "table", columns: str = "its columns"):
     broken JSON). ``what`` and ``columns`` say what the file should be and hold, for the error."""
     import pandas as pd
 
-    from ..store.jsonfile import check_syntax
+    from ..jsonfile import check_syntax
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist" if not path.exists() else f"{str(path)!r} is not a file")

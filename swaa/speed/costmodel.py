@@ -239,7 +239,7 @@ def load_rates(path, shape: ModelShape) -> Rates:
     """Rates for ``shape`` from a JSON file: benchmarks/e2e.py's (its measured ``rates`` for that model), or
     benchmarks/attention.py's (attention rates of the Qwen3-4B head shape, matmul at 54% of the 718 TFLOP/s bf16
     peak, i.e. the H200 anchor: Qwen3-4B prefill at 32k took 1133 ms with 36 x 14.5 ms of it in attention)."""
-    from ..store.jsonfile import read_json
+    from ..jsonfile import read_json
     data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected benchmarks/e2e.py or benchmarks/attention.py JSON")

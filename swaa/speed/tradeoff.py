@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ..store.jsonfile import read_json
+from ..jsonfile import read_json
 from ..store.rows import read_rows
 
 __all__ = ["load_eval", "load_speed", "tradeoff_table", "pareto_front", "advise", "row_time", "predicted_rows"]

@@ -1,2 +1,2 @@
-"""Result storage shared by every long run: resumable keyed rows, fingerprints of what produced them, the one-writer
-folder lock, and JSON files read with errors that name the line."""
+"""Result storage shared by every long run: resumable keyed rows, fingerprints of what produced them, and the
+one-writer folder lock."""

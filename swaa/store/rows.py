@@ -49,7 +49,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def read_rows(path: str | Path, *, require: str | None = None, repair: bool = False) -> list[dict]:
     """The rows of one of our own result files (JSONL, one object per line; a user's JSON file goes through
-    :mod:`swaa.store.jsonfile`, whose errors name the line). A line that is not a whole object (or lacks the field
+    :mod:`swaa.jsonfile`, whose errors name the line). A line that is not a whole object (or lacks the field
     ``require``) was cut short by a crash: it is dropped with one warning naming the file, and with ``repair`` the
     file is rewritten without it. A missing file reads as no rows."""
     path = Path(path)

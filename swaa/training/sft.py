@@ -4,37 +4,44 @@
                     force_fa_decode=True), config=SFTConfig(max_steps=40))
     merge_and_save(run.model, tok, "out/sft/merged")      # load_model("out/sft/merged") re-applies the SWAA config
 
-Why our own loop and not transformers' Trainer: every piece that resume and exactness rest on is in this file and
-tested - the data order (length-grouped batches computed once from the seed and stored in each checkpoint), the
-step counter, the RNG states (LoRA dropout draws the same masks after a resume) and the loss log (cut back to the
+Why our own loop and not transformers' Trainer: every piece that resume and exactness rest on is here and tested -
+the data order (length-grouped batches computed once from the seed and stored in each checkpoint), the step counter,
+the random draws (LoRA dropout seeded per batch, so the same masks after a resume) and the loss log (cut back to the
 checkpoint's step on resume), so an interrupted and resumed run ends with the adapter weights and loss log of an
 uninterrupted one. The loss is the model's own causal-LM loss (mean over answer tokens of the batch); labels are
 passed to the model, so ``apply_swaa``'s pre-forward hook gives every row its own prompt length and FA decode covers
 exactly that row's answer tokens.
 
 Defaults follow the paper: r=16, alpha=32, q/k/v projections, rsLoRA, lr 1e-4 with 5% warm-up and linear decay.
-Multi-GPU: the model and optimizer go through ``Accelerator.prepare`` (DDP or FSDP from ``accelerate launch
---config_file configs/accelerate/{ddp,fsdp}.yaml``); optimizer step ``s`` of process ``r`` takes batch
-``order[s * world + r]``. Tested on one CPU process and on 2 CPU processes (torchrun, gloo); not run on GPUs,
-and FSDP is untested.
+Several processes: the model and optimizer go through ``Accelerator.prepare`` (DDP, or FSDP2 from ``accelerate launch
+--config_file configs/accelerate/{ddp,fsdp}.yaml``, on GPUs or CPU processes: :mod:`swaa.training.sft_parallel`). One
+optimizer step takes ``P x A`` batches (P processes, A = ``gradient_accumulation_steps``): step ``s`` of process ``r``
+accumulates batches ``order[(s * P + r) * A + a]`` for ``a < A``, each batch's loss the mean over its answer tokens
+and the step's gradient the mean over its batches, so 2 processes x 1 and 1 process x 2 train the same adapter (to
+float rounding; docs/training.md gives the measured differences). Each batch's random draws (LoRA dropout) come from
+a generator seeded by (seed, batch index), the same wherever and whenever the batch runs. Checkpoints:
+:mod:`swaa.training.sft_checkpoint`.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import os
-import random
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import SWAAConfig
 from ..store.fingerprint import model_fingerprint
 from ..store.rows import atomic_write_text, read_rows
+from .sft_checkpoint import check_resume, latest_checkpoint, load_checkpoint, save_checkpoint
 
-__all__ = ["SFTConfig", "SFTRun", "add_lora", "check_target_modules", "train_sft", "merge_and_save", "latest_checkpoint", "read_loss_log"]
+__all__ = ["SFTConfig", "SFTRun", "add_lora", "check_target_modules", "train_sft", "merge_and_save",
+           "latest_checkpoint", "read_loss_log"]
 
 
 @dataclass
@@ -48,7 +55,8 @@ class SFTConfig:
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
-    batch_size: int = 4
+    batch_size: int = 4                   # per process and batch
+    gradient_accumulation_steps: int = 1  # batches per process and optimizer step
     epochs: int = 1
     max_steps: int | None = None          # when set, the run has exactly this many optimizer steps (epochs cycle)
     max_length: int | None = 2048
@@ -60,7 +68,7 @@ class SFTConfig:
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)
-        for name in ("r", "batch_size", "epochs", "save_every", "keep_checkpoints"):
+        for name in ("r", "batch_size", "gradient_accumulation_steps", "epochs", "save_every", "keep_checkpoints"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SFTConfig.{name}={getattr(self, name)} must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:
@@ -71,7 +79,7 @@ class SFTConfig:
 
 @dataclass
 class SFTRun:
-    model: object                         # the PeftModel (unwrapped), adapter trained
+    model: object                         # the PeftModel (plain: under FSDP on the main process, None elsewhere)
     steps: int
     resumed_from: int | None
     report: dict = field(default_factory=dict)
@@ -98,107 +106,42 @@ def add_lora(model, config: SFTConfig):
     return get_peft_model(model, lora)
 
 
-def latest_checkpoint(out) -> Path | None:
-    """The newest complete checkpoint folder under ``OUT/checkpoints`` (written atomically), or None."""
-    root = Path(out) / "checkpoints"
-    done = sorted(p for p in root.glob("step-*") if (p / "state.json").exists()) if root.exists() else []
-    return done[-1] if done else None
-
-
 def read_loss_log(out) -> list[dict]:
     return read_rows(Path(out) / "loss.jsonl", require="step")
 
 
-def _fingerprint(model, examples, config: SFTConfig, swaa: SWAAConfig, world: int) -> str:
-    """The base model, the data, the settings that change the trained weights and the number of processes."""
+def _fingerprint(model, examples, config: SFTConfig, swaa: SWAAConfig, per_step: int) -> str:
+    """The base model, the data, the settings that change the trained weights and the batches per optimizer step
+    (processes x gradient accumulation, not either alone: the same product trains the same weights)."""
     h = hashlib.sha256(model_fingerprint(model).encode())
     for e in examples:
         h.update(json.dumps([e["input_ids"], e["labels"]]).encode())
     keep = {k: v for k, v in asdict(config).items() if k not in ("save_every", "keep_checkpoints",
-                                                                   "gradient_checkpointing")}
-    h.update(json.dumps([keep, swaa.to_dict(), world], sort_keys=True, default=list).encode())
+                                                                   "gradient_checkpointing",
+                                                                   "gradient_accumulation_steps")}
+    h.update(json.dumps([keep, swaa.to_dict(), per_step], sort_keys=True, default=list).encode())
     return h.hexdigest()[:16]
 
 
 def _data_order(lengths, config: SFTConfig, world: int) -> tuple[list[list[int]], int]:
     from .sft_data import length_grouped_batches
+    per_step = world * config.gradient_accumulation_steps
     per_epoch = length_grouped_batches(lengths, config.batch_size, config.seed, 0)
-    if len(per_epoch) < world:
+    if len(per_epoch) < per_step:
         raise ValueError(f"{len(lengths)} examples make {len(per_epoch)} batches of {config.batch_size}, fewer than "
-                         f"the {world} processes; use more data or a smaller batch_size")
-    total = config.max_steps or config.epochs * (len(per_epoch) // world)
+                         f"the {per_step} of one optimizer step ({world} processes x gradient_accumulation_steps="
+                         f"{config.gradient_accumulation_steps}); use more data or a smaller batch_size")
+    total = config.max_steps or config.epochs * (len(per_epoch) // per_step)
     order, epoch = [], 0
-    while len(order) < total * world:
+    while len(order) < total * per_step:
         order += per_epoch if epoch == 0 else length_grouped_batches(lengths, config.batch_size, config.seed, epoch)
         epoch += 1
-    return order[:total * world], total
+    return order[:total * per_step], total
 
 
-def _rng_state() -> dict:
-    import numpy as np
-    import torch
-    state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    import numpy as np
-    import torch
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _adapter_state(accelerator, model) -> dict:
-    from peft import get_peft_model_state_dict
-    inner = accelerator.unwrap_model(model)
-    full = accelerator.get_state_dict(model) if accelerator.distributed_type.name == "FSDP" else None
-    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(inner, state_dict=full).items()}
-
-
-def _save_checkpoint(accelerator, out: Path, step: int, model, optimizer, scheduler, state: dict, keep: int):
-    import torch
-    from safetensors.torch import save_file
-
-    root = out / "checkpoints"
-    target = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}"
-    adapter = _adapter_state(accelerator, model)            # collective under FSDP: every process calls it
-    rank = accelerator.process_index
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    torch.save(optimizer.state_dict(), tmp / f"optimizer-{rank}.pt")   # per process: FSDP shards its state
-    torch.save(_rng_state(), tmp / f"rng-{rank}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_file(adapter, tmp / "adapter.safetensors")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "state.json").write_text(json.dumps(dict(state, step=step)) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)                             # a checkpoint is complete or absent
-        for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
-def _load_checkpoint(accelerator, ckpt: Path, model, optimizer, scheduler) -> dict:
-    import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    rank = accelerator.process_index
-    set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(ckpt / "adapter.safetensors"))
-    optimizer.load_state_dict(torch.load(ckpt / f"optimizer-{rank}.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
-    _set_rng_state(torch.load(ckpt / f"rng-{rank}.pt", weights_only=False))
-    return json.loads((ckpt / "state.json").read_text())
+def _batch_seed(seed: int, index: int) -> int:
+    """The seed of batch ``index``'s random draws: a function of the run's seed and the batch alone."""
+    return int.from_bytes(hashlib.sha256(f"{seed}|{index}".encode()).digest()[:8], "little") >> 1
 
 
 def _rewrite_log(path: Path, upto: int) -> None:
@@ -212,41 +155,46 @@ def train_sft(model, tok, data, out, *, swaa: SWAAConfig | dict | None, config: 
     ``config.response_column``) under ``swaa``; everything is written under ``out``:
 
     ``loss.jsonl`` (one row per step: step, loss, lr, tokens, seconds, appended as it goes), ``checkpoints/step-N``
-    (adapter, optimizer, scheduler, RNG, step and data order; the last ``keep_checkpoints`` kept), ``adapter/``
-    (the final adapter, peft format). With ``resume=True`` a run continues from the latest checkpoint made with the
-    same base model (by its fingerprint), data and settings (anything else there is an error); ``resume=False``
-    starts over and removes them. ``on_step(step, loss)`` is called after each optimizer step. ``model`` itself is
-    changed: SWAA applied and LoRA layers injected (use ``run.model``; :func:`merge_and_save` merges into it).
+    (adapter, optimizer, scheduler, step and data order; the last ``keep_checkpoints`` kept), ``adapter/`` (the final
+    adapter, peft format). With ``resume=True`` a run continues from the latest checkpoint made with the same base
+    model (by its fingerprint), data and settings, on any number of processes with the same batches per optimizer
+    step (anything else there is an error); ``resume=False`` starts over and removes them. ``on_step(step, loss)`` is
+    called after each optimizer step. ``accelerator`` defaults to the launch's
+    (:func:`swaa.training.sft_parallel.launch_accelerator`).
+    ``model`` itself is changed: SWAA applied and LoRA layers injected (use ``run.model``; :func:`merge_and_save`
+    merges into it).
     """
     import torch
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     from ..integrations.transformers import apply_swaa
     from .sft_data import collate, encode_dataset
+    from .sft_parallel import adopt_launch, launch_accelerator, strategy, unsharded_model
 
     config = config or SFTConfig()
     swaa = SWAAConfig.from_dict(swaa) if swaa is not None else SWAAConfig()
-    accelerator = accelerator or Accelerator()
-    world, rank = accelerator.num_processes, accelerator.process_index
+    accelerator = adopt_launch(accelerator or launch_accelerator())
+    world, rank, accum = accelerator.num_processes, accelerator.process_index, config.gradient_accumulation_steps
     out = Path(out)
     examples, report = encode_dataset(tok, data, max_length=config.max_length, response_column=config.response_column)
     if progress and accelerator.is_main_process and report["dropped_too_long"]:
         print(f"sft: dropped {report['dropped_too_long']} of {report['rows']} examples longer than "
               f"{config.max_length} tokens")
-    fingerprint = _fingerprint(model, examples, config, swaa, world)
+    fingerprint = _fingerprint(model, examples, config, swaa, world * accum)
     order, total = _data_order([len(e["input_ids"]) for e in examples], config, world)
 
     torch.manual_seed(config.seed)
     apply_swaa(model, swaa)
     model.config.use_cache = False
+    base_class, base_config = type(model), copy.deepcopy(model.config)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = add_lora(model, config)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    report.update(trainable_params=sum(p.numel() for p in trainable), total_steps=total, fingerprint=fingerprint)
+    report.update(trainable_params=sum(p.numel() for p in trainable), total_steps=total, fingerprint=fingerprint,
+                  processes=world, gradient_accumulation_steps=accum, distributed=strategy(accelerator))
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total), total)
     model, optimizer = accelerator.prepare(model, optimizer)     # the scheduler counts optimizer steps itself
@@ -254,11 +202,8 @@ def train_sft(model, tok, data, out, *, swaa: SWAAConfig | dict | None, config: 
     log_path, start, resumed = out / "loss.jsonl", 0, None
     ckpt = latest_checkpoint(out)
     if ckpt is not None and resume:
-        meta = json.loads((ckpt / "state.json").read_text())
-        if meta["fingerprint"] != fingerprint:
-            raise ValueError(f"{ckpt} was made with other data or settings (fingerprint {meta['fingerprint']}, now "
-                             f"{fingerprint}); use a new output folder, or resume=False to start over there")
-        meta = _load_checkpoint(accelerator, ckpt, model, optimizer, scheduler)
+        check_resume(ckpt, world, accum, fingerprint)
+        meta = load_checkpoint(ckpt, model, optimizer, scheduler)
         start = resumed = meta["step"]
         order = meta["order"]
     elif accelerator.is_main_process:
@@ -270,22 +215,31 @@ def train_sft(model, tok, data, out, *, swaa: SWAAConfig | dict | None, config: 
             _rewrite_log(log_path, resumed)                    # steps after the checkpoint are recomputed
     accelerator.wait_for_everyone()
 
-    state = dict(fingerprint=fingerprint, total_steps=total, order=order, swaa=swaa.to_dict(), config=asdict(config))
+    state = dict(fingerprint=fingerprint, total_steps=total, order=order, processes=world,
+                 gradient_accumulation_steps=accum, batches_per_step=world * accum, swaa=swaa.to_dict(),
+                 config=asdict(config))
     bar = tqdm(total=total, initial=start, desc="sft", disable=not (progress and accelerator.is_main_process))
     for step in range(start, total):
         t0 = time.perf_counter()
-        batch = collate([examples[i] for i in order[step * world + rank]], tok.pad_token_id)
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        loss = model(**batch, use_cache=False).loss
-        accelerator.backward(loss)
+        losses, tokens = [], 0
+        for a in range(accum):
+            index = (step * world + rank) * accum + a
+            batch = collate([examples[i] for i in order[index]], tok.pad_token_id)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            torch.manual_seed(_batch_seed(config.seed, index))
+            with accelerator.no_sync(model) if a + 1 < accum else nullcontext():   # gradients meet once a step
+                loss = model(**batch, use_cache=False).loss
+                accelerator.backward(loss / accum)
+            losses.append(loss.detach())
+            tokens += int((batch["labels"] != -100).sum())
         if config.max_grad_norm:
-            accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)   # the whole norm, across shards
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        mean_loss = accelerator.reduce(loss.detach(), "mean").item()
-        tokens = int(accelerator.reduce((batch["labels"] != -100).sum(), "sum").item())
+        mean_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
+        tokens = int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), "sum").item())
         if accelerator.is_main_process:
             with log_path.open("a") as f:
                 f.write(json.dumps(dict(step=step + 1, loss=mean_loss, lr=lr, tokens=tokens,
@@ -293,16 +247,20 @@ def train_sft(model, tok, data, out, *, swaa: SWAAConfig | dict | None, config: 
         bar.update(1)
         bar.set_postfix(loss=f"{mean_loss:.3f}")
         if (step + 1) % config.save_every == 0 or step + 1 == total:
-            _save_checkpoint(accelerator, out, step + 1, model, optimizer, scheduler, state, config.keep_checkpoints)
+            save_checkpoint(accelerator, out, step + 1, model, optimizer, scheduler, state, config.keep_checkpoints)
         if on_step is not None:
             on_step(step + 1, mean_loss)
     bar.close()
-    peft_model = accelerator.unwrap_model(model)
+
+    def build():                                               # an unsharded twin of the model, for FSDP's gather
+        return add_lora(apply_swaa(base_class._from_config(copy.deepcopy(base_config)), swaa), config)
+    peft_model = unsharded_model(accelerator, model, build)
     if accelerator.is_main_process:
         peft_model.save_pretrained(out / "adapter")
         (out / "report.json").write_text(json.dumps(dict(report, resumed_from=resumed, swaa=swaa.to_dict()),
                                                     indent=1) + "\n")
-    peft_model.eval()
+    if peft_model is not None:
+        peft_model.eval()
     return SFTRun(model=peft_model, steps=total, resumed_from=resumed, report=report, log_path=log_path)
 
 

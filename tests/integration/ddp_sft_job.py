@@ -1,10 +1,11 @@
-"""Run by test_sft.py under torchrun: train_sft on a tiny model in 2 CPU processes (DDP over gloo); with CUDA
-visible (the lent 2-GPU machine) the same job runs on 2 GPUs over NCCL.
+"""Run by test_sft.py under torchrun: train_sft on a tiny model in 2 CPU processes (DDP over gloo); on a machine
+with two GPUs the same job runs on them over NCCL.
 
     torchrun --nproc_per_node 2 tests/integration/ddp_sft_job.py OUT [STOP_AT_STEP]
 
-Each process prints one JSON line: rank, world, steps, resumed_from and the sum of its LoRA weights; the main
-process also prints the loss log. STOP_AT_STEP interrupts the run after that step (as Ctrl-C would).
+Each process prints one JSON line: rank, world, steps, resumed_from, how the run was spread and the sum of its LoRA
+weights; the main process also prints the loss log. STOP_AT_STEP interrupts the run after that step (as Ctrl-C
+would). The clipping norm (0.5) is below the gradients' norms, so every step clips.
 """
 import json
 import sys
@@ -14,10 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pandas as pd  # noqa: E402
-from accelerate import Accelerator  # noqa: E402
 
 from swaa import SWAAConfig  # noqa: E402
 from swaa.training.sft import SFTConfig, read_loss_log, train_sft  # noqa: E402
+from swaa.training.sft_parallel import launch_accelerator  # noqa: E402
 from tiny_models import make_model  # noqa: E402
 
 
@@ -38,42 +39,57 @@ def _emit(row: dict) -> None:
     sys.stdout.flush()
 
 
-def main(out: str, stop: int | None) -> None:
-    import torch
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+def job(accumulation: int = 1) -> dict:
+    """The run's inputs (also the one-process reference in test_sft.py, with accumulation 2)."""
     data = pd.DataFrame([dict(prompt=f"q{i}: " + "abc " * (1 + i % 4), response=f"ans {i}") for i in range(12)])
+    config = SFTConfig(r=4, alpha=8, dropout=0.1, batch_size=2, gradient_accumulation_steps=accumulation, max_steps=4,
+                       save_every=2, lr=5e-3, max_grad_norm=0.5)
+    return dict(model=make_model("llama", seed=2), tok=TinyTok(), data=data, config=config,
+                swaa=SWAAConfig(sliding_window_size=4, keep_first=1, force_fa_decode=True))
+
+
+def lora_sum(model) -> float:
+    return sum(p.double().sum().item() for n, p in model.named_parameters() if "lora" in n)
+
+
+def main(out: str, stop: int | None) -> None:
+    acc = launch_accelerator()
 
     def on_step(step, loss):
         if step == stop:
             raise KeyboardInterrupt
 
     try:
-        run = train_sft(make_model("llama", seed=2), TinyTok(), data, out, accelerator=acc, on_step=on_step,
-                        swaa=SWAAConfig(sliding_window_size=4, keep_first=1, force_fa_decode=True), progress=False,
-                        config=SFTConfig(r=4, alpha=8, dropout=0.1, batch_size=2, max_steps=4, save_every=2, lr=5e-3))
+        run = train_sft(**job(), out=out, accelerator=acc, on_step=on_step, progress=False)
     except KeyboardInterrupt:
         _emit(dict(rank=acc.process_index, interrupted=True))
         return
-    wsum = sum(p.double().sum().item() for n, p in run.model.named_parameters() if "lora" in n)
     row = dict(rank=acc.process_index, world=acc.num_processes, steps=run.steps, resumed_from=run.resumed_from,
-               wsum=wsum, device=str(acc.device), backend=str(getattr(acc.state, "backend", None)))
+               wsum=lora_sum(run.model), device=str(acc.device), backend=str(getattr(acc.state, "backend", None)),
+               distributed=run.report["distributed"])
     if acc.is_main_process:
         row["log"] = read_loss_log(out)
     _emit(row)
 
 
-def _close_process_group() -> None:
-    # both ranks leave together and take gloo down before the interpreter exits: a rank that exited while its peer's
-    # gloo threads were still up once aborted with "terminate called without an active exception" (session 8 CI,
-    # the interrupted run)
+def leave_launch(body) -> None:
+    """Run ``body()`` in a launched process, then leave: both ranks meet, the process group is destroyed and the
+    process exits without the interpreter's teardown, where a rank whose peer's gloo threads were still up has
+    aborted with "terminate called without an active exception" (in CI, the interrupted run). An exception in
+    ``body`` still ends the process with its traceback and a non-zero exit code."""
+    import os
+
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    try:
+        body()
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
-    finally:
-        _close_process_group()
+    leave_launch(lambda: main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None))

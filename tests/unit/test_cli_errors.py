@@ -217,6 +217,9 @@ CASES = {
     "sft lr -1": (_with(SFT, "--lr", "-1"), ["--lr", "-1"]),
     "sft warmup-ratio 1": (_with(SFT, "--warmup-ratio", "1"), ["--warmup-ratio", "1"]),
     "sft batch-size 0": (_with(SFT, "--batch-size", "0"), ["--batch-size", "0"]),
+    "sft gradient-accumulation-steps 0": (_with(SFT, "--gradient-accumulation-steps", "0"),
+                                          ["--gradient-accumulation-steps", "0"]),
+    "sft max-grad-norm -1": (_with(SFT, "--max-grad-norm", "-1"), ["--max-grad-norm", "-1"]),
     "sft epochs 0": (_with(SFT, "--epochs", "0"), ["--epochs", "0"]),
     "sft max-steps 0": (_with(SFT, "--max-steps", "0"), ["--max-steps", "0"]),
     "sft max-length 0": (_with(SFT, "--max-length", "0"), ["--max-length", "0"]),
@@ -286,6 +289,7 @@ CASES = {
     "reproduce device bogus": (["reproduce", "--device", "bogus"], ["--device", "bogus"]),
     "reproduce out is a file": (["reproduce", "--out", "{d}/afile"], ["--out", "afile"]),
     "reproduce model missing": (["reproduce", "--model", "/nowhere/model"], ["--model", "/nowhere/model"]),
+    "reproduce no notebooks there": (["reproduce", "--notebooks", "{d}/nonb"], ["--notebooks", "nonb"]),
     "no command": ([], ["COMMAND"]),
     "unknown command": (["frobnicate"], ["frobnicate"]),
 }

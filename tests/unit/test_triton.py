@@ -189,6 +189,7 @@ def test_triton_rank_follows_the_h200_measurements():
     q128, q64 = torch.empty(1, 8, 4096, 128), torch.empty(1, 8, 4096, 64)
     assert _triton_rank(q128, q128, 2048, None) == 5                       # inference window, head_dim 128: ours
     assert _triton_rank(q64, q64, 2048, None) == 15                        # head_dim 64, short: after flex (10)
+    assert _triton_rank(q64, q64, 4096, None) == 5                         # ... but ours with a 4k window
     assert _triton_rank(torch.empty(1, 8, 16384, 64), q64, 2048, None) == 5
     assert _triton_rank(q64[:, :, :1], q64, 2048, None) == 5               # windowed decode
     long = torch.empty(1, 8, 65536, 64)
