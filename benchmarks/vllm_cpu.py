@@ -7,7 +7,8 @@ prompt length, in one run.
 One engine per setting (in this process, one after the other), greedy, prefix caching off, the default model in
 bf16. Each (setting, prompt length) is one batch of ``--batch`` prompts driven step by step through vLLM's engine:
 the steps up to the one that gives the last request its first token are the prefill (prompt tokens / their time),
-the steps after it are pure decode (tokens they produce / their time; a non-positive time is an error). KV blocks
+the steps after it, up to the one in which the first request finishes, are pure decode of the whole batch (tokens
+they produce / their time; a non-positive time is an error). KV blocks
 are vLLM's own block tables, in whole-model blocks (a windowed group's block holds fewer layers), read at the last
 step before the first request finishes. Ratios are against plain vLLM in the same run. Rows are written as they
 finish and a rerun with the same parameters keeps them. Not a test: timings need a quiet machine, so each row
@@ -46,6 +47,7 @@ def run_batch(llm, prompts, new_tokens: int, tag: str) -> dict:
     prefill_s = decode_s = 0.0
     decode_tokens = 0
     blocks = None
+    whole_batch = True                       # no request has finished yet: every step still decodes all of them
     while engine.has_unfinished_requests():
         in_prefill = min(produced.values()) == 0
         t0 = time.perf_counter()
@@ -58,11 +60,12 @@ def run_batch(llm, prompts, new_tokens: int, tag: str) -> dict:
             finished |= o.finished
         if in_prefill:
             prefill_s += dt
-        else:
+        elif whole_batch:
             decode_s += dt
             decode_tokens += sum(produced.values()) - before
-        if not finished and min(produced.values()) > 0:
+        if whole_batch and not finished and min(produced.values()) > 0:
             blocks = model_blocks(kv_blocks_held(llm))
+        whole_batch &= not finished
     if decode_s <= 0 or decode_tokens <= 0:
         raise RuntimeError(f"no pure decode steps were timed ({decode_tokens} tokens in {decode_s} s): use more "
                            "--new tokens")
