@@ -81,6 +81,9 @@ def main():
     ap.add_argument("--new", type=int, default=64, help="tokens generated per prompt")
     ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names from: " + ", ".join(SETTINGS))
     ap.add_argument("--out", default="benchmarks/results/vllm_cpu.json")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of the timings: the prefill of one batch per setting and prompt length under torch's "
+                         "profiler, its CPU time by kind of operation (written to --out)")
     ap.add_argument("--quiet-load", type=float, default=None, metavar="LOAD",
                     help="before each row, wait until the 1-minute load average is below LOAD (a shared machine)")
     a = ap.parse_args()
@@ -116,6 +119,11 @@ def main():
         run_batch(llm, [ids[:256]], 4, "warm-up")
         for n in todo:
             prompts = [ids[i * n:(i + 1) * n] for i in range(a.batch)]
+            if a.profile:
+                rows.append(dict(setting=name, prompt_len=n, swaa_config=SETTINGS[name], **profile_prefill(llm, prompts)))
+                print(json.dumps(rows[-1]), flush=True)
+                _write(a.out, head, rows)
+                continue
             start_load = _wait_quiet(a.quiet_load)
             timed = run_batch(llm, prompts, a.new, f"p{n}")
             row = dict(setting=name, prompt_len=n, swaa_config=SETTINGS[name], load_avg_1min=start_load,
@@ -127,12 +135,47 @@ def main():
         del llm
         gc.collect()
     _write(a.out, head, rows)
+    if a.profile:
+        return
     print(f"{'setting':28s} {'prompt':>6s} {'prefill tok/s':>13s} {'x plain':>7s} {'decode tok/s':>12s} "
           f"{'x plain':>7s} {'KV blocks':>9s} {'load':>5s}")
     for r in rows:
         print(f"{r['setting']:28s} {r['prompt_len']:6d} {r['prefill_tok_s']:13.1f} "
               f"{r.get('prefill_vs_plain', 0):7.2f} {r['decode_tok_s']:12.1f} {r.get('decode_vs_plain', 0):7.2f} "
               f"{r['kv_blocks_after_decode']:9.1f} {r['load_avg_1min']:5.2f}")
+
+
+KINDS = (("attention, vLLM's kernel", ("cpu_attention", "cpu_attn_reshape")),
+         ("attention, SDPA", ("scaled_dot_product",)),
+         ("KV gathers and writes", ("index_select", "index_copy", "index_put", "gather", "scatter")),
+         ("matrix products", ("onednn_mm", "aten::mm", "aten::addmm", "aten::bmm")),
+         ("compiled elementwise (norms, rotary, activations)", ("CompiledFxGraph",)))
+
+
+def profile_prefill(llm, prompts) -> dict:
+    """Self CPU time of the prefill steps (``max_tokens=1``) by kind of operation, in ms and shares."""
+    from torch.profiler import ProfilerActivity, profile
+    from vllm import SamplingParams
+    engine = llm.llm_engine
+    params = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
+    for i, ids in enumerate(prompts):
+        engine.add_request(f"prof-{i}", {"prompt_token_ids": ids}, params)
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        while engine.has_unfinished_requests():
+            engine.step()
+    wall = time.perf_counter() - t0
+    by_kind = {k: 0.0 for k, _ in KINDS} | {"other ops": 0.0}
+    top = []
+    for e in prof.key_averages():
+        ms = e.self_cpu_time_total / 1e3
+        kind = next((k for k, keys in KINDS if any(x in e.key for x in keys)), "other ops")
+        by_kind[kind] += ms
+        top.append((ms, e.key))
+    total = sum(by_kind.values())
+    return dict(wall_s=round(wall, 2), profiled_ms=round(total, 1),
+                share={k: round(v / total, 3) for k, v in by_kind.items()},
+                top_ops=[dict(op=k, ms=round(ms, 1)) for ms, k in sorted(top, reverse=True)[:12]])
 
 
 def _wait_quiet(limit: float | None) -> float:
@@ -146,7 +189,7 @@ def _write(path, head, rows):
     plain = {r["prompt_len"]: r for r in rows if r["setting"] == "plain vLLM"}
     for r in rows:
         base = plain.get(r["prompt_len"])
-        if base is not None:
+        if base is not None and "prefill_tok_s" in r:
             r["prefill_vs_plain"] = round(r["prefill_tok_s"] / base["prefill_tok_s"], 3)
             r["decode_vs_plain"] = round(r["decode_tok_s"] / base["decode_tok_s"], 3)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
