@@ -1,7 +1,9 @@
 """The SWAA vLLM plugin in real vLLM (CPU), against HF + swaa: greedy tokens and prompt log-probabilities (fp32,
 <= 1e-3) for the default model and a tiny Qwen3 under each recipe, and a tiny Mistral whose own window is turned
-off, with chunked prefill, prefix caching and several sequences per batch; full attention unchanged without a
-config; KV blocks held per request bounded by the sinks and the window (vLLM's own block tables)."""
+off, with chunked prefill, prefix caching and mixed batches (prefill chunks and decode rows in one step); the same
+Mistral under vLLM's own sliding window against SWAA with that window and no sinks; full attention unchanged without
+a config; KV blocks held per request bounded by the sinks and the window in windowed layers while full-attention
+layers keep theirs (vLLM's own block tables, one KV-cache group per kind of layer)."""
 import json
 import os
 import subprocess
@@ -22,6 +24,7 @@ from .tiny_models import make_model
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 W, S, BS = 32, 4, 32
+NATIVE_W = 16          # the tiny Mistral's own window
 CONFIGS = {
     "full": None,
     "swa": SWAAConfig(sliding_window_size=W),
@@ -50,15 +53,20 @@ def setup(tmp_path_factory):
     chat = tok.apply_chat_template([{"role": "user", "content": CHAT}], add_generation_prompt=True, tokenize=False)
     prompts.append(tok(chat, add_special_tokens=False)["input_ids"])  # what the server renders for CHAT
     native = make_model("mistral", vocab_size=len(tok), head_dim=32, hidden_size=128, num_attention_heads=4,
-                        num_key_value_heads=2, max_position_embeddings=1024, sliding_window=16)
+                        num_key_value_heads=2, max_position_embeddings=1024, sliding_window=NATIVE_W)
     native.save_pretrained(tmp / "tiny-mistral-native")
     tok.save_pretrained(tmp / "tiny-mistral-native")
     models = {"default": (str(default_model_path()), default), "tiny_qwen3": (str(tiny_dir), tiny)}
+    traced = {("default", "full"), ("default", "swa_sinks"), ("tiny_qwen3", "swa_layers"), ("tiny_qwen3", "combined")}
     runs = [{"name": f"{m}/{c}", "model": path, "swaa_config": None if cfg is None else cfg.to_dict(),
-             "trace": m == "default" and c in ("full", "swa_sinks")}
+             "trace": (m, c) in traced}
             for m, (path, _) in models.items() for c, cfg in CONFIGS.items()]
-    runs.append({"name": "native/swa_sinks", "model": str(tmp / "tiny-mistral-native"),     # its window turned off
-                 "swaa_config": CONFIGS["swa_sinks"].to_dict(), "hf_overrides": {"sliding_window": None}})
+    mistral = str(tmp / "tiny-mistral-native")
+    runs += [{"name": "native/swa_sinks", "model": mistral,                                 # its window turned off
+              "swaa_config": CONFIGS["swa_sinks"].to_dict(), "hf_overrides": {"sliding_window": None}},
+             {"name": "native/vllm_window", "model": mistral, "swaa_config": None},        # vLLM's own window
+             {"name": "native/swaa_window", "model": mistral, "hf_overrides": {"sliding_window": None},
+              "swaa_config": SWAAConfig(sliding_window_size=NATIVE_W).to_dict()}]
     job = {"runs": runs, "prompts": prompts, "max_tokens": MAX_TOKENS, "max_model_len": 1024, "block_size": BS,
            "max_num_batched_tokens": 64, "trace_prompt": ids[:400], "trace_tokens": 24}
     (tmp / "job.json").write_text(json.dumps(job))
@@ -105,14 +113,51 @@ def test_swaa_changes_what_vllm_computes(setup, model_name):
             assert max(abs(a - b) for a, b in zip(lp, full["prompt_logprobs"])) > 1e-2, config
 
 
+def test_swaa_without_sinks_matches_vllms_own_sliding_window(setup):
+    """A Mistral-style model with its own window W run by vLLM natively, and the same weights with the window off and
+    SWAA W, S=0: the same rule, so the same tokens and prompt log-probabilities (fp32)."""
+    native, swaa = setup["results"]["native/vllm_window"], setup["results"]["native/swaa_window"]
+    for run in ("first", "again"):
+        for a, b in zip(native[run], swaa[run]):
+            assert a["tokens"] == b["tokens"]
+            assert max(abs(x - y) for x, y in zip(a["prompt_logprobs"], b["prompt_logprobs"])) <= 1e-4
+
+
+def _per_kind(step):
+    """Blocks held by the traced request in one step, per kind of KV-cache group: {kind: (groups, layers, blocks)}."""
+    kinds = {}
+    for g in step:
+        n, layers, blocks = kinds.get(g["kind"], (0, 0, 0))
+        kinds[g["kind"]] = (n + 1, layers + g["layers"], blocks + g["blocks"])
+    return kinds
+
+
+WINDOW_BLOCKS = -(-S // BS) + -(-(W - 1) // BS) + 2               # sink blocks + window + the block written
+
+
 def test_kv_blocks_bounded_by_sinks_and_window(setup):
-    full = setup["results"]["default/full"]["kv_blocks"]
-    swa = setup["results"]["default/swa_sinks"]["kv_blocks"]
+    full = [_per_kind(s) for s in setup["results"]["default/full"]["kv_blocks"]]
+    swa = [_per_kind(s) for s in setup["results"]["default/swa_sinks"]["kv_blocks"]]
     n_prompt, n_new = 400, 24
-    assert max(full) == -(-(n_prompt + n_new - 1) // BS)              # full attention keeps every block
-    bound = -(-S // BS) + -(-(W - 1) // BS) + 2                       # sink blocks + window + the block written
-    assert max(swa[1:]) <= bound < max(full), (swa, full)             # after the first (prefill) steps
-    assert swa[-1] <= bound
+    assert set(full[0]) == {"FullAttentionSpec"} and set(swa[0]) == {"SinkWindowSpec"}     # one group each
+    held_full = [s["FullAttentionSpec"][2] for s in full[:-1]]
+    held_swa = [s["SinkWindowSpec"][2] for s in swa[:-1]]
+    assert max(held_full) == -(-(n_prompt + n_new - 1) // BS)        # full attention keeps every block
+    assert max(held_swa[1:]) <= WINDOW_BLOCKS < max(held_full), (held_swa, held_full)   # after the first steps
+
+
+@pytest.mark.parametrize("config", ["swa_layers", "combined"])
+def test_windowed_layers_free_blocks_whatever_the_other_layers_do(setup, config):
+    """Half the layers full (swa_layers), or FA decode and a full layer beside windowed ones (combined): the windowed
+    layers' groups hold sinks + window, the full and FA-decode layers' groups hold every block."""
+    trace = [_per_kind(s) for s in setup["results"][f"tiny_qwen3/{config}"]["kv_blocks"][:-1]]
+    n_prompt, n_new = 400, 24
+    windowed = {"swa_layers": 2, "combined": 1}[config]
+    groups, layers, _ = trace[0]["SinkWindowSpec"]
+    assert layers == windowed and trace[0]["FullAttentionSpec"][1] == 4 - windowed
+    every = -(-(n_prompt + n_new - 1) // BS)
+    assert max(s["FullAttentionSpec"][2] / s["FullAttentionSpec"][0] for s in trace) == every
+    assert max(s["SinkWindowSpec"][2] / groups for s in trace[1:]) <= WINDOW_BLOCKS < every
 
 
 def _post(url, body, timeout=300):

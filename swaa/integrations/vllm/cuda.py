@@ -1,38 +1,50 @@
-"""vLLM's FlashAttention backend with the SWAA rule (CUDA). Layers that are full attention for every token keep
-vLLM's flash kernel; the others read the paged K/V (same layout: K = [..., :D], V = [..., D:] per slot, written by
-vLLM's own cache update) and apply the rule per request: long prefills through ``swaa_attention`` (our Triton
-kernel, or Flex), decode rows through SDPA over the sink + window positions (:mod:`.rules`).
+"""vLLM's FlashAttention backend with the SWAA rule (CUDA), built as the CPU one (:mod:`.cpu`, :mod:`.state`).
+Full-attention layers are vLLM's own. Windowed layers run one varlen call per step over all their rows (prefill
+chunks and decode rows together): each request's queries against its sinks and window, gathered from vLLM's pages
+(one row [K | V] per token and head, written by vLLM's own cache update) and renumbered from 0 (:mod:`.step`), through
+our Triton kernel ``swaa_attention_varlen``. Decode rows of FA-decode layers go to vLLM's flash kernel with vLLM's
+own metadata for them. Each role has its backend class, and windowed layers their own KV-cache group.
 
-No GPU with vLLM was available to the project: this file is thin glue over the CPU-tested logic
-(:func:`rules.swaa_paged_attention` with a ``dense_fn``, tested with the reference standing in for the kernel)
-and the GPU-tested ``swaa_attention``; see the README for what ran where.
+No GPU with vLLM was available to the project: the shared parts are tested on CPU with vLLM's CPU backend, the
+varlen path with the reference standing in for the kernel (tests/unit/test_vllm_rules.py), and the kernel on its own
+on GPUs; docs/serving.md says what ran where.
 """
 from __future__ import annotations
 
+import torch
+from vllm.v1.attention.backend import AttentionCGSupport
 from vllm.v1.attention.backends.flash_attn import (FlashAttentionBackend, FlashAttentionImpl,
                                                    FlashAttentionMetadataBuilder)
 
-from ...attention import swaa_attention
-from . import rules
-from .state import SWAAImplMixin, attach_rows, kv_spec_for
+from ...attention.triton import swaa_attention_varlen
+from . import step
+from .attend import attend_packed
+from .state import FA_DECODE, FULL, WINDOW, SWAABuilderMixin, SWAAImplMixin, window_spec
 
-__all__ = ["SWAAFlashBackend", "SWAAFlashImpl", "SWAAFlashMetadataBuilder"]
-
-
-def _dense(q, k, v, window, keep_first, scale):
-    return swaa_attention(q, k, v, sliding_window_size=window, keep_first=keep_first, scale=scale)
-
-
-class SWAAFlashMetadataBuilder(FlashAttentionMetadataBuilder):
-    def build(self, common_prefix_len, common_attn_metadata, fast_build: bool = False):
-        return attach_rows(super().build(common_prefix_len, common_attn_metadata, fast_build), common_attn_metadata)
+__all__ = ["SWAAFlashBackend", "SWAAFlashImpl"]
 
 
 class SWAAFlashImpl(SWAAImplMixin, FlashAttentionImpl):
-    _dense_fn = staticmethod(_dense)
+    def _attend(self, q, kv_cache, layout, out) -> None:
+        if layout is not None:
+            with torch.no_grad():
+                attend_packed(q, kv_cache, layout, self.swaa.sliding_window_size, self.swaa.keep_first, self.scale,
+                              out, swaa_attention_varlen)
+
+
+class SWAAFlashMetadataBuilder(SWAABuilderMixin, FlashAttentionMetadataBuilder):
+    """Step layouts of windowed layers: one varlen segment per request (host-side lengths: no CUDA graphs)."""
+    _cudagraph_support = AttentionCGSupport.NEVER
+
+    def _layout(self, c, use):
+        w, s = self.swaa_plan.window, self.swaa_plan.keep_first
+        seg = step.segments(c.query_start_loc_cpu, c.seq_lens.cpu(), use, w, s)
+        return step.packed(seg, c.block_table_tensor, self.kv_cache_spec.block_size)
 
 
 class SWAAFlashBackend(FlashAttentionBackend):
+    """The class vLLM builds every layer with: full-attention layers keep it (vLLM's builder and spec)."""
+
     @staticmethod
     def get_name() -> str:
         return "FLASH_ATTN"
@@ -41,10 +53,22 @@ class SWAAFlashBackend(FlashAttentionBackend):
     def get_impl_cls():
         return SWAAFlashImpl
 
+
+class SWAAFlashWindowBackend(SWAAFlashBackend):
     @staticmethod
     def get_builder_cls():
         return SWAAFlashMetadataBuilder
 
     @classmethod
     def customize_spec(cls, spec):
-        return kv_spec_for(super().customize_spec(spec))
+        return window_spec(super().customize_spec(spec))
+
+
+class SWAAFlashFADecodeBackend(SWAAFlashBackend):
+    @staticmethod
+    def get_builder_cls():
+        return SWAAFlashMetadataBuilder
+
+
+SWAAFlashImpl.role_backends = {FULL: SWAAFlashBackend, WINDOW: SWAAFlashWindowBackend,
+                               FA_DECODE: SWAAFlashFADecodeBackend}

@@ -1,9 +1,9 @@
 """Offline vLLM with a SWAA config: build an engine the standard way (``hf_overrides``), generate with prompt
-log-probabilities, and read how many KV blocks a request holds from vLLM's own block accounting.
+log-probabilities, and read how many KV blocks requests hold, per KV-cache group, from vLLM's own block accounting.
 
 Import this only in a process that runs vLLM (``import vllm`` takes ~15 s on 2 cores; vLLM on CPU needs
 ``VLLM_CPU_KVCACHE_SPACE`` and no ``TRITON_INTERPRET``). Engines are spawned processes unless
-``VLLM_ENABLE_V1_MULTIPROCESSING=0``, which :func:`kv_blocks_trace` needs (it reads the in-process scheduler).
+``VLLM_ENABLE_V1_MULTIPROCESSING=0``, which the block readers need (they read the in-process scheduler).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 
 from ...config import SWAAConfig
 
-__all__ = ["make_llm", "engine_for", "generate", "kv_blocks_trace", "prepare_cpu_env"]
+__all__ = ["make_llm", "engine_for", "generate", "kv_blocks_held", "model_blocks", "kv_blocks_trace", "prepare_cpu_env"]
 
 
 def prepare_cpu_env(kv_cache_gib: int = 1) -> None:
@@ -62,27 +62,42 @@ def generate(llm, prompts_ids: list[list[int]], max_tokens: int = 16, prompt_log
     return rows
 
 
-def _blocks_held(scheduler) -> int:
-    total = 0
-    for manager in scheduler.kv_cache_manager.coordinator.single_type_managers:
-        for blocks in manager.req_to_blocks.values():
-            total += sum(1 for b in blocks if not b.is_null)
-    return total
+def kv_blocks_held(llm) -> list[dict]:
+    """Per KV-cache group of the in-process engine: its spec's kind, its layers and the blocks its requests hold
+    now (null blocks excluded). A block of a group holds one page of each of its layers."""
+    core = _core(llm)
+    groups = core.scheduler.kv_cache_config.kv_cache_groups
+    held = []
+    for manager in core.scheduler.kv_cache_manager.coordinator.single_type_managers:
+        group = groups[manager.kv_cache_group_id]
+        blocks = sum(1 for bs in manager.req_to_blocks.values() for b in bs if not b.is_null)
+        held.append(dict(kind=type(group.kv_cache_spec).__name__, layers=len(group.layer_names), blocks=blocks))
+    return held
 
 
-def kv_blocks_trace(llm, prompt_ids: list[int], max_tokens: int) -> list[int]:
-    """KV blocks held by one request after each engine step (vLLM's block tables; null blocks excluded).
-    Needs the in-process engine core (``VLLM_ENABLE_V1_MULTIPROCESSING=0``)."""
-    from vllm import SamplingParams
-    engine = llm.llm_engine
-    core = getattr(engine.engine_core, "engine_core", None)
+def model_blocks(held: list[dict]) -> float:
+    """Blocks of :func:`kv_blocks_held` in whole-model blocks (one page of every layer), comparable across configs."""
+    layers = sum(g["layers"] for g in held)
+    return sum(g["blocks"] * g["layers"] for g in held) / layers
+
+
+def _core(llm):
+    core = getattr(llm.llm_engine.engine_core, "engine_core", None)
     if core is None:
-        raise RuntimeError("kv_blocks_trace reads the scheduler in this process: set "
+        raise RuntimeError("reading vLLM's block tables needs the in-process engine core: set "
                            "VLLM_ENABLE_V1_MULTIPROCESSING=0 before creating the LLM")
+    return core
+
+
+def kv_blocks_trace(llm, prompt_ids: list[int], max_tokens: int) -> list[list[dict]]:
+    """:func:`kv_blocks_held` after each engine step of one request (``VLLM_ENABLE_V1_MULTIPROCESSING=0``)."""
+    from vllm import SamplingParams
+    _core(llm)
+    engine = llm.llm_engine
     engine.add_request("swaa-kv-trace", {"prompt_token_ids": prompt_ids},
                        SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True))
     trace = []
     while engine.has_unfinished_requests():
         engine.step()
-        trace.append(_blocks_held(core.scheduler))
+        trace.append(kv_blocks_held(llm))
     return trace
