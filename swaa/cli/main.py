@@ -1,7 +1,8 @@
 """The `swaa` command. Subcommands: reproduce (every notebook through papermill), eval (settings grids on a
 dataset, resumable; HF or vLLM engine), serve (vLLM's OpenAI server with a SWAA config), distill (self-distilled
 SFT data), sft (LoRA SFT under a SWAA config), lazy (LightTransfer layer selection), info (environment, backends),
-speed (prefill/decode timing grid), advise (best settings for a speed or accuracy target).
+speed (prefill/decode timing grid), advise (best settings for a speed or accuracy target), lm-eval
+(lm-evaluation-harness with the swaa model registered), lm-eval-task (an lm-eval task over a dataset).
 
 Each subcommand checks its options, and the files and models they name, before it writes anything; the writers
 (eval, lazy, distill, sft, speed) then hold their output folder for the run (:mod:`swaa.store.lock`). A user mistake is
@@ -298,13 +299,25 @@ def _cmd_distill(a) -> int:
     return 0
 
 
+def _cmd_lm_eval_task(a) -> int:
+    from .lm_eval import write_lm_eval_task
+    return write_lm_eval_task(a)
+
+
 COMMANDS = {"reproduce": _cmd_reproduce, "eval": _cmd_eval, "lazy": _cmd_lazy, "distill": _cmd_distill,
-            "sft": _cmd_sft, "info": _cmd_info, "speed": _cmd_speed, "advise": _cmd_advise}     # and serve
+            "sft": _cmd_sft, "info": _cmd_info, "speed": _cmd_speed, "advise": _cmd_advise,
+            "lm-eval-task": _cmd_lm_eval_task}      # and serve, lm-eval
+
 
 
 def main(argv=None) -> int:
     prog = "swaa"
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["lm-eval"]:               # every other argument is lm-eval's own
+            prog = "swaa lm-eval"
+            from .lm_eval import run_lm_eval
+            return run_lm_eval(argv[1:])
         a, extra = build_parser().parse_known_args(argv)
         prog = f"swaa {a.cmd}"
         if a.cmd == "serve":

@@ -184,4 +184,9 @@ def build_parser() -> Parser:
     add_arguments(sv)
     _speed(sub)
     _advise(sub)
+    from .lm_eval import add_task_arguments
+    sub.add_parser("lm-eval", add_help=False, help="lm-evaluation-harness with the swaa model registered (every "
+                   "other argument goes to lm-eval: swaa lm-eval run --model swaa --model_args ...)")
+    add_task_arguments(sub.add_parser("lm-eval-task", help="an lm-eval task (YAML + JSONL) over a dataset, "
+                                      "scored as swaa eval scores"))
     return ap

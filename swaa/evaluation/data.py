@@ -14,12 +14,16 @@ import random
 from pathlib import Path
 
 __all__ = ["offline_text", "offline_token_ids", "TEXT_SOURCES", "TASKS", "make_task", "make_dataset",
-           "load_dataset", "read_table", "validate_dataset", "check_values", "REQUIRED_COLUMNS"]
+           "make_needle_grid", "load_dataset", "read_table", "validate_dataset", "check_values", "group_fields",
+           "REQUIRED_COLUMNS", "GROUP_COLUMNS"]
 
 _LICENSES = Path("/usr/share/common-licenses")
 TEXT_SOURCES = ("gpl3", "licenses", "pydoc")
 TASKS = ("needle", "multikey", "multivalue", "vartrack", "qa")
 REQUIRED_COLUMNS = ("prompt", "question", "answer")
+# a benchmark's own categories, kept in every eval row for per-category tables (text values only: synthetic rows'
+# ``length`` is a token count, LongBench v2's its length class)
+GROUP_COLUMNS = ("question_type", "domain", "sub_domain", "difficulty", "length")
 
 
 def _pydoc_text() -> str:
@@ -73,23 +77,29 @@ def _ntok(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _haystack(tokenizer, rng: random.Random, budget: int, source: str, inserts: list[str]) -> str:
-    """Sentences of real text up to ``budget`` tokens, with ``inserts`` placed at random depths."""
+def _haystack(tokenizer, rng: random.Random, budget: int, source: str, inserts: list[str],
+              depth: float | None = None) -> str:
+    """Sentences of real text up to ``budget`` tokens, with ``inserts`` placed at random depths, or together at the
+    sentence boundary nearest ``depth`` (the fraction of the text's tokens before them: 0 first, 1 last)."""
     sents = _sentences(source)
     i = rng.randrange(len(sents))
-    body, used = [], 0
+    body, before = [], [0]                             # before[k]: tokens of the text ahead of sentence k
     while True:
         s = sents[i % len(sents)]
         n = _ntok(tokenizer, " " + s)
-        if used + n > budget:
-            rest = budget - used                       # fill the remainder with the start of the next sentence
+        if before[-1] + n > budget:
+            rest = budget - before[-1]                 # fill the remainder with the start of the next sentence
             if rest > 2:
                 ids = tokenizer(" " + s, add_special_tokens=False)["input_ids"][:rest]
                 body.append(tokenizer.decode(ids).strip())
+                before.append(budget)
             break
         body.append(s)
-        used += n
+        before.append(before[-1] + n)
         i += 1
+    if depth is not None:
+        at = min(range(len(before)), key=lambda k: abs(before[k] - depth * before[-1]))
+        return " ".join(body[:at] + inserts + body[at:])
     for ins in inserts:                                # never after the cut-off tail sentence
         body.insert(rng.randrange(max(1, len(body))), ins)
     return " ".join(body)
@@ -156,14 +166,37 @@ def make_task(task: str, tokenizer, length: int, n: int = 10, seed: int = 0, sou
             rows.append(dict(prompt=f"{ctx}\n\n{question}", question=question, answer=letter, task=task,
                              choices=choices))
         else:
-            inserts, question, answer, _ = _build(task, rng)
-            fixed = _ntok(tokenizer, " ".join(inserts)) + _ntok(tokenizer, question) + 8
-            ctx = _haystack(tokenizer, rng, max(16, length - fixed), source, inserts)
-            rows.append(dict(prompt=f"{ctx}\n\n{question}", question=question, answer=answer, task=task,
-                             choices=None))
+            rows.append(_inserted_row(task, tokenizer, rng, length, source))
         rows[-1]["length"] = _ntok(tokenizer, rows[-1]["prompt"])
         rows[-1]["id"] = f"{task}-{length}-{seed}-{i}"
     return rows
+
+
+def _inserted_row(task: str, tokenizer, rng, length: int, source: str, depth: float | None = None) -> dict:
+    inserts, question, answer, _ = _build(task, rng)
+    fixed = _ntok(tokenizer, " ".join(inserts)) + _ntok(tokenizer, question) + 8
+    ctx = _haystack(tokenizer, rng, max(16, length - fixed), source, inserts, depth)
+    return dict(prompt=f"{ctx}\n\n{question}", question=question, answer=answer, task=task, choices=None)
+
+
+def make_needle_grid(tokenizer, lengths=(256, 512, 1024), depths=(0.0, 0.25, 0.5, 0.75, 1.0), n: int = 2,
+                     seed: int = 0, source: str = "licenses"):
+    """The needle-in-a-haystack grid: ``n`` single-needle rows per (context length, needle depth), the needle
+    sentence at ``depth`` of the text (0: first, 1: last), as a DataFrame with ``context_length`` and ``depth``."""
+    import pandas as pd
+    bad = [d for d in depths if not 0 <= d <= 1]
+    if bad or min(lengths) < 64:
+        raise ValueError(f"depths {bad} are outside [0, 1]" if bad else
+                         f"length={min(lengths)} is too short for a long-context task (use >= 64 tokens)")
+    rows = []
+    for length in lengths:
+        for depth in depths:
+            for i in range(n):
+                row = _inserted_row("needle", tokenizer, random.Random(f"needle-depth|{length}|{depth}|{seed}|{i}"),
+                                    length, source, depth)
+                rows.append(dict(row, id=f"needle-{length}-d{depth:g}-{seed}-{i}", context_length=length,
+                                 depth=depth, length=_ntok(tokenizer, row["prompt"])))
+    return pd.DataFrame(rows)
 
 
 def make_dataset(tokenizer, lengths=(512, 1024), tasks=TASKS, n: int = 10, seed: int = 0):
@@ -176,13 +209,19 @@ def make_dataset(tokenizer, lengths=(512, 1024), tasks=TASKS, n: int = 10, seed:
 
 def load_dataset(path_or_id: str | Path):
     """A dataset as a DataFrame with ``prompt``, ``question``, ``answer``: a local parquet/jsonl file (the paper's
-    ``longmemeval_24k.parquet``, ``longbenchv2_qa.parquet``, ``fusang_long.parquet``), or a hub id when online and
-    the ``datasets`` package is installed. ``context`` + ``question`` become ``prompt`` as the original did."""
+    ``longmemeval_24k.parquet``, ``longbenchv2_qa.parquet``, ``fusang_long.parquet``), a released LongBench v2 or
+    LongMemEval JSON file as it is (:mod:`swaa.evaluation.benchmark_files`), or a hub id when online and the
+    ``datasets`` package is installed. ``context`` + ``question`` become ``prompt`` as the paper's evaluation does
+    (``Context: ...`` then ``Question: ...``)."""
     import pandas as pd
 
+    from .benchmark_files import read_benchmark_file
     path = Path(path_or_id)
     if path.suffix in (".parquet", ".jsonl", ".json") or path.exists():
-        df = read_table(path, "dataset", "prompt/question/answer columns")
+        df = read_benchmark_file(path)
+        if df is None:
+            df = read_table(path, "dataset", "prompt/question/answer columns (or a released LongBench v2 or "
+                            "LongMemEval JSON file)")
     else:
         try:
             import datasets
@@ -212,6 +251,11 @@ def read_table(path, what: str = "table", columns: str = "its columns"):
                          f"or JSON (lines) with {columns}") from e
 
 
+def group_fields(row) -> dict:
+    """The benchmark categories of one dataset row (:data:`GROUP_COLUMNS` whose value is text)."""
+    return {c: row[c] for c in GROUP_COLUMNS if c in row and isinstance(row[c], str)}
+
+
 def _missing(value) -> bool:
     import pandas as pd
     try:
@@ -239,8 +283,9 @@ def validate_dataset(df, name: str = "dataset"):
     _refuse_duplicate_ids(df, name)
     cols = list(df.columns)
     if "prompt" not in df.columns and {"context", "question"} <= set(df.columns):
+        from .benchmark_files import context_prompt
         df = df.copy()
-        df["prompt"] = df["context"].astype(str) + "\n\n" + df["question"].astype(str)
+        df["prompt"] = [context_prompt(str(c), str(q)) for c, q in zip(df["context"], df["question"])]
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{name} lacks columns {missing}: found {cols}; expected {list(REQUIRED_COLUMNS)} "

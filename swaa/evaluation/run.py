@@ -9,7 +9,8 @@ greedily with left padding, responses are scored by rule (thinking stripped) and
 every finished row, and two different models never share one, whatever their folders are called. When a (model,
 setting) is complete, ``OUT/<model>-<fp>/<mark>-<fp>.parquet`` is written atomically and a summary line with the
 original fields (model_name, use_vllm, sliding_window_size, keep_first, force_fa_decode, non_sliding_layers), the
-fingerprints, the two files' paths and the metrics goes to ``OUT/results.jsonl``. A run directory remembers its
+fingerprints, the two files' paths and the metrics goes to ``OUT/results.jsonl``: each metric with ``n`` and its 95%
+interval (``<metric>_lo``, ``<metric>_hi``; :mod:`swaa.evaluation.stats`), overall and per task. A run directory remembers its
 dataset and generation settings: reusing it with a changed dataset or changed settings is an error, not a silent
 mix. Every argument, and every model's prompts, are checked before the first file is written: a refused run leaves
 nothing behind.
@@ -32,7 +33,10 @@ from ..store.fingerprint import fingerprint, model_fingerprint, readable_name
 from .prompts import COT_SUFFIX, chat_prompts, max_positions
 from ..store.rows import ResultStore, atomic_write_text, read_rows
 
-__all__ = ["EvalOptions", "run_eval", "COT_SUFFIX"]
+__all__ = ["EvalOptions", "run_eval", "COT_SUFFIX", "METRICS"]
+
+# the summary's cells: each with n and a 95% interval (Wilson for the 0/1 scores, a bootstrap for the means)
+METRICS = ("exact_match", "contains", "token_f1", "answer_nll_mean", "judge_score")
 
 @dataclass
 class EvalOptions:
@@ -135,10 +139,11 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
     import torch
     from tqdm.auto import tqdm
 
-    from .data import load_dataset, validate_dataset
+    from .data import group_fields, load_dataset, validate_dataset
     from ..integrations.transformers import apply_swaa
     from ..integrations.transformers import load_model
     from .scoring import answer_nll, choices_of, score_response
+    from .stats import cell
 
     if engine not in ("hf", "vllm"):
         raise ValueError(f"engine={engine!r} is unknown: use 'hf' (transformers) or 'vllm' (the SWAA vLLM plugin)")
@@ -192,8 +197,9 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
                 seconds = (time.perf_counter() - t0) / len(batch)
                 for i, response in zip(batch, responses):
                     row = df.iloc[i]
-                    rec = dict(key=keys[i], id=str(row["id"]), task=row.get("task"), prompt_tokens=lengths[i],
-                               response=response, answer=str(row["answer"]), seconds=round(seconds, 3),
+                    rec = dict(key=keys[i], id=str(row["id"]), task=row.get("task"), **group_fields(row),
+                               prompt_tokens=lengths[i], response=response, answer=str(row["answer"]),
+                               choices=choices_of(row), seconds=round(seconds, 3),
                                **score_response(response, str(row["answer"]), choices_of(row)))
                     if opts.answer_nll:
                         a_ids = tok(str(row["answer"]), add_special_tokens=False)["input_ids"]
@@ -209,13 +215,12 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
                 rows["judge_score"] = [g["judge_score"] for g in grades]
                 rows["judge_raw"] = [g["judge_raw"] for g in grades]
             _atomic_parquet(rows, out / files["parquet"])
-            metrics = {m: float(rows[m].mean()) for m in ("exact_match", "contains", "token_f1", "answer_nll_mean",
-                                                          "judge_score") if m in rows}
+            metrics = cell(rows, METRICS)                 # n, and each metric's mean with its 95% interval
             if "task" in rows and rows["task"].notna().any():
-                metrics["by_task"] = {t: float(g["contains"].mean()) for t, g in rows.groupby("task")}
+                metrics["by_task"] = {t: cell(g, METRICS) for t, g in rows.groupby("task")}
             summary = dict(key=f"{name}|{model_fp}|{cfg.mark}|{setting_fp}", model_name=name,
                            model_fingerprint=model_fp, use_vllm=engine == "vllm", mark=cfg.mark, **cfg.to_dict(),
-                           setting_fingerprint=setting_fp, **files, n=len(rows), skipped_too_long=len(df) - len(keep),
+                           setting_fingerprint=setting_fp, **files, skipped_too_long=len(df) - len(keep),
                            truncated=p.truncated, **metrics)
             _append_summary(out / "results.jsonl", summary)
             summaries.append(summary)

@@ -68,9 +68,17 @@ _LETTER_PATTERNS = [
 ]
 
 
+# LongBench v2's answer format, as the paper's scoring reads it (Eval/gpt_eval.py): its last occurrence wins
+_STATED = re.compile(r"The correct answer is \(?([A-D])\b")
+
+
 def choice_letter(response: str) -> str | None:
-    """The chosen letter of a multiple-choice answer (LongBench v2 style), or None."""
+    """The chosen letter of a multiple-choice answer, or None: the last "The correct answer is (X)" (LongBench v2's
+    format, read as the paper reads it), else the first of the looser forms above."""
     text = strip_thinking(response).replace("*", "")
+    stated = _STATED.findall(text)
+    if stated:
+        return stated[-1]
     for pat in _LETTER_PATTERNS:
         m = re.search(pat, text, re.IGNORECASE | re.MULTILINE) if pat.startswith("answer") else \
             re.search(pat, text, re.MULTILINE)
@@ -113,8 +121,7 @@ def answer_nll(model, prompt_ids, answer_ids) -> dict:
     if p.numel() == 0 or a.numel() == 0:
         raise ValueError(f"answer_nll needs a non-empty prompt and answer (got {p.numel()} and {a.numel()} tokens)")
     ids = torch.cat([p, a])[None].to(model.device)
-    with torch.no_grad():
-        logits = model(ids, prompt_length=p.numel(), use_cache=False).logits[0].float()
-    n = p.numel()
-    nll = F.cross_entropy(logits[n - 1:-1], ids[0, n:], reduction="sum").item()
+    with torch.no_grad():              # the LM head only where the answer is predicted: the last len(a) + 1 positions
+        logits = model(ids, prompt_length=p.numel(), use_cache=False, logits_to_keep=a.numel() + 1).logits[0].float()
+    nll = F.cross_entropy(logits[:-1], ids[0, p.numel():], reduction="sum").item()
     return dict(answer_nll=nll, answer_nll_mean=nll / a.numel(), answer_tokens=int(a.numel()))

@@ -17,7 +17,7 @@ NOTEBOOKS: dict[str, list[str]] = {
     "00_setup.ipynb": ["00_configs.png"],
     "01_attention_patterns.ipynb": ["01_masks.png", "01_attention_maps.png", "01_sink_mass.png",
                                     "01_loss_heatmap.png", "01_loss_vs_window.png", "01_recipes.png"],
-    "02_eval.ipynb": ["02_eval_heatmap.png"],
+    "02_eval.ipynb": ["02_eval_heatmap.png", "02_eval_intervals.png", "02_needle.png"],
     "03_sft.ipynb": ["03_sft_loss.png", "03_sft_before_after.png"],
     "04_speed.ipynb": ["04_speedup_vs_length.png", "04_cost_model.png", "04_tradeoff.png"],
     "05_lighttransfer.ipynb": ["05_lazy_ratios.png", "05_lighttransfer_vs_interleave.png"],

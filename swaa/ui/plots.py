@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 __all__ = ["plot_loss_vs_window", "plot_mask", "plot_masks", "plot_attention_maps", "plot_sink_mass",
-           "plot_loss_heatmap", "plot_recipes"]
+           "plot_loss_heatmap", "plot_recipes", "plot_intervals", "heatmap_with_intervals", "plot_needle"]
 
 
 def _plt():
@@ -232,3 +232,68 @@ def plot_tradeoff(points: list[dict], metric: str = "answer_nll_mean", xlabel: s
     if fig is not None:
         fig.tight_layout()
     return fig if fig is not None else ax.figure
+
+
+def plot_intervals(table, metrics=("answer_nll_mean", "contains"), labels: dict | None = None,
+                   title: str | None = None):
+    """A summary table (one row per setting: ``mark``, ``n``, each metric with ``_lo`` and ``_hi``, as
+    :func:`swaa.evaluation.stats.summary_table` gives) -> one panel per metric: the mean and its 95% interval as an
+    error bar, the settings top to bottom with their ``n``."""
+    import numpy as np
+
+    from ..evaluation.stats import PROPORTIONS
+    plt = _plt()
+    labels = labels or {}
+    y = np.arange(len(table))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics) + 2.5, 0.4 * len(table) + 1.5),
+                             sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        mean, lo, hi = (table[c].to_numpy(float) for c in (m, f"{m}_lo", f"{m}_hi"))
+        ax.errorbar(mean, y, xerr=[mean - lo, hi - mean], fmt="o", ms=5, capsize=3, color="tab:blue")
+        if m in PROPORTIONS:
+            ax.set_xlim(-0.03, 1.03)
+        ax.set_xlabel(labels.get(m, m) + " (95% interval)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y, [f"{mk}  (n={n})" for mk, n in zip(table["mark"], table["n"])], fontsize=8)
+    axes[0][0].invert_yaxis()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_with_intervals(table, index: str, columns: str, metric: str, ax, fmt: str = "{:.2f}", **kwargs):
+    """Cells of ``table`` (one row per (index, columns) value, with ``metric``, ``_lo`` and ``_hi``) as a heatmap
+    coloured by the mean and labelled with it and its 95% interval; rows and columns in order of appearance."""
+    import seaborn as sns
+    grids = [table.pivot_table(index=index, columns=columns, values=c, aggfunc="first")
+             .reindex(index=list(dict.fromkeys(table[index])), columns=list(dict.fromkeys(table[columns])))
+             for c in (metric, f"{metric}_lo", f"{metric}_hi")]
+    text = [[f"{fmt.format(m)}\n[{fmt.format(lo)}, {fmt.format(hi)}]" for m, lo, hi in zip(*r)]
+            for r in zip(*(g.to_numpy(float) for g in grids))]
+    sns.heatmap(grids[0], annot=text, fmt="", ax=ax, annot_kws={"fontsize": 7}, **kwargs)
+    return ax
+
+
+def plot_needle(table, marks, metric: str = "answer_nll_mean", label: str = "answer NLL (nats/token)",
+                title: str | None = None):
+    """Needle in a haystack: one heatmap per setting in ``marks`` (side by side, one colour scale), needle depth
+    down and context length across, each cell the mean and 95% interval of ``metric`` over its rows
+    (:func:`swaa.evaluation.needle.needle_table`)."""
+    plt = _plt()
+    sel = table[table["mark"].isin(marks)]
+    vmin, vmax = float(sel[metric].min()), float(sel[metric].max())
+    fig, axes = plt.subplots(1, len(marks), figsize=(1.25 * sel["context_length"].nunique() * len(marks) + 2.5,
+                                                     0.62 * sel["depth"].nunique() + 1.9), squeeze=False)
+    for k, (ax, mark) in enumerate(zip(axes[0], marks)):
+        part = sel[sel["mark"] == mark].sort_values(["depth", "context_length"])
+        part = part.assign(depth=[f"{d:.0%}" for d in part["depth"]])
+        heatmap_with_intervals(part, "depth", "context_length", metric, ax, cmap="rocket_r", vmin=vmin, vmax=vmax,
+                               cbar=k == len(marks) - 1, cbar_kws={"label": label})
+        ax.set(title=mark, xlabel="context length (tokens)", ylabel="needle depth" if k == 0 else "")
+        ax.title.set_fontsize(9)
+    n = sorted(set(sel["n"]))
+    fig.suptitle((title or "needle in a haystack") + f" (n = {n[0] if len(n) == 1 else f'{n[0]}-{n[-1]}'} per cell)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -53,7 +53,7 @@ def test_loaders_and_schema_errors(tmp_path, tok):
     assert len(load_dataset(tmp_path / "longmemeval_24k.parquet")) == 2
     ctx = pd.DataFrame({"context": ["a long text"], "question": ["what?"], "answer": ["x"]})
     ctx.to_parquet(tmp_path / "c.parquet")
-    assert load_dataset(tmp_path / "c.parquet")["prompt"][0] == "a long text\n\nwhat?"
+    assert load_dataset(tmp_path / "c.parquet")["prompt"][0] == "Context: a long text\n\nQuestion: what?"
     pd.DataFrame({"text": ["x"], "label": [1]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match=r"lacks columns \['prompt', 'question', 'answer'\]: found \['text', 'label'\]"):
         load_dataset(tmp_path / "bad.parquet")

@@ -48,6 +48,11 @@ def test_outputs(data, tmp_path):
                       "non_sliding_layers", "exact_match", "contains", "answer_nll_mean"):
             assert field in s
         assert s["n"] == 5 and s["by_task"].keys() == {"needle", "qa"}
+        for cell in (s, *s["by_task"].values()):           # every cell: n, the mean and its 95% interval
+            assert cell["n"] >= 1
+            for m in ("exact_match", "contains", "token_f1", "answer_nll_mean"):
+                assert cell[f"{m}_lo"] <= cell[m] <= cell[f"{m}_hi"], (m, cell)
+        assert (s["by_task"]["needle"]["n"], s["by_task"]["qa"]["n"]) == (3, 2)
     # files and summary lines are keyed by the model's fingerprint and the setting's, with the readable name beside
     assert summary[0]["model_fingerprint"] == summary[1]["model_fingerprint"]
     assert summary[0]["setting_fingerprint"] != summary[1]["setting_fingerprint"]

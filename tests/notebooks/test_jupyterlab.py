@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,10 @@ def _lab_command() -> str:
     return line
 
 
-@pytest.mark.slow
-def test_make_lab_serves_the_notebooks_on_loopback_with_a_token(tmp_path):
+@contextmanager
+def lab_server(tmp_path, timeout: float = 60):
+    """JupyterLab started by `make lab`'s own line on a free loopback port, its config and runtime files under
+    ``tmp_path``; yields (base URL, token, port) once its REST API answers, and stops it afterwards."""
     port = free_port()
     line = _lab_command()
     assert "--ip 127.0.0.1" in line and "token" not in line.lower()     # a token is never switched off
@@ -42,19 +45,28 @@ def test_make_lab_serves_the_notebooks_on_loopback_with_a_token(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"), env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + timeout
         while True:
             info = list((tmp_path / "rt").glob("jpserver-*.json"))
             try:
                 token = json.loads(info[0].read_text())["token"] if info else None
-                if token:
-                    status, body = _get(f"{base}/api/status", token)
+                if token and _get(f"{base}/api/status", token)[0] == 200:
                     break
             except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
                 pass
             assert proc.poll() is None, (tmp_path / "lab.log").read_text()[-2000:]
-            assert time.time() < deadline, "JupyterLab did not answer within 60 s"
+            assert time.time() < deadline, f"JupyterLab did not answer within {timeout:.0f} s"
             time.sleep(0.5)
+        yield base, token, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_make_lab_serves_the_notebooks_on_loopback_with_a_token(tmp_path):
+    with lab_server(tmp_path) as (base, token, port):
+        status, body = _get(f"{base}/api/status", token)
         assert status == 200 and "started" in body
         assert listening_addresses(port) == {"127.0.0.1"}                # this machine only
         status, nb = _get(f"{base}/api/contents/01_attention_patterns.ipynb?content=1", token)
@@ -69,6 +81,3 @@ def test_make_lab_serves_the_notebooks_on_loopback_with_a_token(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as e:                 # no token, no notebook
             _get(f"{base}/api/contents/01_attention_patterns.ipynb")
         assert e.value.code == 403
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -3,6 +3,7 @@ traceback, and nothing written. The table runs in-process through swaa.cli.main 
 run through `python -m swaa.cli` as a user types them. Each case fails before a model's weights are needed: a model
 here is a folder holding a config.json and a tokenizer, no weights: what the command reads before it loads them.
 """
+import json
 import os
 import socket
 import subprocess
@@ -56,6 +57,11 @@ def files(tmp_path_factory):
     w("long.jsonl", '{"id": "long-0", "prompt": "%s", "question": "q?", "answer": "x"}\n' % ("a " * 600))
     w("results.csv", "setting,contains\nfull,1\n")
     pd.DataFrame({"prompt": [], "question": [], "answer": []}).to_parquet(d / "zero_rows.parquet")
+    fixtures = ROOT / "tests" / "fixtures"                      # the benchmarks' released schemas, each broken once
+    lb, lm = (json.loads((fixtures / f).read_text()) for f in ("longbench_v2.json", "longmemeval_s.json"))
+    w("longbench_answer_e.json", json.dumps([dict(lb[0], answer="E")]))
+    w("longbench_no_context.json", json.dumps([{k: v for k, v in lb[0].items() if k != "context"}]))
+    w("longmemeval_dates.json", json.dumps([dict(lm[0], haystack_dates=[])]))
     LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2, max_position_embeddings=512).save_pretrained(d / "model")
     _word_tokenizer().save_pretrained(d / "model")
@@ -80,6 +86,8 @@ DISTILL = ["distill", "--dataset", "{d}/good.jsonl", "--out", "{o}"]
 SFT = ["sft", "--data", "{d}/sft.jsonl", "--swaa", SWAA, "--out", "{o}"]
 SPEED = ["speed", "--model", "tiny-qwen3", "--out", "{o}"]
 SHAPE = ["advise", "--shape", "qwen3-4b", "--length", "1000"]
+LMT = ["lm-eval-task", "--dataset", "{d}/good.jsonl", "--out", "{o}"]
+LME = ["lm-eval", "run", "--model", "swaa", "--tasks", "swaa_good", "--include_path", "{o}"]
 UNREACHABLE = ["--model", "{m}", "--judge-url", "http://127.0.0.1:{port}/v1", "--judge-model", "judge"]
 
 
@@ -129,6 +137,12 @@ CASES = {
     "eval dataset zero rows": (_with(EVAL, "--dataset", "{d}/zero_rows.parquet"), ["--dataset", "is empty"]),
     "eval dataset txt": (_with(EVAL, "--dataset", "{d}/data.txt"), ["--dataset", "data.txt", ".parquet"]),
     "eval dataset not parquet": (_with(EVAL, "--dataset", "{d}/broken.parquet"), ["--dataset", "broken.parquet"]),
+    "eval longbench answer E": (_with(EVAL, "--dataset", "{d}/longbench_answer_e.json"), ["--dataset", "item 0",
+                                                                                         "answer 'E'", "A, B, C, D"]),
+    "eval longbench no context": (_with(EVAL, "--dataset", "{d}/longbench_no_context.json"),
+                                  ["--dataset", "item 0 lacks ['context']", "LongBench v2"]),
+    "eval longmemeval dates": (_with(EVAL, "--dataset", "{d}/longmemeval_dates.json"),
+                               ["--dataset", "'e47becba'", "2 haystack_sessions and 0 haystack_dates"]),
     # eval: the settings list
     "eval settings missing": (_with(EVAL, "--settings", "{d}/missing.json"), ["--settings", "missing.json"]),
     "eval settings empty": (_with(EVAL, "--settings", "{d}/empty.json"), ["--settings", "empty.json", "empty list"]),
@@ -283,6 +297,27 @@ CASES = {
     "serve model missing": (["serve", "/nowhere/model"], ["/nowhere/model"]),
     "serve hf-overrides": (["serve", "{m}", "--hf-overrides", "{}"], ["--hf-overrides"]),
     "serve no model": (["serve"], ["model"]),
+    # lm-eval-task: a task over a dataset; lm-eval: its own parser and the swaa model's arguments, before it starts
+    "lm-eval-task dataset missing": (_with(LMT, "--dataset", "{d}/missing.jsonl"), ["--dataset", "missing.jsonl"]),
+    "lm-eval-task dataset broken": (_with(LMT, "--dataset", "{d}/longbench_answer_e.json"), ["--dataset", "'E'"]),
+    "lm-eval-task max-new-tokens 0": (_with(LMT, "--max-new-tokens", "0"), ["--max-new-tokens", "0"]),
+    "lm-eval-task sample-first 0": (_with(LMT, "--sample-first", "0"), ["--sample-first", "0"]),
+    "lm-eval-task name a/b": (_with(LMT, "--name", "a/b"), ["--name", "'a/b'", "underscores"]),
+    "lm-eval-task out is a file": (_with(LMT, "--out", "{d}/afile"), ["--out", "afile"]),
+    "lm-eval-task model missing": (_with(LMT, "--dataset", "synthetic:128", "--model", "/nowhere/model"),
+                                   ["--model", "/nowhere/model"]),
+    "lm-eval limit abc": (["lm-eval", "run", "--limit", "abc"], ["--limit", "abc"]),
+    "lm-eval unknown option": (["lm-eval", "run", "--bogus", "1"], ["--bogus"]),
+    "lm-eval swaa unknown argument": (LME + ["--model_args", "window=64"], ["--model_args", "['window']"]),
+    "lm-eval swaa window 0": (LME + ["--model_args", "sliding_window_size=0"], ["--model_args",
+                                                                              "sliding_window_size=0"]),
+    "lm-eval swaa keep_first -1": (LME + ["--model_args", "sliding_window_size=64,keep_first=-1"],
+                                   ["--model_args", "keep_first=-1"]),
+    "lm-eval swaa settings and fields": (LME + ["--model_args", "settings={d}/ok.json,keep_first=4"],
+                                         ["--model_args", "not both"]),
+    "lm-eval swaa settings need setting": (LME + ["--model_args", "settings={d}/two.json"],
+                                           ["--model_args", "setting=<index or mark>"]),
+    "lm-eval swaa batch size auto": (LME + ["--batch_size", "auto"], ["--batch_size", "'auto'"]),
     # info, reproduce, the command itself
     "info unknown option": (["info", "--verbose"], ["--verbose"]),
     "reproduce unknown notebook": (["reproduce", "nope.ipynb"], ["nope.ipynb"]),
@@ -331,7 +366,7 @@ def clean_env(tmp_path, monkeypatch):
 
 def test_the_table_is_large():
     assert len(CASES) >= 100 and {argv[0] for argv, _ in CASES.values() if argv} >= {
-        "reproduce", "eval", "lazy", "distill", "sft", "info", "serve", "speed", "advise"}
+        "reproduce", "eval", "lazy", "distill", "sft", "info", "serve", "speed", "advise", "lm-eval", "lm-eval-task"}
 
 
 @pytest.mark.parametrize("case", list(CASES))
