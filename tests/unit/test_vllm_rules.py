@@ -12,30 +12,31 @@ from swaa.integrations.vllm.attend import attend_packed, attend_tiles
 BS = 4
 
 
-def _paged(seqs, hkv, d, nb=64, seed=0, cuda=False):
-    """Pages (nb, Hkv, BS, 2D) holding the K/V of each sequence, blocks scattered by a random block table: in the
+def _paged(seqs, hkv, d, nb=64, seed=0, cuda=False, bs=BS):
+    """Pages (nb, Hkv, bs, 2D) holding the K/V of each sequence, blocks scattered by a random block table: in the
     windowed layers' CPU order (written by rules.write_kv), or with ``cuda`` as vLLM's CUDA pages ([K | V] rows)."""
     g = torch.Generator().manual_seed(seed)
-    pages = torch.zeros(nb, hkv, BS, 2 * d)
+    pages = torch.zeros(nb, hkv, bs, 2 * d)
     perm = torch.randperm(nb - 1, generator=g) + 1          # block 0 stays the null block
+    width = max(-(-k.shape[0] // bs) for k, _ in seqs) + 2
     tables, used = [], 0
     for k, v in seqs:
-        n = -(-k.shape[0] // BS)
+        n = -(-k.shape[0] // bs)
         row = perm[used:used + n]
         used += n
-        tables.append(torch.cat([row, torch.zeros(16 - n, dtype=row.dtype)]))
-        slots = row[torch.arange(k.shape[0]) // BS] * BS + torch.arange(k.shape[0]) % BS
+        tables.append(torch.cat([row, torch.zeros(width - n, dtype=row.dtype)]))
+        slots = row[torch.arange(k.shape[0]) // bs] * bs + torch.arange(k.shape[0]) % bs
         if cuda:
-            pages[slots // BS, :, slots % BS] = torch.cat([k, v], -1)
+            pages[slots // bs, :, slots % bs] = torch.cat([k, v], -1)
         else:
             rules.write_kv(pages, k, v, torch.cat([slots, torch.tensor([-1])]))   # a padding slot is skipped
     return pages, torch.stack(tables).int()
 
 
-def _batch(lens, q_lens, hq=6, hkv=2, d=16, seed=0, cuda=False):
+def _batch(lens, q_lens, hq=6, hkv=2, d=16, seed=0, cuda=False, bs=BS, nb=64):
     torch.manual_seed(seed)
     seqs = [(torch.randn(n, hkv, d), torch.randn(n, hkv, d)) for n in lens]
-    pages, table = _paged(seqs, hkv, d, cuda=cuda)
+    pages, table = _paged(seqs, hkv, d, nb=nb, cuda=cuda, bs=bs)
     q = torch.randn(sum(q_lens), hq, d)
     return seqs, pages, table, q, torch.tensor([0] + q_lens).cumsum(0), torch.tensor(lens)
 

@@ -5,9 +5,10 @@ It is active only for a model that carries a SWAA config, passed the standard wa
     LLM(model, hf_overrides={"swaa_config": {"sliding_window_size": 2048, "keep_first": 100}})
     vllm serve MODEL --hf-overrides '{"swaa_config": {...}}'        # or: swaa serve MODEL --sliding-window-size ...
 
-On CPU it replaces the CPU attention backend class (:mod:`.cpu`); on CUDA it replaces the FlashAttention backend
-with a variant that computes the window with vLLM's flash kernel and merges the sinks by LSE (:mod:`.cuda`).
-Models without a SWAA config run exactly as before.
+On CPU it replaces the CPU attention backend class (:mod:`.cpu`), on CUDA the FlashAttention one (:mod:`.cuda`):
+full-attention layers keep vLLM's kernel, windowed layers attend in one batched call per step over the paged cache
+(:mod:`.step`, :mod:`.attend`) and keep their blocks in their own KV-cache group (:mod:`.kv`). Models without a
+SWAA config run exactly as before. Design and measurements: docs/serving.md.
 """
 from __future__ import annotations
 
