@@ -3,6 +3,8 @@ prompt length, in one run.
 
     python benchmarks/vllm_cpu.py                                   # the record: batch 8, 1k/4k/7k prompts, 64 new
     python benchmarks/vllm_cpu.py --prompt-lens 512 --batch 2 --new 8 --out /tmp/quick.json     # a quick check
+    python benchmarks/vllm_cpu.py --profile --prompt-lens 1024,7168 --settings "plain vLLM,W=256 S=4" \
+        --out benchmarks/results/vllm_cpu_profile.json              # where the prefill time goes
 
 One engine per setting (in this process, one after the other), greedy, prefix caching off, the default model in
 bf16. Each (setting, prompt length) is one batch of ``--batch`` prompts driven step by step through vLLM's engine:
