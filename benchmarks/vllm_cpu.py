@@ -38,13 +38,19 @@ SETTINGS = {
 }
 
 
-def run_batch(llm, prompts, new_tokens: int, tag: str) -> dict:
-    """Drive one batch through the engine step by step: prefill and decode throughput, KV blocks after decode."""
+def _submit(llm, prompts, new_tokens: int, tag: str):
+    """Queue ``prompts`` as requests ``TAG-i`` (greedy, exactly ``new_tokens`` each) in the engine, which it returns."""
     from vllm import SamplingParams
     engine = llm.llm_engine
     params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
     for i, ids in enumerate(prompts):
         engine.add_request(f"{tag}-{i}", {"prompt_token_ids": ids}, params)
+    return engine
+
+
+def run_batch(llm, prompts, new_tokens: int, tag: str) -> dict:
+    """Drive one batch through the engine step by step: prefill and decode throughput, KV blocks after decode."""
+    engine = _submit(llm, prompts, new_tokens, tag)
     produced = {f"{tag}-{i}": 0 for i in range(len(prompts))}
     prefill_s = decode_s = 0.0
     decode_tokens = 0
@@ -157,11 +163,7 @@ KINDS = (("attention, vLLM's kernel", ("cpu_attention", "cpu_attn_reshape")),
 def profile_prefill(llm, prompts) -> dict:
     """Self CPU time of the prefill steps (``max_tokens=1``) by kind of operation, in ms and shares."""
     from torch.profiler import ProfilerActivity, profile
-    from vllm import SamplingParams
-    engine = llm.llm_engine
-    params = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
-    for i, ids in enumerate(prompts):
-        engine.add_request(f"prof-{i}", {"prompt_token_ids": ids}, params)
+    engine = _submit(llm, prompts, 1, "prof")
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         while engine.has_unfinished_requests():

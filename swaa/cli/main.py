@@ -309,7 +309,6 @@ COMMANDS = {"reproduce": _cmd_reproduce, "eval": _cmd_eval, "lazy": _cmd_lazy, "
             "lm-eval-task": _cmd_lm_eval_task}      # and serve, lm-eval
 
 
-
 def main(argv=None) -> int:
     prog = "swaa"
     argv = sys.argv[1:] if argv is None else list(argv)

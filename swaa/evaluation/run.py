@@ -136,7 +136,6 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
     ``judge``: an optional :class:`swaa.evaluation.judge.Judge`; it grades the stored responses of a finished setting (its
     cache makes reruns free). If it cannot be reached, the generated rows stay on disk and the error says so."""
     import pandas as pd
-    import torch
     from tqdm.auto import tqdm
 
     from .data import group_fields, load_dataset, validate_dataset
@@ -197,10 +196,11 @@ def run_eval(models, settings, dataset, out, *, engine: str = "hf", options: Eva
                 seconds = (time.perf_counter() - t0) / len(batch)
                 for i, response in zip(batch, responses):
                     row = df.iloc[i]
+                    choices = choices_of(row)
                     rec = dict(key=keys[i], id=str(row["id"]), task=row.get("task"), **group_fields(row),
                                prompt_tokens=lengths[i], response=response, answer=str(row["answer"]),
-                               choices=choices_of(row), seconds=round(seconds, 3),
-                               **score_response(response, str(row["answer"]), choices_of(row)))
+                               choices=choices, seconds=round(seconds, 3),
+                               **score_response(response, str(row["answer"]), choices))
                     if opts.answer_nll:
                         a_ids = tok(str(row["answer"]), add_special_tokens=False)["input_ids"]
                         rec.update(answer_nll(model, chat_ids[i], a_ids))

@@ -72,10 +72,15 @@ def segments(query_start_loc, seq_lens, use, window: int, keep_first: int, size:
     return Segments(req, a, b, lo, lo.clamp(max=keep_first), qsl[req] + a - first[req])
 
 
+def _renumbered(j, ns, lo):
+    """The position of a segment's key number ``j``: its sinks ``[0, ns)`` first, then its window from ``lo``."""
+    return torch.where(j < ns, j, lo + j - ns)
+
+
 def _key_positions(seg: Segments, width: int):
     """(segments, width) key positions (padding: position 0, always written) and which are real."""
     j = torch.arange(width)
-    pos = torch.where(j < seg.ns[:, None], j, seg.lo[:, None] + j - seg.ns[:, None])
+    pos = _renumbered(j, seg.ns[:, None], seg.lo[:, None])
     real = j < seg.num_keys[:, None]
     return pos.where(real, 0), real
 
@@ -151,8 +156,7 @@ def packed(seg: Segments, block_table, block_size: int) -> Packed | None:
     q_rows, cu_q = _runs(seg.row, nq)
     k_idx, cu_k = _runs(torch.zeros_like(nk), nk)                # key index inside its segment
     owner = torch.repeat_interleave(torch.arange(len(seg)), nk)
-    ns, lo = seg.ns[owner], seg.lo[owner]
-    pos = torch.where(k_idx < ns, k_idx, lo + k_idx - ns)
+    pos = _renumbered(k_idx, seg.ns[owner], seg.lo[owner])
     dev = block_table.device
     return Packed(q_rows.to(dev), _slots(block_table, block_size, seg.req[owner], pos), cu_q.to(dev), cu_k.to(dev),
                   int(nq.max()), int(nk.max()))
